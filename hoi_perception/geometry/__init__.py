@@ -1,0 +1,1 @@
+"""Camera and rotation geometry shared by every stage."""
