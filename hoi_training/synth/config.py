@@ -24,7 +24,7 @@ class CameraConfig:
     # Principal point offset from the image centre, as a fraction of the size.
     principal_jitter: float = 0.03
     # Distance of the hand-object centre from the camera, metres.
-    distance: tuple[float, float] = (0.38, 0.6)
+    distance: tuple[float, float] = (0.28, 0.45)
 
     def validate(self) -> None:
         if self.width < 32 or self.height < 32:

@@ -35,8 +35,8 @@ from hoi_perception.atomic import atomic_save_npz, atomic_write_json
 from hoi_perception.config import to_dict
 from hoi_perception.geometry.camera import box_from_points, project
 from hoi_perception.hand_model.mano import HandModel, HandModelConfig
-from hoi_perception.objects.models import ObjectModel, load_object_library
-from hoi_perception.render.overlay import draw_hand, draw_object_box, save_png
+from hoi_perception.objects.models import ObjectLibrary, ObjectModel, load_object_library
+from hoi_perception.render.overlay import draw_hand_skeleton, draw_mesh, draw_object_pose, save_png
 from hoi_perception.render.rasterizer import Lighting, Mesh, render
 from hoi_training.synth import appearance
 from hoi_training.synth.config import DomainConfig, SynthConfig
@@ -93,7 +93,7 @@ class SequenceRenderer:
     """Draws grasps, motions and appearances and renders them into labelled frames."""
 
     def __init__(self, config: SynthConfig, domain: str, mano_dir: str | Path | None,
-                 objects: dict[str, ObjectModel]):
+                 objects: ObjectLibrary):
         if domain not in config.domains:
             raise ValueError(f"domain '{domain}' is not defined in the synth config; defined: {sorted(config.domains)}")
         self.config = config
@@ -126,7 +126,7 @@ class SequenceRenderer:
         K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
 
         times = np.arange(frames) / cam.fps
-        base = Rotation.random(random_state=rng)
+        base = _viewpoint(rng, geometry.palm_normal)
         wobble, drift = smooth_rigid_motion(rng, times, np.deg2rad(cfg.motion.rotation_amplitude_deg),
                                             cfg.motion.translation_amplitude, cfg.motion.period)
         rotations = (base * Rotation.from_matrix(wobble)).as_matrix()
@@ -137,7 +137,7 @@ class SequenceRenderer:
         positions = centre[None] + drift
         closure = smooth_scalar(rng, times, cfg.hand.min_closure, 1.0, cfg.motion.period)
 
-        light_dir = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.8, 0.2), 1.0])
+        light_dir = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.8, 0.2), -1.0])  # towards the light
         lighting = Lighting(direction=light_dir / np.linalg.norm(light_dir), ambient=rng.uniform(*dom.ambient),
                             diffuse=rng.uniform(*dom.diffuse), specular=0.15, shininess=24.0)
         tint = 1.0 + rng.uniform(-dom.light_tint, dom.light_tint, 3)
@@ -157,7 +157,7 @@ class SequenceRenderer:
         rng = _sequence_rng(plan.seed, plan.index, self.domain_name + "/render")
         frames = len(plan.rotations)
         bg = appearance.background(self.domain.background, rng, cfg.camera.height, cfg.camera.width)
-        skin_colors = appearance.skin_vertex_colors(plan.skin, 778, rng)
+        skin_colors = 255.0 * appearance.skin_vertex_colors(plan.skin, 778, rng)
 
         hand_pose = grasp.hand_pose(geometry, plan.closure)  # (F, 45)
         R = plan.rotations
@@ -177,9 +177,9 @@ class SequenceRenderer:
         obj_t = np.einsum("fij,j->fi", R, grasp.object_translation - grasp.centre) + plan.positions
 
         for i in range(frames):
-            obj_verts = obj.vertices @ obj_R[i].T + obj_t[i]
-            meshes = [Mesh(vertices=vertices[i], faces=hand.faces, vertex_colors=skin_colors, specular=0.2),
-                      Mesh(vertices=obj_verts, faces=obj.faces, uv=obj.uv, texture=obj.texture, specular=0.4)]
+            obj_mesh = obj.mesh(obj_R[i], obj_t[i], specular=0.4)
+            obj_verts = obj_mesh.vertices
+            meshes = [Mesh(vertices=vertices[i], faces=hand.faces, vertex_colors=skin_colors, specular=0.2), obj_mesh]
             result = render(meshes, plan.K, cfg.camera.width, cfg.camera.height, background=bg,
                             lighting=plan.lighting, supersample=cfg.supersample)
             rgb = np.clip(result.rgb.astype(np.float32) * plan.light_tint[None, None], 0, 255).astype(np.uint8)
@@ -201,15 +201,30 @@ class SequenceRenderer:
             yield rgb, depth_mm, mask, labels
 
 
+def _viewpoint(rng: np.random.Generator, palm_normal: np.ndarray, max_tries: int = 50) -> Rotation:
+    """A random hand-to-camera rotation from which the object does not hide the hand.
+
+    The object sits on the palm side, so views looking into the palm through the object
+    (camera direction within ~70 degrees of the palm normal) are redrawn.
+    """
+    rotation = Rotation.random(random_state=rng)
+    for _ in range(max_tries):
+        towards_camera = rotation.inv().apply([0.0, 0.0, -1.0])
+        if np.dot(towards_camera, palm_normal) < 0.35:
+            break
+        rotation = Rotation.random(random_state=rng)
+    return rotation
+
+
 def _clip_box(box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     w, h = size
     return np.array([np.clip(box[0], 0, w), np.clip(box[1], 0, h), np.clip(box[2], 0, w), np.clip(box[3], 0, h)])
 
 
 def _draw_labels(rgb: np.ndarray, labels: dict, faces: np.ndarray, K: np.ndarray, obj: ObjectModel) -> np.ndarray:
-    image = draw_hand(rgb, labels["joints2d"], vertices_2d=project(labels["vertices3d"], K), faces=faces)
-    corners = labels["object_control_points2d"][:8]
-    return draw_object_box(image, corners)
+    image = draw_mesh(rgb, labels["vertices3d"], faces, K, alpha=0.35)
+    image = draw_hand_skeleton(image, labels["joints2d"])
+    return draw_object_pose(image, obj.control_points, labels["object_rotation"], labels["object_translation"], K)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -299,8 +314,8 @@ def _check_output_dir(out_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise PermissionError(f"output folder '{out_dir}' is not writable: {exc}") from exc
-    foreign = [p.name for p in out_dir.iterdir()
-               if not (p.name.startswith("seq_") or p.name.startswith(".seq_") or p.name == "bags")]
+    own = ("seq_", ".seq_", "bags", "preview.png", ".preview.png.")
+    foreign = [p.name for p in out_dir.iterdir() if not p.name.startswith(own)]
     if foreign:
         raise FileExistsError(f"output folder '{out_dir}' holds other files ({sorted(foreign)[:5]}); "
                               "use an empty or new folder")
@@ -334,8 +349,8 @@ def generate_dataset(config: SynthConfig, out_dir: str | Path, sequences: int, f
             if write_bags and not (out_dir / "bags" / seq_dir.name / "metadata.yaml").exists():
                 write_sequence_bag(seq_dir, out_dir / "bags" / seq_dir.name)
             metas.append(meta)
-    first_frames = [cv2.imread(str(out_dir / f"seq_{i:04d}" / "preview.png"))[..., ::-1] for i in range(min(4, sequences))]
-    save_png(out_dir / "preview.png", np.concatenate(first_frames, axis=0))
+    previews = [cv2.imread(str(out_dir / f"seq_{i:04d}" / "preview.png"))[..., ::-1] for i in range(min(4, sequences))]
+    save_png(out_dir / "preview.png", np.concatenate(previews, axis=0))
     manifest = {
         "format_version": FORMAT_VERSION, "generator": "hoi-train synth", "seed": seed, "domain": domain,
         "frames_per_sequence": frames, "config": to_dict(config), "config_digest": digest,

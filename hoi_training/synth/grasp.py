@@ -37,10 +37,6 @@ class ConvexSDF:
     def __call__(self, points: np.ndarray) -> np.ndarray:
         return (np.asarray(points) @ self.normals.T + self.offsets).max(axis=-1)
 
-    def support(self, direction: np.ndarray, vertices: np.ndarray) -> float:
-        """Largest extent of ``vertices`` along ``direction`` (max dot product)."""
-        return float((vertices @ direction).max())
-
 
 @dataclass(frozen=True)
 class HandGeometry:
@@ -52,7 +48,6 @@ class HandGeometry:
     palm_normal: np.ndarray  # unit vector out of the palm
     finger_direction: np.ndarray  # unit vector wrist -> middle knuckle
     finger_vertices: tuple[np.ndarray, ...]  # per finger (index, middle, pinky, ring, thumb): vertex ids it moves
-    palm_vertices: np.ndarray  # vertex ids that no finger moves
     flexion_axes: np.ndarray  # (15, 3) rotation axis per pose joint 1..15 that curls toward the palm
 
 
@@ -82,7 +77,6 @@ def hand_geometry(hand_model, side: str, betas: np.ndarray) -> HandGeometry:
     moved_verts, _ = _forward(hand_model, probes, betas)
     moved = np.linalg.norm(moved_verts - verts0[None], axis=-1) > 1e-5
     finger_vertices = tuple(np.flatnonzero(moved[f]) for f in range(5))
-    palm_vertices = np.flatnonzero(~moved.any(axis=0))
 
     wrist, middle_mcp = joints[0], joints[4]
     finger_direction = _unit(middle_mcp - wrist)
@@ -100,7 +94,7 @@ def hand_geometry(hand_model, side: str, betas: np.ndarray) -> HandGeometry:
             bone = joints[child] - joints[joint]
             axes[joint - 1] = _unit(np.cross(bone, normal))  # rotating about it moves the child toward the palm
     return HandGeometry(side, np.asarray(betas, dtype=np.float64), joints, normal, finger_direction,
-                        finger_vertices, palm_vertices, axes)
+                        finger_vertices, axes)
 
 
 def articulation(geometry: HandGeometry, closure: np.ndarray, spread: np.ndarray | None = None) -> np.ndarray:
@@ -147,24 +141,26 @@ def synthesize_grasp(hand_model, geometry: HandGeometry, object_vertices: np.nda
     if np.linalg.det(R) < 0:
         R[:, 2] *= -1
     tilt = Rotation.from_rotvec(n * rng.uniform(-0.45, 0.45)) * Rotation.from_rotvec(d * rng.uniform(-0.3, 0.3))
-    spin = Rotation.from_rotvec(R[:, 0] * rng.uniform(-np.pi, np.pi))  # about the object's own long axis
+    spin = Rotation.from_rotvec(lateral * rng.uniform(-np.pi, np.pi))  # about the object's long axis
     R = (tilt * spin).as_matrix() @ R
 
     joints = geometry.rest_joints
     palm_point = joints[0] + rng.uniform(0.6, 0.85) * (joints[4] - joints[0]) + lateral * rng.uniform(-0.01, 0.01)
     posed = object_vertices @ R.T
-    # Touch the palm: the object's extent toward the palm sits just above the palm surface.
-    palm_verts, _ = _forward(hand_model, np.zeros(45), geometry.betas)
-    palm_surface = palm_verts[0, geometry.palm_vertices]
-    palm_height = float(((palm_surface - palm_point) @ n).max()) if len(palm_surface) else 0.0
+    flat_verts, _ = _forward(hand_model, np.zeros(45), geometry.betas)
+    hand_surface = flat_verts[0]
+    # Start clear of the open hand, then slide the object along -n until it rests on it
+    # (palm, or the opposed thumb where that sticks out further) with a small gap. The
+    # convex SDF never overestimates the distance, so no step overshoots.
     gap = rng.uniform(0.001, 0.004)
-    t = palm_point + n * (palm_height + gap + float((-posed @ n).max()))
-    sdf = ConvexSDF.from_points(posed + t)
-    # Push out if the palm still cuts into the object.
-    depth = -float(sdf(palm_surface).min()) if len(palm_surface) else 0.0
-    if depth > 0.0:
-        t = t + n * (depth + gap)
+    t = palm_point + n * (float((-posed @ n).max()) + 0.05)
+    for _ in range(30):
         sdf = ConvexSDF.from_points(posed + t)
+        clearance = float(sdf(hand_surface).min()) - gap
+        if abs(clearance) < 2e-4:
+            break
+        t = t - n * clearance
+    sdf = ConvexSDF.from_points(posed + t)
 
     spread = rng.uniform(-0.08, 0.08, 5)
     contact = _close_fingers(hand_model, geometry, sdf, spread, penetration_tolerance)
