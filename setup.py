@@ -42,13 +42,14 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["hoi_perception", "hoi_perception.*", "hoi_training", "hoi_training.*"])
-    + ["hoi_perception._config"],
-    # The shipped YAML files live in config/ (installed to share/ by colcon); pip installs
-    # carry a copy inside the package so hoi_perception.config finds them anywhere.
-    package_dir={"hoi_perception._config": "config"},
+    + ["hoi_perception._config", "hoi_perception._msg"],
+    # The shipped YAML files and message definitions live in config/ and msg/ (installed to
+    # share/ by colcon); pip installs carry copies inside the package so they are found anywhere.
+    package_dir={"hoi_perception._config": "config", "hoi_perception._msg": "msg"},
     package_data={
         "hoi_perception": ["hand_model/assets/*.npz", "checkpoints/*"],
         "hoi_perception._config": ["*.yaml", "*/*.yaml", "*.rviz"],
+        "hoi_perception._msg": ["*.msg"],
     },
     install_requires=runtime,
     extras_require=extras,
