@@ -1,0 +1,96 @@
+"""Left hands through a right-hand network: mirror the input, un-mirror the outputs.
+
+The network and its MANO layer model a right hand. A left hand seen in an image is,
+after a horizontal flip of that image, a right hand seen by the mirrored camera
+(HFL-Net does this for DexYCB). The mirror is M = diag(-1, 1, 1) in camera axes:
+
+* image: columns reversed; a pixel coordinate u becomes ``W - 1 - u`` (OpenCV
+  convention, pixel centres at integer coordinates; boxes and points use the same
+  continuous coordinates, so a box (x0, x1) becomes (W - 1 - x1, W - 1 - x0));
+* camera matrix: ``cx`` becomes ``W - 1 - cx`` (fx, fy, cy unchanged), so that
+  projecting M X with the mirrored K lands on the mirrored pixel of X;
+* 3D points (joints, vertices, translations): x negated;
+* axis-angle rotations: M R M = R(-M a), i.e. (ax, ay, az) -> (ax, -ay, -az), for the
+  global orientation and every joint rotation alike.
+
+Mirroring is its own inverse, so the same functions un-mirror. Mirrored vertices
+keep their indices, which is how MANO's left model relates to its right model; a
+renderer must reverse the face winding of the mirrored mesh. MANO shape
+coefficients are used as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _width(width: int) -> int:
+    if int(width) != width or width < 1:
+        raise ValueError(f"width: expected a positive integer image width in pixels, got {width!r}")
+    return int(width)
+
+
+def mirror_image(image: np.ndarray) -> np.ndarray:
+    """Image (H, W) or (H, W, C) with its columns reversed (a contiguous copy)."""
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image: expected (H, W) or (H, W, C), got shape {image.shape}")
+    return np.ascontiguousarray(image[:, ::-1])
+
+
+def mirror_points_2d(points: np.ndarray, width: int) -> np.ndarray:
+    """Pixel points (..., 2) of a ``width``-wide image -> their mirrored positions (u -> W - 1 - u)."""
+    p = np.array(points, dtype=np.float64)
+    if p.shape[-1:] != (2,):
+        raise ValueError(f"points: expected shape (..., 2), got {p.shape}")
+    p[..., 0] = _width(width) - 1 - p[..., 0]
+    return p
+
+
+def mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    """Boxes (..., 4) as (x0, y0, x1, y1) -> mirrored boxes, still with x0 <= x1."""
+    b = np.array(boxes, dtype=np.float64)
+    if b.shape[-1:] != (4,):
+        raise ValueError(f"boxes: expected shape (..., 4) as (x0, y0, x1, y1), got {b.shape}")
+    w = _width(width)
+    x0, x1 = b[..., 0].copy(), b[..., 2].copy()
+    b[..., 0], b[..., 2] = w - 1 - x1, w - 1 - x0
+    return b
+
+
+def mirror_camera_matrix(K: np.ndarray, width: int) -> np.ndarray:
+    """Camera matrix of the mirrored image: cx -> W - 1 - cx (a skew term changes sign)."""
+    K = np.array(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"K: expected a 3x3 camera matrix, got shape {K.shape}")
+    K[0, 2] = _width(width) - 1 - K[0, 2]
+    K[0, 1] = -K[0, 1]
+    return K
+
+
+def mirror_points_3d(points: np.ndarray) -> np.ndarray:
+    """Camera-frame points (..., 3) -> mirrored points (x negated)."""
+    p = np.array(points, dtype=np.float64)
+    if p.shape[-1:] != (3,):
+        raise ValueError(f"points: expected shape (..., 3), got {p.shape}")
+    p[..., 0] = -p[..., 0]
+    return p
+
+
+def mirror_axis_angle(axis_angle: np.ndarray) -> np.ndarray:
+    """Axis-angle rotations (..., 3k), e.g. a 48-D MANO pose -> rotations of the mirrored hand."""
+    a = np.array(axis_angle, dtype=np.float64)
+    if a.shape[-1] % 3:
+        raise ValueError(f"axis_angle: expected a last dimension that is a multiple of 3, got {a.shape}")
+    a = a.reshape(a.shape[:-1] + (-1, 3))
+    a[..., 1:] = -a[..., 1:]
+    return a.reshape(a.shape[:-2] + (-1,))
+
+
+def mirror_rotation_matrix(rotation: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) -> M R M of the mirrored scene (e.g. an object pose)."""
+    r = np.array(rotation, dtype=np.float64)
+    if r.shape[-2:] != (3, 3):
+        raise ValueError(f"rotation: expected shape (..., 3, 3), got {r.shape}")
+    m = np.array([-1.0, 1.0, 1.0])
+    return r * m[:, None] * m[None, :]
