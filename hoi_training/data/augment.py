@@ -1,0 +1,271 @@
+"""Training augmentation and evaluation crops, as Semi-Hand-Object and HFL-Net prepare their inputs.
+
+The network sees a square crop around the hand and the object: the union of the two
+boxes, each first enlarged x1.5 about its centre, made square. Training jitters that
+crop (scale +-20 %, centre +-10 % of the side), rotates it by up to +-180 degrees,
+and jitters colour (+-10 % per channel) and sharpness (Gaussian blur).
+
+Rotation is done exactly, in 3D. A rotation ``Q`` of the scene about the camera's
+optical axis leaves depth unchanged, so in the image it is the affine map
+``H = K Q K^-1`` (a rotation about the principal point, stretched by fy/fx when the
+pixels are not square). The whole image warp is ``M = A H`` with ``A`` the crop's
+scale-and-shift, and
+
+* 2D labels (joints, control points, box corners) map through ``M``;
+* 3D labels rotate by ``Q``: joints, vertices, the object pose (``Q R``, ``Q t``) and
+  MANO's global orientation and translation (:func:`~hoi_training.data.sample.rotate_mano_global`);
+* the output intrinsics are ``A K``,
+
+so every 3D label still projects onto its 2D label in the crop (the property the
+tests check). Implementations that rotate the image about the crop centre and only the
+3D joints about the camera axis are consistent only near the principal point.
+
+Optionally (HFL-Net's treatment of DexYCB) left hands are mirrored into right hands
+first: image flipped, x negated in 3D, the y and z axis-angle components negated.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hoi_perception.config import ConfigError
+from hoi_perception.geometry.camera import box_union, crop_intrinsics, square_box
+from hoi_training.data.sample import HandObjectSample, SampleError, rotate_sample_3d
+
+MIRROR_X = np.diag([-1.0, 1.0, 1.0])
+
+
+@dataclass
+class AugmentConfig:
+    """Crop and jitter settings; the defaults are SHO/HFL's (HFL's 256 px input)."""
+
+    output_size: int = 256
+    box_expansion: float = 1.5
+    scale_jitter: float = 0.2
+    center_jitter: float = 0.1
+    rotation_deg: float = 180.0
+    color_jitter: float = 0.1
+    blur_probability: float = 0.5
+    blur_sigma_max: float = 1.0
+    mirror_left_hands: bool = False
+
+    def validate(self) -> None:
+        if self.output_size < 8:
+            raise ConfigError(f"output_size must be at least 8 pixels, got {self.output_size}")
+        if self.box_expansion < 1.0:
+            raise ConfigError(f"box_expansion must be >= 1, got {self.box_expansion}")
+        if not 0.0 <= self.scale_jitter < 1.0:
+            raise ConfigError(f"scale_jitter must lie in [0, 1), got {self.scale_jitter}")
+        for name in ("center_jitter", "color_jitter", "blur_sigma_max"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.rotation_deg <= 180.0:
+            raise ConfigError(f"rotation_deg must lie in [0, 180], got {self.rotation_deg}")
+        if not 0.0 <= self.blur_probability <= 1.0:
+            raise ConfigError(f"blur_probability must lie in [0, 1], got {self.blur_probability}")
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """How one sample was cropped: ``image_to_crop`` (3, 3) maps full-image pixels to crop
+    pixels (after any mirroring), ``camera_rotation`` (3, 3) rotated the 3D labels."""
+
+    image_to_crop: np.ndarray
+    camera_rotation: np.ndarray
+    output_size: int
+    mirrored: bool
+
+    def crop_to_image(self, points_2d: np.ndarray) -> np.ndarray:
+        """Map crop pixels (..., 2) back to full-image pixels (of the mirrored image if ``mirrored``)."""
+        inverse = np.linalg.inv(self.image_to_crop)
+        return _apply_affine(inverse, points_2d)
+
+
+def rotation_about_optical_axis(angle_rad: float) -> np.ndarray:
+    """Camera-frame rotation about +z; positive angles turn the image clockwise (y points down)."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def crop_box_of(sample: HandObjectSample, box_expansion: float) -> np.ndarray:
+    """The square crop box: union of the hand and object boxes, each enlarged, squared.
+
+    Falls back to the 2D joints' extent, then to the largest centred square of the image.
+    """
+    boxes = [_expand(b, box_expansion) for b in (sample.hand_box, sample.object_box) if b is not None]
+    if not boxes and sample.joints_2d is not None:
+        boxes = [_expand(np.concatenate([sample.joints_2d.min(0), sample.joints_2d.max(0)]), box_expansion)]
+    if not boxes:
+        width, height = sample.image_size
+        side = min(width, height)
+        return np.array([(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2])
+    union = boxes[0]
+    for box in boxes[1:]:
+        union = box_union(union, box)
+    return square_box(union)
+
+
+def _expand(box: np.ndarray, factor: float) -> np.ndarray:
+    box = np.asarray(box, dtype=np.float64)
+    centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * factor
+    return np.concatenate([centre - half, centre + half])
+
+
+def _apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64)
+    return points @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+def _transform_box(matrix: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    corners = _apply_affine(matrix, np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]))
+    out = np.concatenate([corners.min(0), corners.max(0)])
+    return np.clip(out, 0.0, float(size))
+
+
+def mirror_sample(sample: HandObjectSample) -> HandObjectSample:
+    """Mirror a sample left-right: image flipped, 3D x negated, hand side swapped.
+
+    A pixel u maps to W - 1 - u; the camera matrix becomes ``P K X`` with X = diag(-1, 1, 1)
+    and P the image flip, so mirrored 3D labels project onto mirrored 2D labels. MANO
+    axis-angles (16 x 3) have their y and z components negated, and the translation is
+    mirrored (``X t``), which is exact when the left model is the mirror of the right one
+    (MANO's are, up to the known left shapedirs sign bug). The object's control points are
+    mirrored in its model frame and its rotation conjugated (``X R X``), so use mirrored
+    samples for training, not for scoring against the unmirrored object mesh.
+    """
+    width = sample.image.shape[1]
+    flip = np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    changes: dict[str, Any] = {
+        "image": np.ascontiguousarray(sample.image[:, ::-1]),
+        "K": flip @ sample.K @ MIRROR_X,
+        "hand_side": "left" if sample.hand_side == "right" else "right",
+    }
+    for name in ("joints_2d", "object_points_2d"):
+        value = getattr(sample, name)
+        if value is not None:
+            changes[name] = _apply_affine(flip, value)
+    for name in ("hand_box", "object_box"):
+        value = getattr(sample, name)
+        if value is not None:
+            changes[name] = np.array([width - 1.0 - value[2], value[1], width - 1.0 - value[0], value[3]])
+    for name in ("joints_3d", "hand_root_3d", "vertices_3d", "object_translation", "object_control_points",
+                 "mano_trans"):
+        value = getattr(sample, name)
+        if value is not None:
+            changes[name] = value * np.array([-1.0, 1.0, 1.0])
+    if sample.object_rotation is not None:
+        changes["object_rotation"] = MIRROR_X @ sample.object_rotation @ MIRROR_X
+    if sample.mano_pose is not None:
+        changes["mano_pose"] = (sample.mano_pose.reshape(-1, 3) * np.array([1.0, -1.0, -1.0])).reshape(-1)
+    for name in ("hand_mask", "object_mask"):
+        value = getattr(sample, name)
+        if value is not None:
+            changes[name] = np.ascontiguousarray(value[:, ::-1])
+    return replace(sample, **changes)
+
+
+def draw_crop_transform(sample: HandObjectSample, config: AugmentConfig,
+                        rng: np.random.Generator | None) -> CropTransform:
+    """Draw the geometric part of the augmentation; ``rng=None`` gives the plain evaluation crop."""
+    box = crop_box_of(sample, config.box_expansion)
+    side = float(box[2] - box[0])
+    if not side > 1.0:
+        raise SampleError(f"{sample.sample_id}: the crop box {box.tolist()} is degenerate; check the hand/object boxes")
+    angle = 0.0
+    if rng is not None:
+        side *= 1.0 + rng.uniform(-config.scale_jitter, config.scale_jitter)
+        angle = np.deg2rad(rng.uniform(-config.rotation_deg, config.rotation_deg))
+    Q = rotation_about_optical_axis(angle)  # noqa: N806
+    K = sample.K  # noqa: N806
+    rotate_image = K @ Q @ np.linalg.inv(K)
+    centre = _apply_affine(rotate_image, (box[:2] + box[2:]) / 2)
+    if rng is not None:
+        centre = centre + rng.uniform(-config.center_jitter, config.center_jitter, 2) * side
+    crop = np.concatenate([centre - side / 2, centre + side / 2])
+    crop_affine = crop_intrinsics(np.eye(3), crop, config.output_size)
+    return CropTransform(image_to_crop=crop_affine @ rotate_image, camera_rotation=Q,
+                         output_size=config.output_size, mirrored=False)
+
+
+def apply_crop_transform(sample: HandObjectSample, transform: CropTransform) -> HandObjectSample:
+    """Warp the image and every label of ``sample`` by ``transform`` (see the module docstring)."""
+    size = transform.output_size
+    M = transform.image_to_crop  # noqa: N806
+    image = cv2.warpAffine(sample.image, M[:2], (size, size), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    out = rotate_sample_3d(sample, transform.camera_rotation)
+    # M = A K Q K^-1, so the crop's intrinsics A K equal M K Q^T.
+    changes: dict[str, Any] = {"image": image, "K": M @ sample.K @ transform.camera_rotation.T}
+    for name in ("joints_2d", "object_points_2d"):
+        value = getattr(sample, name)
+        if value is not None:
+            changes[name] = _apply_affine(M, value)
+    for name in ("hand_box", "object_box"):
+        value = getattr(sample, name)
+        if value is not None:
+            changes[name] = _transform_box(M, value, size)
+    for name in ("hand_mask", "object_mask"):
+        value = getattr(sample, name)
+        if value is not None:
+            warped = cv2.warpAffine(value.astype(np.uint8), M[:2], (size, size), flags=cv2.INTER_NEAREST,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            changes[name] = warped.astype(bool)
+    return replace(out, **changes)
+
+
+def jitter_appearance(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Per-channel gain in 1 +- color_jitter, then Gaussian blur with probability blur_probability."""
+    gains = 1.0 + rng.uniform(-config.color_jitter, config.color_jitter, 3)
+    out = np.clip(image.astype(np.float32) * gains.astype(np.float32), 0, 255)
+    if config.blur_sigma_max > 0 and rng.random() < config.blur_probability:
+        sigma = rng.uniform(0.1, config.blur_sigma_max)
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    return np.round(out).astype(np.uint8)
+
+
+def augment_sample(sample: HandObjectSample, config: AugmentConfig,
+                   rng: np.random.Generator) -> tuple[HandObjectSample, CropTransform]:
+    """One random training view of ``sample`` and the transform that made it."""
+    mirrored = config.mirror_left_hands and sample.hand_side == "left"
+    if mirrored:
+        sample = mirror_sample(sample)
+    transform = draw_crop_transform(sample, config, rng)
+    out = apply_crop_transform(sample, transform)
+    out = replace(out, image=jitter_appearance(out.image, config, rng))
+    return out, replace(transform, mirrored=mirrored)
+
+
+def evaluation_crop(sample: HandObjectSample, config: AugmentConfig) -> tuple[HandObjectSample, CropTransform]:
+    """The deterministic crop used at test time: no jitter, rotation, colour change or mirroring."""
+    transform = draw_crop_transform(sample, config, None)
+    return apply_crop_transform(sample, transform), transform
+
+
+class Augmenter:
+    """Dataset transform: a random view per sample, reproducible from (seed, epoch, sample id).
+
+    The generator is seeded from the sample's id rather than shared, so results do not
+    depend on DataLoader worker scheduling. Call :meth:`set_epoch` each epoch for new views.
+    """
+
+    def __init__(self, config: AugmentConfig | None = None, seed: int = 0, train: bool = True):
+        self.config = config or AugmentConfig()
+        self.config.validate()
+        self.seed = int(seed)
+        self.train = train
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __call__(self, sample: HandObjectSample) -> HandObjectSample:
+        if not self.train:
+            return evaluation_crop(sample, self.config)[0]
+        rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(sample.sample_id.encode())])
+        return augment_sample(sample, self.config, rng)[0]

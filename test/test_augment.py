@@ -1,0 +1,206 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from hoi_perception.config import ConfigError, load_config
+from hoi_perception.geometry.camera import box_from_points, crop_intrinsics, project
+from hoi_perception.hand_model.mano import HandModel
+from hoi_perception.objects.models import bbox_control_points
+from hoi_training.data.augment import (
+    AugmentConfig,
+    Augmenter,
+    apply_crop_transform,
+    augment_sample,
+    crop_box_of,
+    draw_crop_transform,
+    evaluation_crop,
+    mirror_sample,
+)
+from hoi_training.data.sample import HandObjectSample, SampleError
+
+
+def make_sample(seed: int = 0, side: str = "right") -> HandObjectSample:
+    """A 320x240 frame whose 2D labels are exact projections of its 3D labels (fx != fy)."""
+    rng = np.random.default_rng(seed)
+    K = np.array([[290.0, 0, 170.0], [0, 310.0, 110.0], [0, 0, 1]])
+    joints = rng.normal([0.03, 0.01, 0.45], 0.025, (21, 3))
+    R = Rotation.random(random_state=seed).as_matrix()
+    t = np.array([-0.04, 0.03, 0.5])
+    points = bbox_control_points(np.array([-0.03, -0.02, -0.04]), np.array([0.03, 0.02, 0.04]))
+    joints_2d, points_2d = project(joints, K), project(points @ R.T + t, K)
+    image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:240, :320]
+    hand_mask = (xx - joints_2d[0, 0]) ** 2 + (yy - joints_2d[0, 1]) ** 2 < 12**2
+    return HandObjectSample(
+        image=image, K=K, dataset="fixture", sequence="s", frame=str(seed), hand_side=side, object_name="box",
+        hand_box=box_from_points(joints_2d), object_box=box_from_points(points_2d[:8]), joints_2d=joints_2d,
+        joints_3d=joints, vertices_3d=rng.normal([0.03, 0.01, 0.45], 0.03, (778, 3)),
+        mano_pose=rng.normal(0, 0.3, 48), mano_shape=np.zeros(10), mano_trans=rng.normal(0, 0.05, 3),
+        object_rotation=R, object_translation=t, object_control_points=points, object_points_2d=points_2d,
+        hand_mask=hand_mask, object_mask=~hand_mask).validate()
+
+
+def reprojection_errors(sample: HandObjectSample) -> tuple[float, float, float]:
+    hand = np.abs(project(sample.joints_3d, sample.K) - sample.joints_2d).max()
+    obj = np.abs(project(sample.object_points_camera(), sample.K) - sample.object_points_2d).max()
+    root = np.abs(project(sample.root_3d, sample.K) - sample.joints_2d[0]).max()
+    return float(hand), float(obj), float(root)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_3d_labels_still_project_onto_2d_labels_after_augmentation(seed):
+    sample = make_sample(seed)
+    out, transform = augment_sample(sample, AugmentConfig(output_size=128), np.random.default_rng(seed))
+    out.validate()
+    assert out.image.shape == (128, 128, 3)
+    hand, obj, root = reprojection_errors(out)
+    assert hand < 1e-6 and obj < 1e-6 and root < 1e-6
+    # Every 3D label moved by the same rotation about the optical axis.
+    Q = transform.camera_rotation
+    assert np.allclose(Q[2], [0, 0, 1]) and np.isclose(np.linalg.det(Q), 1.0)
+    np.testing.assert_allclose(out.joints_3d, sample.joints_3d @ Q.T, atol=1e-12)
+    np.testing.assert_allclose(out.vertices_3d, sample.vertices_3d @ Q.T, atol=1e-12)
+    np.testing.assert_allclose(Rotation.from_rotvec(out.mano_pose[:3]).as_matrix(),
+                               Q @ Rotation.from_rotvec(sample.mano_pose[:3]).as_matrix(), atol=1e-9)
+    np.testing.assert_allclose(out.object_rotation, Q @ sample.object_rotation, atol=1e-12)
+
+
+def test_image_content_follows_the_2d_labels():
+    """A bright dot drawn at a joint lands where the augmented 2D joint says (sub-pixel)."""
+    sample = make_sample(3)
+    u, v = np.round(sample.joints_2d[5]).astype(int)
+    image = np.zeros_like(sample.image)
+    image[v - 1:v + 2, u - 1:u + 2] = 255
+    sample = replace(sample, image=image, joints_2d=sample.joints_2d + (np.array([u, v]) - sample.joints_2d[5]))
+    config = AugmentConfig(output_size=200, color_jitter=0.0, blur_probability=0.0)
+    for seed in range(4):
+        out, _ = augment_sample(sample, config, np.random.default_rng(seed))
+        gray = out.image[..., 0].astype(float)
+        ys, xs = np.nonzero(gray > 0)
+        centroid = np.array([np.average(xs, weights=gray[ys, xs]), np.average(ys, weights=gray[ys, xs])])
+        assert np.linalg.norm(centroid - out.joints_2d[5]) < 0.6
+
+
+def test_masks_are_warped_with_the_image():
+    sample = make_sample(4)
+    out, _ = augment_sample(sample, AugmentConfig(output_size=160), np.random.default_rng(7))
+    u, v = np.round(out.joints_2d[0]).astype(int)
+    assert out.hand_mask.dtype == bool and out.hand_mask[v, u]
+    assert not out.object_mask[v, u]
+
+
+def test_crop_box_is_union_of_enlarged_boxes_squared():
+    sample = replace(make_sample(0), hand_box=np.array([100.0, 100, 140, 160]),
+                     object_box=np.array([150.0, 120, 210, 180]))
+    # hand -> (90, 85, 150, 175); object -> (135, 105, 225, 195); union (90, 85, 225, 195) squared.
+    np.testing.assert_allclose(crop_box_of(sample, 1.5), [90.0, 72.5, 225.0, 207.5])
+    out, transform = evaluation_crop(sample, AugmentConfig(output_size=256))
+    np.testing.assert_allclose(out.K, crop_intrinsics(sample.K, [90.0, 72.5, 225.0, 207.5], 256), atol=1e-9)
+    np.testing.assert_allclose(transform.camera_rotation, np.eye(3))
+    np.testing.assert_allclose(out.hand_box, (np.array([100.0, 100, 140, 160]) - [90, 72.5, 90, 72.5]) * 256 / 135)
+    np.testing.assert_allclose(transform.crop_to_image(out.joints_2d), sample.joints_2d, atol=1e-9)
+
+
+def test_crop_falls_back_to_joints_then_to_the_image():
+    sample = replace(make_sample(0), hand_box=None, object_box=None)
+    np.testing.assert_allclose(crop_box_of(sample, 1.0)[2] - crop_box_of(sample, 1.0)[0],
+                               np.ptp(sample.joints_2d, axis=0).max())
+    bare = replace(sample, joints_2d=None)
+    np.testing.assert_allclose(crop_box_of(bare, 1.5), [40.0, 0.0, 280.0, 240.0])
+    with pytest.raises(SampleError, match="degenerate"):
+        evaluation_crop(replace(sample, hand_box=np.array([5.0, 5, 5, 5])), AugmentConfig())
+
+
+def test_augmentation_is_deterministic_per_seed():
+    sample = make_sample(5)
+    config = AugmentConfig(output_size=96)
+    a, _ = augment_sample(sample, config, np.random.default_rng(11))
+    b, _ = augment_sample(sample, config, np.random.default_rng(11))
+    c, _ = augment_sample(sample, config, np.random.default_rng(12))
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.joints_2d, b.joints_2d)
+    assert not np.allclose(a.joints_2d, c.joints_2d)
+    augmenter = Augmenter(config, seed=3)
+    first, again = augmenter(sample), augmenter(sample)
+    np.testing.assert_array_equal(first.K, again.K)
+    augmenter.set_epoch(1)
+    assert not np.allclose(augmenter(sample).K, first.K)
+    assert np.allclose(Augmenter(config, train=False)(sample).K, evaluation_crop(sample, config)[0].K)
+
+
+def test_jitter_ranges_follow_the_config():
+    sample = make_sample(6)
+    config = AugmentConfig(output_size=64, rotation_deg=0.0, scale_jitter=0.0, center_jitter=0.0)
+    transform = draw_crop_transform(sample, config, np.random.default_rng(0))
+    np.testing.assert_allclose(transform.camera_rotation, np.eye(3))
+    np.testing.assert_allclose(transform.image_to_crop, draw_crop_transform(sample, config, None).image_to_crop)
+    rotations = [draw_crop_transform(sample, AugmentConfig(rotation_deg=30.0), np.random.default_rng(s)).camera_rotation
+                 for s in range(20)]
+    angles = [np.degrees(np.arctan2(Q[1, 0], Q[0, 0])) for Q in rotations]
+    assert max(abs(a) for a in angles) <= 30.0 + 1e-9 and max(abs(a) for a in angles) > 5.0
+    flat = replace(sample, image=np.full_like(sample.image, 100))
+    out = apply_crop_transform(flat, draw_crop_transform(flat, AugmentConfig(), None))
+    assert out.image[32, 32, 0] == 100
+
+
+def test_mirroring_keeps_labels_consistent_and_is_an_involution():
+    sample = make_sample(8, side="left")
+    mirrored = mirror_sample(sample).validate()
+    assert mirrored.hand_side == "right"
+    hand, obj, _ = reprojection_errors(mirrored)
+    assert hand < 1e-9 and obj < 1e-9
+    np.testing.assert_array_equal(mirrored.image[:, 0], sample.image[:, -1])
+    np.testing.assert_allclose(mirrored.mano_pose.reshape(16, 3)[:, 1:], -sample.mano_pose.reshape(16, 3)[:, 1:])
+    u, v = np.round(mirrored.joints_2d[0]).astype(int)
+    assert mirrored.hand_mask[v, u]
+    back = mirror_sample(mirrored)
+    for name in ("image", "K", "joints_2d", "joints_3d", "mano_pose", "object_rotation", "hand_box", "hand_mask"):
+        np.testing.assert_allclose(getattr(back, name), getattr(sample, name), atol=1e-12, err_msg=name)
+    out, transform = augment_sample(sample, AugmentConfig(mirror_left_hands=True, output_size=64),
+                                    np.random.default_rng(0))
+    assert out.hand_side == "right" and transform.mirrored
+    assert max(reprojection_errors(out)) < 1e-6
+
+
+@pytest.mark.parametrize("key, value", [("output_size", 4), ("box_expansion", 0.5), ("scale_jitter", 1.5),
+                                        ("rotation_deg", 200.0), ("blur_probability", 2.0), ("color_jitter", -1.0)])
+def test_config_rejects_out_of_range_values(key, value):
+    with pytest.raises(ConfigError, match=key):
+        load_config(AugmentConfig, {key: value})
+
+
+def mano_sample(side: str, model) -> HandObjectSample:
+    """A sample whose hand labels come from the hand model (stand-in), so MANO parameters can be checked."""
+    rng = np.random.default_rng(21)
+    pose, betas, trans = rng.normal(0, 0.3, 48), rng.normal(0, 1, 10), np.array([0.02, -0.01, 0.45])
+    vertices, joints = run_hand(model, pose, betas, trans)
+    return replace(make_sample(2, side=side), joints_3d=joints, vertices_3d=vertices,
+                   joints_2d=project(joints, make_sample(2).K), mano_pose=pose, mano_shape=betas,
+                   mano_trans=trans).validate()
+
+
+def run_hand(model, pose, betas, trans):
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)[None])  # noqa: E731
+    out = model(global_orient=t(pose[:3]), hand_pose=t(pose[3:]), betas=t(betas), transl=t(trans))
+    return out.vertices[0].numpy(), out.joints[0].numpy()
+
+
+def test_augmented_mano_parameters_reproduce_the_augmented_mesh():
+    model = HandModel("right").double()
+    sample = mano_sample("right", model)
+    for seed in range(3):
+        out, _ = augment_sample(sample, AugmentConfig(output_size=128), np.random.default_rng(seed))
+        vertices, joints = run_hand(model, out.mano_pose, out.mano_shape, out.mano_trans)
+        np.testing.assert_allclose(vertices, out.vertices_3d, atol=1e-7)  # 0.1 micrometre
+        np.testing.assert_allclose(project(joints, out.K), out.joints_2d, atol=1e-6)
+
+
+def test_mirrored_left_hand_is_reproduced_by_the_right_model():
+    """The stand-in left hand is the exact mirror of the right one, as MANO's are meant to be."""
+    sample = mano_sample("left", HandModel("left").double())
+    mirrored = mirror_sample(sample)
+    vertices, _ = run_hand(HandModel("right").double(), mirrored.mano_pose, mirrored.mano_shape, mirrored.mano_trans)
+    np.testing.assert_allclose(vertices, mirrored.vertices_3d, atol=1e-9)
