@@ -3,6 +3,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from hoi_perception.config import ConfigError
+from hoi_perception.hand_model.kinematics import finger_joint_angles, normalized_bone_lengths
 from hoi_perception.tracking import FilterConfig, load_filter_config
 from hoi_perception.tracking.hand_filter import (
     FrameStatus,
@@ -11,9 +12,7 @@ from hoi_perception.tracking.hand_filter import (
     HandTrackFilter,
     RejectionReason,
     joint2d_jump,
-    joint_bend_angles_deg,
     mano_pose_jump,
-    normalized_bone_lengths,
 )
 
 K = np.array([[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]])
@@ -55,10 +54,10 @@ def test_biomechanical_measures():
     lengths = normalized_bone_lengths(joints)
     assert lengths[3] == pytest.approx(1.0)  # bone 0 -> 4 (joint 4's bone) is the reference
     assert lengths[4] == pytest.approx(0.045 / 0.090)  # middle proximal phalanx
-    angles = joint_bend_angles_deg(hand_joints(bend_deg=0.0, pip_bend_deg=45.0))
-    assert angles[1] == pytest.approx(45.0)  # joint 2 = index PIP
-    assert angles[4] == pytest.approx(0.0, abs=1e-6)  # middle MCP: straight on from the wrist
-    assert angles.shape == (15,)
+    angles = finger_joint_angles(hand_joints(bend_deg=0.0, pip_bend_deg=45.0))
+    assert angles.shape == (5, 3)  # thumb..pinky, at each finger's three joints
+    assert angles[1, 1] == pytest.approx(45.0)  # index PIP
+    assert angles[2, 0] == pytest.approx(0.0, abs=1e-6)  # middle MCP: straight on from the wrist
 
 
 def test_joint2d_jump_is_mean_displacement_in_hand_box_sides():

@@ -31,17 +31,12 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hoi_perception.config import ConfigError
-from hoi_perception.hand_model.joint_orders import HO3D_PARENTS
+from hoi_perception.hand_model.kinematics import finger_joint_angles, normalized_bone_lengths
 from hoi_perception.tracking.one_euro import OneEuroConfig, OneEuroFilter
 from hoi_perception.tracking.rotation_filter import SO3OneEuroFilter, quaternion_exp, quaternion_log
 
 NUM_JOINTS = 21
 NUM_POSE_PARAMS = 48  # 16 axis-angle rotations: global, then the 15 finger joints
-JOINT_PARENTS = HO3D_PARENTS  # parent of each joint in HO-3D's 21-joint order
-PALM_BONE = (0, 4)  # wrist -> middle MCP: the reference length for bone normalisation
-# Finger joints that have one child: the bend angle is measured at these (MCP, PIP, DIP and the thumb's three).
-_BENT_JOINTS = tuple(range(1, 16))
-_CHILD_OF = {parent: child for child, parent in enumerate(JOINT_PARENTS) if parent > 0}
 
 
 class FrameStatus(str, enum.Enum):
@@ -202,25 +197,6 @@ class FilteredHand:
     state: FilterState
 
 
-def normalized_bone_lengths(joints_3d: np.ndarray) -> np.ndarray:
-    """Length of each of the 20 bones (child joints 1..20) divided by the wrist-to-middle-MCP length."""
-    joints_3d = np.asarray(joints_3d, dtype=np.float64)
-    bones = joints_3d[1:] - joints_3d[list(JOINT_PARENTS[1:])]
-    palm = np.linalg.norm(joints_3d[PALM_BONE[1]] - joints_3d[PALM_BONE[0]])
-    return np.linalg.norm(bones, axis=-1) / max(palm, 1e-12)
-
-
-def joint_bend_angles_deg(joints_3d: np.ndarray) -> np.ndarray:
-    """Bend angle (deg) at the 15 finger joints 1..15: 0 when the bone continues straight on."""
-    joints_3d = np.asarray(joints_3d, dtype=np.float64)
-    joints = np.array(_BENT_JOINTS)
-    incoming = joints_3d[joints] - joints_3d[[JOINT_PARENTS[j] for j in _BENT_JOINTS]]
-    outgoing = joints_3d[[_CHILD_OF[j] for j in _BENT_JOINTS]] - joints_3d[joints]
-    cosine = np.sum(incoming * outgoing, axis=-1) / np.maximum(
-        np.linalg.norm(incoming, axis=-1) * np.linalg.norm(outgoing, axis=-1), 1e-12)
-    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
-
-
 def joint2d_jump(previous: np.ndarray, current: np.ndarray) -> float:
     """SHO's 2D smoothness measure: mean per-joint displacement, in sides of the previous hand box."""
     previous = np.asarray(previous, dtype=np.float64)
@@ -351,7 +327,7 @@ class HandTrackFilter:
             reasons.append(RejectionReason.LOW_CONFIDENCE)
         if np.min(normalized_bone_lengths(frame.joints_3d)) < c.min_bone_length:
             reasons.append(RejectionReason.SHORT_BONE)
-        if np.max(joint_bend_angles_deg(frame.joints_3d)) > c.max_joint_angle_deg:
+        if np.max(finger_joint_angles(frame.joints_3d)) > c.max_joint_angle_deg:
             reasons.append(RejectionReason.JOINT_ANGLE)
         return reasons
 
