@@ -25,11 +25,12 @@ runtime = [
     "onnx>=1.15",
     "onnxruntime>=1.17",
     "trimesh>=4.0",
+    "pillow>=9.0",  # trimesh reads OBJ texture images through it
 ]
 
 extras = {
     "train": ["tensorboard>=2.14"],
-    "tensorrt": ["tensorrt>=10.0"],
+    "tensorrt": ["tensorrt>=10.0,<11"],  # fp16 plans use BuilderFlag.FP16, removed in 11
     "test": ["pytest>=7.4", "ruff>=0.5", "catkin_pkg>=1.0"],
 }
 

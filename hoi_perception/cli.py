@@ -38,6 +38,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export a checkpoint's crop network and detector to ONNX (and TensorRT plans)."""
+    from hoi_perception.engines.export import export_main
+
+    written = export_main(args.checkpoint, args.format, args.out, device=args.device, precision=args.precision,
+                          max_batch=args.max_batch)
+    for name, path in written.items():
+        print(f"{name:<16} {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hoi-perception",
@@ -50,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder with MANO_RIGHT/MANO_LEFT .pkl/.npz (default: $HOI_MANO_DIR, else the stand-in)")
     info.add_argument("--objects", default=None, help="object library YAML (default: config/objects.yaml)")
     info.set_defaults(func=_cmd_info)
+
+    export = sub.add_parser("export", help="export a checkpoint to ONNX, or to TensorRT plans on a GPU machine")
+    export.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
+    export.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx", help="output format")
+    export.add_argument("--out", required=True, help="output folder for <model>_crop/_detector files")
+    export.add_argument("--device", default="cuda", help="TensorRT: CUDA device (default cuda)")
+    export.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="TensorRT precision")
+    export.add_argument("--max-batch", type=int, default=4, help="TensorRT: largest batch the plan accepts")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -57,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from hoi_perception.engines.base import EngineUnavailableError
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, EngineUnavailableError) as exc:
         log.error("%s", exc)
         return 2
 

@@ -22,3 +22,13 @@ def test_json_and_npz_round_trip(tmp_path):
     assert json.loads((tmp_path / "a" / "m.json").read_text()) == {"v": [0, 1, 2], "x": 1.5}
     atomic_save_npz(tmp_path / "l.npz", k=np.eye(3))
     np.testing.assert_array_equal(np.load(tmp_path / "l.npz")["k"], np.eye(3))
+
+
+def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "m.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
