@@ -20,6 +20,18 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from hoi_training.trainer import fit_main
+
+    return fit_main(args.config, args.set, args.resume, args.out)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from hoi_training.evaluate import eval_main
+
+    return eval_main(args.checkpoint, args.data, args.out, args.set)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hoi-train", description="Training side of hoi_perception.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -38,6 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set camera.width=320 (repeatable)")
     synth.set_defaults(func=_cmd_synth)
+
+    fit = sub.add_parser("fit", help="train a model (under torchrun for several GPUs or nodes)")
+    fit.add_argument("--config", default=None,
+                     help="training config, e.g. train/synthetic_hfl_r18.yaml (optional with --resume)")
+    fit.add_argument("--out", default=None, help="run folder (default: the config's output_dir)")
+    fit.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set batch_size=8 (repeatable)")
+    fit.set_defaults(func=_cmd_fit)
+
+    evaluate = sub.add_parser("eval", help="score a checkpoint on a dataset split (JSON and Markdown report)")
+    evaluate.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
+    evaluate.add_argument("--data", required=True,
+                          help="evaluation config YAML (dataset, objects, boxes: ground_truth|detected)")
+    evaluate.add_argument("--out", required=True, help="report folder")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a value of the evaluation config, e.g. --set boxes=detected")
+    evaluate.set_defaults(func=_cmd_eval)
     return parser
 
 

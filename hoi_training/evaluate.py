@@ -1,0 +1,308 @@
+"""``hoi-train eval``: a trained checkpoint on a dataset split, scored in the camera frame.
+
+Per frame: the hand and object boxes come from ground truth (as SHO/HFL/DMA evaluate)
+or from the network's own detection head (``boxes: detected``, what a robot gets);
+the square crop around them is the deterministic evaluation crop; the crop network
+predicts root-relative hand joints and mesh and the object's control-point votes.
+Camera-frame outputs then come from geometry, not from labels: the hand translation
+is fitted from the predicted 2D joints, the root-relative 3D joints and K
+(:mod:`hoi_perception.geometry.hand_translation`), the object pose from the votes by
+RANSAC EPnP (:mod:`hoi_perception.geometry.pnp`) with the object's control points from
+the object library. Left hands are mirrored into right hands before the network and
+the outputs mirrored back. A frame where a box is missing, or translation or PnP
+fails, is a missing prediction, which the report counts as such.
+
+The data config is a small YAML (see :class:`EvaluationRunConfig`)::
+
+    dataset: {kind: ho3d, config: {root: /data/HO3D_v2, version: v2, split: evaluation}}
+    objects: /data/ycb_objects.yaml    # models to score against (default: config/objects.yaml)
+    boxes: ground_truth                # or detected
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hoi_perception.config import ConfigError, from_dict, load_config, to_dict
+from hoi_perception.engines.export import load_network_checkpoint
+from hoi_perception.geometry.hand_translation import HandTranslationConfig, estimate_hand_translation
+from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
+from hoi_perception.models.detection_head import DetectionSelectionConfig, letterbox_image, select_detections
+from hoi_perception.models.network import HOINet, NetworkOutput
+from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels
+from hoi_perception.objects.models import ObjectLibrary, UnknownObjectError, load_object_library
+from hoi_training.data.augment import MIRROR_X, AugmentConfig, CropTransform, evaluation_crop, mirror_sample
+from hoi_training.data.sample import HandObjectSample
+from hoi_training.evaluation.report import (
+    EvaluationAccumulator,
+    EvaluationConfig,
+    EvaluationFrame,
+    FrameAnnotation,
+    Hand3D,
+    ObjectModel,
+    ObjectPose,
+    write_report,
+)
+from hoi_training.train_config import DATASET_CONFIGS, DatasetKind
+from hoi_training.trainer import DATASET_CLASSES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationDataset:
+    """Which dataset split to read: a loader kind and that loader's config fields."""
+
+    kind: DatasetKind
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        self.dataset_config()
+
+    def dataset_config(self) -> Any:
+        return from_dict(DATASET_CONFIGS[self.kind], dict(self.config), f"{self.kind} config")
+
+
+@dataclass
+class EvaluationRunConfig:
+    """What ``hoi-train eval`` reads, how it finds the boxes, and the post-processing settings."""
+
+    dataset: EvaluationDataset
+    # Object library with the models of the dataset's objects (control points for PnP, points for ADD).
+    objects: Path | None = None
+    boxes: Literal["ground_truth", "detected"] = "ground_truth"
+    batch_size: int = 8
+    max_frames: int = 0  # 0: every frame of the split
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    metrics: EvaluationConfig = field(default_factory=EvaluationConfig)
+    pnp: PnPConfig = field(default_factory=PnPConfig)
+    hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
+    detection: DetectionSelectionConfig = field(default_factory=DetectionSelectionConfig)
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_frames < 0:
+            raise ConfigError(f"max_frames must be >= 0 (0: all frames), got {self.max_frames}")
+
+
+@dataclass
+class PreparedFrame:
+    """One sample ready for the crop network: the (possibly mirrored) working sample, its crop,
+    the crop transform, and the boxes used, in original-image pixels."""
+
+    sample: HandObjectSample
+    working: HandObjectSample
+    crop: HandObjectSample
+    transform: CropTransform
+    hand_box: np.ndarray
+    object_box: np.ndarray
+
+
+@dataclass
+class FramePrediction:
+    """Camera-frame estimate of one frame (None where the system produced none) and why not."""
+
+    hand: Hand3D | None
+    object_pose: ObjectPose | None
+    notes: list[str]
+
+
+class Evaluator:
+    """Runs the network and the geometry on samples and feeds an :class:`EvaluationAccumulator`."""
+
+    def __init__(self, network: HOINet, config: EvaluationRunConfig, library: ObjectLibrary,
+                 device: torch.device) -> None:
+        self.network = network.to(device).eval()
+        self.config = config
+        self.library = library
+        self.device = device
+        self.size = network.config.input_size
+        self.crop_config = AugmentConfig(output_size=self.size)
+        self.accumulator = EvaluationAccumulator(config.metrics)
+        self._models: dict[str, ObjectModel] = {}
+        self.failures: dict[str, int] = {}
+
+    def object_model(self, name: str) -> ObjectModel:
+        if name not in self._models:
+            try:
+                model = self.library.get(name)
+            except UnknownObjectError as exc:
+                raise ValueError(f"object '{name}' is not in the object library "
+                                 f"{self.config.objects or 'config/objects.yaml'} ({exc}); pass the library with "
+                                 "the dataset's models as 'objects'") from None
+            self._models[name] = ObjectModel(name, model.points, symmetric=model.is_symmetric, faces=model.faces)
+        return self._models[name]
+
+    # -- boxes
+
+    def _detected_boxes(self, samples: Sequence[HandObjectSample]) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        frames, letterboxes = [], []
+        for sample in samples:
+            frame, letterbox = letterbox_image(sample.image, self.size, self.size)
+            frames.append(frame)
+            letterboxes.append(letterbox)
+        batch = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0).to(self.device)
+        with torch.no_grad():
+            detections = self.network.detect_top_k(batch)
+        out = []
+        for i, sample in enumerate(samples):
+            chosen = select_detections(detections.boxes[i].cpu().numpy(), detections.scores[i].cpu().numpy(),
+                                       detections.classes[i].cpu().numpy(), letterboxes[i], self.config.detection)
+            hand = chosen.right_hand if sample.hand_side == "right" else chosen.left_hand
+            out.append((None if hand is None else hand.box, None if chosen.object is None else chosen.object.box))
+        return out
+
+    def prepare(self, samples: Sequence[HandObjectSample]) -> list[PreparedFrame | None]:
+        """Boxes and evaluation crops; None for a frame without a hand or object box."""
+        if self.config.boxes == "detected":
+            boxes = self._detected_boxes(samples)
+        else:
+            boxes = [(s.hand_box, s.object_box) for s in samples]
+        prepared: list[PreparedFrame | None] = []
+        for sample, (hand_box, object_box) in zip(samples, boxes):
+            if hand_box is None or object_box is None:
+                self._fail("no hand box" if hand_box is None else "no object box")
+                prepared.append(None)
+                continue
+            working = replace(sample, hand_box=np.asarray(hand_box, float), object_box=np.asarray(object_box, float))
+            if sample.hand_side == "left":
+                working = mirror_sample(working)
+            crop, transform = evaluation_crop(working, self.crop_config)
+            prepared.append(PreparedFrame(sample, working, crop, transform, np.asarray(hand_box, float),
+                                          np.asarray(object_box, float)))
+        return prepared
+
+    def _fail(self, reason: str) -> None:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+    # -- network and geometry
+
+    def run_network(self, frames: Sequence[PreparedFrame]) -> NetworkOutput:
+        images = torch.from_numpy(np.stack([f.crop.image for f in frames])).permute(0, 3, 1, 2).float().div_(255.0)
+        hand_boxes = torch.from_numpy(np.stack([f.crop.hand_box for f in frames])).float()
+        object_boxes = torch.from_numpy(np.stack([f.crop.object_box for f in frames])).float()
+        with torch.no_grad():
+            return self.network(images.to(self.device), hand_boxes.to(self.device), object_boxes.to(self.device))
+
+    def camera_frame(self, frame: PreparedFrame, output: NetworkOutput, i: int) -> FramePrediction:
+        """Hand translation and object PnP for batch element ``i``, un-mirrored to the original camera."""
+        notes: list[str] = []
+        mirrored = frame.sample.hand_side == "left"
+        crop = frame.crop
+        hand = output.hand
+        joints2d_crop = box_units_to_points(hand.joints2d[i:i + 1].cpu().double().numpy(), crop.hand_box[None])[0]
+        joints2d_image = frame.transform.crop_to_image(joints2d_crop)
+        joints_rel = hand.joints3d[i].cpu().double().numpy()
+        vertices_rel = hand.vertices[i].cpu().double().numpy()
+        translation = estimate_hand_translation(joints2d_image, joints_rel, frame.working.K,
+                                                hand.joint_confidence[i].cpu().double().numpy(),
+                                                config=self.config.hand_translation)
+        hand_pred = None
+        if translation.success:
+            joints, vertices = joints_rel + translation.translation, vertices_rel + translation.translation
+            if mirrored:
+                joints, vertices = joints @ MIRROR_X, vertices @ MIRROR_X
+            hand_pred = Hand3D(joints, vertices)
+        else:
+            notes.append(f"hand translation: {translation.reason}")
+
+        object_pred = None
+        model = self.library.get(frame.sample.object_name) if frame.sample.object_name in self.library else None
+        if model is not None:
+            control_points = model.control_points @ MIRROR_X if mirrored else model.control_points
+            votes = votes_to_pixels(output.object.votes[i:i + 1].cpu().double().numpy(), crop.object_box[None])[0]
+            pnp = solve_control_point_pnp(votes, output.object.confidence[i].cpu().double().numpy(), control_points,
+                                          crop.K, self.config.pnp)
+            if pnp.success:
+                rotation, position = pnp.rotation, pnp.translation
+                if mirrored:
+                    rotation, position = MIRROR_X @ rotation @ MIRROR_X, MIRROR_X @ position
+                object_pred = ObjectPose(rotation, position)
+            else:
+                notes.append(f"PnP: {pnp.reason}")
+        return FramePrediction(hand_pred, object_pred, notes)
+
+    def add(self, sample: HandObjectSample, prediction: FramePrediction | None,
+            boxes: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Score one frame against its labels."""
+        gt_hand = Hand3D(sample.joints_3d, sample.vertices_3d) if sample.has_hand_3d else None
+        gt_object = (ObjectPose(sample.object_rotation, sample.object_translation) if sample.has_object_pose
+                     else None)
+        use_boxes = self.config.boxes == "detected"
+        truth = FrameAnnotation(hand=gt_hand, object_pose=gt_object,
+                                hand_box=sample.hand_box if use_boxes else None,
+                                object_box=sample.object_box if use_boxes else None)
+        predicted = FrameAnnotation(
+            hand=None if prediction is None else prediction.hand,
+            object_pose=None if prediction is None else prediction.object_pose,
+            hand_box=boxes[0] if use_boxes and boxes is not None else None,
+            object_box=boxes[1] if use_boxes and boxes is not None else None)
+        if prediction is not None:
+            for note in prediction.notes:
+                self._fail(note.split(":")[0])
+        sequence_id, frame_index = None, None
+        if sample.frame.isdigit():
+            sequence_id, frame_index = f"{sample.dataset}/{sample.sequence}", int(sample.frame)
+        model = self.object_model(sample.object_name) if gt_object is not None else None
+        self.accumulator.add(EvaluationFrame(sample.sample_id, predicted, truth, model, sequence_id, frame_index))
+
+    def evaluate_batch(self, samples: Sequence[HandObjectSample]) -> None:
+        prepared = self.prepare(samples)
+        ready = [p for p in prepared if p is not None]
+        output = self.run_network(ready) if ready else None
+        position = 0
+        for sample, frame in zip(samples, prepared):
+            if frame is None:
+                self.add(sample, None, None)
+                continue
+            prediction = self.camera_frame(frame, output, position)
+            position += 1
+            self.add(sample, prediction, (frame.hand_box, frame.object_box))
+
+    def summary(self) -> dict[str, Any]:
+        summary = self.accumulator.summary()
+        summary["run"] = {"boxes": self.config.boxes, "failures": dict(sorted(self.failures.items()))}
+        return summary
+
+
+def evaluate_dataset(network: HOINet, dataset: Any, config: EvaluationRunConfig,
+                     library: ObjectLibrary | None = None, device: torch.device | None = None) -> dict[str, Any]:
+    """Score ``network`` on every frame (or the first ``max_frames``) of ``dataset``; returns the summary."""
+    evaluator = Evaluator(network, config, library or load_object_library(config.objects),
+                          device or torch.device("cpu"))
+    count = len(dataset) if not config.max_frames else min(config.max_frames, len(dataset))
+    for start in tqdm(range(0, count, config.batch_size), desc="eval", unit="batch"):
+        evaluator.evaluate_batch([dataset[i] for i in range(start, min(start + config.batch_size, count))])
+    return evaluator.summary()
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: 'cuda' was asked for but PyTorch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def eval_main(checkpoint: str | Path, data_config: str | Path, out_dir: str | Path,
+              overrides: Sequence[str] = ()) -> int:
+    """``hoi-train eval``: write ``metrics.json`` and ``metrics.md`` (and the resolved config) into ``out_dir``."""
+    config = load_config(EvaluationRunConfig, data_config, overrides)
+    network = load_network_checkpoint(checkpoint)
+    dataset = DATASET_CLASSES[config.dataset.kind](config.dataset.dataset_config())
+    summary = evaluate_dataset(network, dataset, config, device=_device(config.device))
+    summary["run"].update({"checkpoint": str(checkpoint), "model": network.config.name,
+                           "config": to_dict(config)})
+    json_path, md_path = write_report(summary, out_dir, title=f"Evaluation of {network.config.name} "
+                                      f"({config.dataset.kind}, {config.boxes.replace('_', ' ')} boxes)")
+    log.info("wrote %s and %s", json_path, md_path)
+    return 0

@@ -1,0 +1,152 @@
+"""Configuration of a training run (``hoi-train fit --config config/train/*.yaml``).
+
+One YAML file fixes everything a run depends on: the architecture (a model config
+file), the datasets and how often each is seen per epoch, augmentation, loss weights,
+optimiser and schedule, precision and bookkeeping intervals. The defaults are the
+papers' settings (Adam, lr 1e-4, weight decay 5e-4, lr x0.7 every 10 epochs).
+
+Datasets are a mapping from a name of your choice to an entry, so that any field can
+be overridden from the command line (``--set datasets.lab.config.root=/data/lab``)::
+
+    datasets:
+      lab:
+        kind: synthetic            # ho3d | dexycb | synthetic
+        config: {root: data/synthetic/lab}
+        weight: 1.0                # samples drawn per epoch = round(weight * len(dataset))
+        object_loss: true          # false: hand terms only (SHO eq. 8, pseudo-labelled sets)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hoi_perception.config import ConfigError, from_dict, resolve_config_path
+from hoi_perception.models.config import ModelConfig, load_model_config
+from hoi_training.data.augment import AugmentConfig
+from hoi_training.data.dexycb import DexYCBConfig
+from hoi_training.data.ho3d import HO3DConfig
+from hoi_training.data.synthetic import SyntheticConfig
+from hoi_training.losses import LossConfig
+
+DatasetKind = Literal["ho3d", "dexycb", "synthetic"]
+# The config dataclass of each dataset kind; an entry's ``config`` mapping is read into it.
+DATASET_CONFIGS: dict[str, type] = {"ho3d": HO3DConfig, "dexycb": DexYCBConfig, "synthetic": SyntheticConfig}
+
+
+@dataclass
+class DatasetEntry:
+    """One training dataset.
+
+    kind: which loader reads it; config: that loader's config fields (``root`` etc.);
+    weight: epoch repeat factor: an epoch draws ``round(weight * len)`` of its samples
+    (0.5: a random half, 2: every sample twice); object_loss: ``false`` drops the object
+    terms for this set's samples (hand-only pseudo-labels, SHO eq. 8).
+    """
+
+    kind: DatasetKind
+    config: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+    object_loss: bool = True
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight > 0):
+            raise ConfigError(f"weight must be a finite number > 0, got {self.weight}")
+        self.dataset_config()
+
+    def dataset_config(self) -> Any:
+        """The entry's ``config`` read into its kind's config class (checks the fields and paths)."""
+        return from_dict(DATASET_CONFIGS[self.kind], dict(self.config), f"{self.kind} config")
+
+
+@dataclass
+class OptimizerConfig:
+    """Adam with L2 weight decay and a step schedule: lr x ``lr_decay`` every ``lr_step_epochs`` epochs."""
+
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    lr_decay: float = 0.7
+    lr_step_epochs: int = 10
+    # Clip the global gradient norm to this value; 0 disables clipping (the papers do not clip).
+    grad_clip_norm: float = 0.0
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_step_epochs < 1:
+            raise ConfigError(f"lr_step_epochs must be >= 1, got {self.lr_step_epochs}")
+        if not (math.isfinite(self.grad_clip_norm) and self.grad_clip_norm >= 0):
+            raise ConfigError(f"grad_clip_norm must be >= 0 (0 disables clipping), got {self.grad_clip_norm}")
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run; see the module docstring and ``config/train/synthetic_hfl_r18.yaml``."""
+
+    # Architecture file (absolute, or relative to config/, e.g. models/hfl_r18.yaml) and overrides of it.
+    model: str = "models/hfl_r18.yaml"
+    model_overrides: list[str] = field(default_factory=list)
+    datasets: dict[str, DatasetEntry] = field(default_factory=dict)
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # Length: whole epochs, or max_steps optimiser steps when max_steps > 0 (whichever ends first).
+    epochs: int = 60
+    max_steps: int = 0
+    # Per-process batch; the global batch is batch_size x world size.
+    batch_size: int = 24
+    workers: int = 4
+    # auto: CUDA when available (cuda:LOCAL_RANK under torchrun), else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Mixed precision on CUDA: bf16 autocast, or fp16 autocast with a GradScaler. CPU runs fp32.
+    amp: Literal["off", "bf16", "fp16"] = "bf16"
+    # Intra-op CPU threads per process; 0 keeps PyTorch's default.
+    cpu_threads: int = 0
+    seed: int = 0
+    # Optional initial weights: a torchvision ResNet ImageNet file for the backbone, and/or a
+    # checkpoint of this trainer (same model config) whose weights start the run.
+    imagenet_weights: Path | None = None
+    init_checkpoint: Path | None = None
+    # Bookkeeping, in optimiser steps (0 disables the image grids).
+    log_interval: int = 20
+    image_interval: int = 500
+    checkpoint_interval: int = 1000
+    output_dir: Path = Path("runs/train")
+
+    def validate(self) -> None:
+        if not self.datasets:
+            raise ConfigError("datasets: expected at least one training dataset")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_steps < 0:
+            raise ConfigError(f"max_steps must be >= 0 (0: train whole epochs), got {self.max_steps}")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be >= 2 (BatchNorm needs two samples), got {self.batch_size}")
+        if self.workers < 0 or self.cpu_threads < 0:
+            raise ConfigError(f"workers and cpu_threads must be >= 0, got {self.workers}, {self.cpu_threads}")
+        for name in ("log_interval", "checkpoint_interval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 step, got {getattr(self, name)}")
+        if self.image_interval < 0:
+            raise ConfigError(f"image_interval must be >= 0 (0 disables image grids), got {self.image_interval}")
+        if not self.augmentation.mirror_left_hands:
+            raise ConfigError("augmentation.mirror_left_hands must be true: the network models right hands only, "
+                              "and left hands are mirrored before it at run time as in training")
+        model = self.model_config()
+        if self.augmentation.output_size != model.input_size:
+            raise ConfigError(f"augmentation.output_size ({self.augmentation.output_size}) must equal the model's "
+                              f"input_size ({model.input_size}, from {self.model})")
+
+    def model_config(self) -> ModelConfig:
+        """The architecture: the model file with ``model_overrides`` applied."""
+        try:
+            resolve_config_path(self.model)
+        except ConfigError as exc:
+            raise ConfigError(f"model: {exc}") from None
+        return load_model_config(self.model, self.model_overrides)

@@ -1,0 +1,835 @@
+"""``hoi-train fit``: supervised (and pseudo-label) training of :class:`~hoi_perception.models.network.HOINet`.
+
+Batches: one dataset sample feeds both of the network's entry points. The crop
+network is trained on the augmented square crop (SHO/HFL's augmentation,
+:mod:`hoi_training.data.augment`), with crop-level targets: 2D joints in hand-box
+units, root-relative 3D joints and vertices, MANO pose and shape, control points in
+object-box units and the object mask resampled onto the object RoI grid. The
+detection head is trained on the *unaugmented full frame*, letterboxed to the same
+input size, with CenterNet targets for the hand box (right or left, as labelled) and
+the object box. Left hands are mirrored for the crop network only, since the detector
+must tell the two sides apart. A set entry with ``object_loss: false`` zeroes the
+object-term flags of its samples, and every flag is scaled by the sample's weight
+(1 for ground truth, the confidence for pseudo-labels).
+
+Distribution: launched with ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK), each process
+trains a DistributedDataParallel replica (gloo on CPU, nccl on CUDA) on its share of
+every epoch, drawn by :class:`EpochSampler` - a DistributedSampler that also mixes
+datasets by weight and can start mid-epoch.
+
+Checkpoints (``<run>/checkpoints/last.pt``, written atomically by rank 0) hold the
+model, optimiser, scheduler, GradScaler, the RNG states, the step, epoch and batch
+position within the epoch, the resolved configs and the code version; ``--resume``
+continues from it bit-for-bit on CPU. A non-finite loss stops training with
+:class:`NonFiniteLossError` naming the step, and nothing is written, so the last
+checkpoint stays the last good state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, fields, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from hoi_perception.atomic import atomic_save_with, atomic_write_text
+from hoi_perception.config import ConfigError, load_config, to_dict
+from hoi_perception.engines.export import code_version
+from hoi_perception.models.config import ModelConfig
+from hoi_perception.models.detection_head import (
+    LEFT_HAND,
+    OBJECT,
+    RIGHT_HAND,
+    DetectionHeadOutput,
+    build_detection_targets,
+    letterbox_image,
+)
+from hoi_perception.models.network import P2_STRIDE, HOINet, NetworkOutput
+from hoi_perception.models.object_head import box_units_to_points, points_to_box_units
+from hoi_perception.render.overlay import draw_hand_skeleton
+from hoi_training.data.augment import Augmenter
+from hoi_training.data.dexycb import DexYCBDataset
+from hoi_training.data.ho3d import HO3DDataset
+from hoi_training.data.sample import HandObjectSample, collate_samples
+from hoi_training.data.synthetic import SyntheticDataset
+from hoi_training.losses import DetectionTargetBatch, HandObjectTargets, detection_loss, hand_object_loss
+from hoi_training.train_config import DatasetEntry, TrainConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "hoi_training_checkpoint/1"
+CONFIG_FILE = "config.yaml"
+CODE_VERSION_FILE = "code_version.txt"
+LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
+DATASET_CLASSES: dict[str, type] = {"ho3d": HO3DDataset, "dexycb": DexYCBDataset, "synthetic": SyntheticDataset}
+MIN_BOX_SIDE_PX = 1.0  # boxes thinner than this in the crop carry no usable 2D target
+IMAGE_GRID_SAMPLES = 4
+NON_FINITE_EXIT_CODE = 3
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped without writing a checkpoint."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was made for another model config (or is not a training checkpoint)."""
+
+
+# ----------------------------------------------------------------------------- distribution
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process runs: its rank among ``world_size`` processes and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str = "auto") -> DistributedContext:
+    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK, pick the device, and join the process group.
+
+    Without those variables this is a single process. CUDA processes use ``cuda:LOCAL_RANK``
+    and nccl; CPU processes use gloo.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: 'cuda' was asked for but PyTorch sees no CUDA device")
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices are visible")
+        torch.cuda.set_device(local_rank)
+        target = torch.device("cuda", local_rank)
+    else:
+        target = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30),
+                                **({"device_id": target} if use_cuda else {}))
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=target)
+
+
+def _all_finite(value: torch.Tensor, context: DistributedContext) -> bool:
+    """Whether ``value`` is finite on every rank (all ranks must stop together)."""
+    flag = torch.isfinite(value.detach()).all().to(torch.float32).reshape(1)
+    if context.distributed:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one epoch over concatenated datasets, for one rank, from any batch on.
+
+    Dataset ``d`` contributes ``round(weight_d * size_d)`` draws per epoch: whole shuffled
+    passes over it, then a random part of one more. The epoch's draws are shuffled
+    together, padded by wrapping to a multiple of ``world_size`` and dealt out
+    round-robin, as :class:`torch.utils.data.DistributedSampler` does. Everything is a
+    function of (seed, epoch), so ``start_batch`` can resume mid-epoch exactly.
+    """
+
+    def __init__(self, sizes: Sequence[int], weights: Sequence[float], batch_size: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if len(sizes) != len(weights) or not sizes:
+            raise ValueError(f"EpochSampler: expected one weight per dataset, got {len(sizes)} sizes and "
+                             f"{len(weights)} weights")
+        if any(s < 1 for s in sizes):
+            raise ValueError(f"EpochSampler: every dataset needs at least one sample, got sizes {list(sizes)}")
+        self.sizes = [int(s) for s in sizes]
+        self.weights = [float(w) for w in weights]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_batch = 0
+        if self.batches_per_epoch() < 1:
+            raise ValueError(f"an epoch of {self.draws_per_epoch()} samples over {world_size} process(es) gives "
+                             f"no full batch of {batch_size}; lower batch_size or add data")
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = int(epoch)
+        self.start_batch = int(start_batch)
+
+    def draws_per_epoch(self) -> int:
+        return sum(max(1, round(w * s)) for s, w in zip(self.sizes, self.weights))
+
+    def per_rank(self) -> int:
+        return math.ceil(self.draws_per_epoch() / self.world_size)
+
+    def batches_per_epoch(self) -> int:
+        """Full batches per rank per epoch (the last partial batch is dropped)."""
+        return self.per_rank() // self.batch_size
+
+    def epoch_indices(self) -> np.ndarray:
+        """This rank's indices of the whole epoch, in order."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        draws = []
+        for offset, size, weight in zip(self.offsets, self.sizes, self.weights):
+            count = max(1, round(weight * size))
+            passes = [torch.randperm(size, generator=generator).numpy() for _ in range(math.ceil(count / size))]
+            draws.append(np.concatenate(passes)[:count] + offset)
+        order = np.concatenate(draws)[torch.randperm(self.draws_per_epoch(), generator=generator).numpy()]
+        total = self.per_rank() * self.world_size
+        order = np.resize(order, total)  # wraps around to pad
+        return order[self.rank::self.world_size][: self.batches_per_epoch() * self.batch_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.epoch_indices()[self.start_batch * self.batch_size:].tolist())
+
+    def __len__(self) -> int:
+        return max(0, (self.batches_per_epoch() - self.start_batch) * self.batch_size)
+
+
+# ----------------------------------------------------------------------------- examples and batches
+
+
+@dataclass
+class TrainingExample:
+    """One sample prepared for both entry points: the augmented crop (crop-network labels in
+    crop pixels) and the letterboxed full frame with its detection boxes and classes."""
+
+    crop: HandObjectSample
+    frame: np.ndarray
+    detection_boxes: np.ndarray
+    detection_classes: np.ndarray
+    object_loss: bool
+
+
+@dataclass
+class TrainingBatch:
+    """Collated examples: ``crop`` is :func:`collate_samples`' dict; ``frame`` (B, 3, S, S) in [0, 1];
+    ``detection`` the CenterNet targets; ``object_loss`` (B,) bool."""
+
+    crop: dict[str, Any]
+    frame: torch.Tensor
+    detection: DetectionTargetBatch
+    object_loss: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.frame.shape[0])
+
+
+class ExampleBuilder:
+    """Turns a dataset sample into a :class:`TrainingExample` (runs in DataLoader workers)."""
+
+    def __init__(self, augmenter: Augmenter, input_size: int, object_loss: bool) -> None:
+        self.augmenter = augmenter
+        self.input_size = input_size
+        self.object_loss = object_loss
+
+    def __call__(self, sample: HandObjectSample) -> TrainingExample:
+        frame, letterbox = letterbox_image(sample.image, self.input_size, self.input_size)
+        boxes, classes = [], []
+        if sample.hand_box is not None:
+            boxes.append(sample.hand_box)
+            classes.append(RIGHT_HAND if sample.hand_side == "right" else LEFT_HAND)
+        if sample.object_box is not None:
+            boxes.append(sample.object_box)
+            classes.append(OBJECT)
+        boxes_in = letterbox.boxes_to_input(np.asarray(boxes).reshape(-1, 4))
+        return TrainingExample(crop=self.augmenter(sample), frame=frame, detection_boxes=boxes_in,
+                               detection_classes=np.asarray(classes, dtype=np.int64), object_loss=self.object_loss)
+
+
+class ExampleDataset(Dataset):
+    """A dataset's samples mapped through an :class:`ExampleBuilder`."""
+
+    def __init__(self, base: Dataset, builder: ExampleBuilder) -> None:
+        self.base = base
+        self.builder = builder
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> TrainingExample:
+        return self.builder(self.base[index])
+
+
+class ConcatExamples(Dataset):
+    """Several :class:`ExampleDataset` end to end (indices as :class:`EpochSampler` deals them)."""
+
+    def __init__(self, parts: Sequence[ExampleDataset]) -> None:
+        self.parts = list(parts)
+        self.ends = np.cumsum([len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    def __getitem__(self, index: int) -> TrainingExample:
+        part = int(np.searchsorted(self.ends, index, side="right"))
+        start = 0 if part == 0 else int(self.ends[part - 1])
+        return self.parts[part][index - start]
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts:
+            part.builder.augmenter.set_epoch(epoch)
+
+
+def collate_examples(examples: Sequence[TrainingExample]) -> TrainingBatch:
+    """``DataLoader`` collate function for :class:`TrainingExample` lists."""
+    size = examples[0].frame.shape[0]
+    grid = size // P2_STRIDE
+    targets = [build_detection_targets(e.detection_boxes, e.detection_classes, grid, grid, P2_STRIDE)
+               for e in examples]
+    detection = DetectionTargetBatch(
+        heatmap=torch.from_numpy(np.stack([t.heatmap for t in targets])),
+        indices=torch.from_numpy(np.stack([t.indices for t in targets])),
+        sizes=torch.from_numpy(np.stack([t.sizes for t in targets])),
+        offsets=torch.from_numpy(np.stack([t.offsets for t in targets])),
+        mask=torch.from_numpy(np.stack([t.mask for t in targets])))
+    frame = torch.from_numpy(np.stack([e.frame for e in examples])).permute(0, 3, 1, 2).float().div_(255.0)
+    return TrainingBatch(crop=collate_samples([e.crop for e in examples]), frame=frame, detection=detection,
+                         object_loss=torch.tensor([e.object_loss for e in examples], dtype=torch.bool))
+
+
+def build_dataset(name: str, entry: DatasetEntry, augmenter: Augmenter, input_size: int) -> ExampleDataset:
+    """The training dataset of one config entry, mapped to :class:`TrainingExample`."""
+    base = DATASET_CLASSES[entry.kind](entry.dataset_config())
+    if len(base) == 0:
+        raise ValueError(f"dataset '{name}' ({entry.kind}, {entry.config}) holds no samples")
+    return ExampleDataset(base, ExampleBuilder(augmenter, input_size, entry.object_loss))
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def _valid_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    return ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE_PX) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE_PX)
+
+
+def _safe_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes with at least MIN_BOX_SIDE_PX sides, so unit conversions never divide by zero."""
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1 = torch.maximum(boxes[:, 2], x0 + MIN_BOX_SIDE_PX)
+    y1 = torch.maximum(boxes[:, 3], y0 + MIN_BOX_SIDE_PX)
+    return torch.stack([x0, y0, x1, y1], 1)
+
+
+def mask_on_roi_grid(masks: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest-pixel samples (B, size, size) of crop masks (B, H, W) at the cell centres of each box's RoI grid."""
+    batch, height, width = masks.shape
+    centres = (torch.arange(size, dtype=boxes.dtype, device=boxes.device) + 0.5) / size
+    xs = boxes[:, 0:1] + centres[None] * (boxes[:, 2:3] - boxes[:, 0:1])  # (B, size)
+    ys = boxes[:, 1:2] + centres[None] * (boxes[:, 3:4] - boxes[:, 1:2])
+    ix = xs.floor().long().clamp(0, width - 1)
+    iy = ys.floor().long().clamp(0, height - 1)
+    inside_x = (xs >= 0) & (xs < width)
+    inside_y = (ys >= 0) & (ys < height)
+    b = torch.arange(batch, device=masks.device)[:, None, None]
+    values = masks[b, iy[:, :, None], ix[:, None, :]]
+    return values & inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def build_hand_object_targets(crop: dict[str, Any], object_loss: torch.Tensor, hand_model: nn.Module,
+                              roi_size: int) -> tuple[HandObjectTargets, torch.Tensor, torch.Tensor]:
+    """Crop-level targets of a collated batch, plus the (safe) hand and object boxes to feed the network.
+
+    Samples with MANO labels but no vertices (HO-3D, DexYCB) get their root-relative vertex
+    targets from ``hand_model`` at the labelled pose, so one flag covers vertices, pose and
+    shape. Every flag is multiplied by the sample weight.
+    """
+    weight = crop["weight"]
+    hand_box, object_box = _safe_boxes(crop["hand_box"]), _safe_boxes(crop["object_box"])
+    has_hand2d = crop["has_hand_2d"] & crop["has_hand_box"] & _valid_boxes(crop["hand_box"])
+    has_object = (crop["has_object_2d"] & crop["has_object_box"] & _valid_boxes(crop["object_box"])
+                  & object_loss)
+    joints3d = crop["joints_3d"]
+    root = joints3d[:, :1]
+    vertices = crop["vertices_3d"] - root
+    missing_vertices = crop["has_mano"] & ~crop["has_vertices"]
+    if missing_vertices.any():
+        pose, betas = crop["mano_pose"][missing_vertices], crop["mano_shape"][missing_vertices]
+        with torch.no_grad():
+            mano = hand_model(global_orient=pose[:, :3], hand_pose=pose[:, 3:], betas=betas)
+        vertices = vertices.clone()
+        vertices[missing_vertices] = (mano.vertices - mano.joints[:, :1]).to(vertices.dtype)
+    object_mask = mask_on_roi_grid(crop["object_mask"], object_box, roi_size)
+    object_mask = torch.where(crop["has_object_mask"][:, None, None], object_mask, torch.ones_like(object_mask))
+    targets = HandObjectTargets(
+        joints2d=points_to_box_units(crop["joints_2d"], hand_box),
+        joints3d=joints3d - root,
+        vertices=vertices,
+        pose=crop["mano_pose"],
+        betas=crop["mano_shape"],
+        object_points2d=points_to_box_units(crop["object_points_2d"], object_box),
+        object_mask=object_mask,
+        has_hand2d=has_hand2d.float() * weight,
+        has_hand3d=crop["has_hand_3d"].float() * weight,
+        has_mano=crop["has_mano"].float() * weight,
+        has_object=has_object.float() * weight,
+    )
+    return targets, hand_box, object_box
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, DetectionTargetBatch):
+        return DetectionTargetBatch(**{f.name: _to_device(getattr(value, f.name), device) for f in fields(value)})
+    return value
+
+
+def _float32(output: Any) -> Any:
+    """A copy of an output dataclass with every tensor in float32 (losses run outside autocast)."""
+    return replace(output, **{f.name: getattr(output, f.name).float() for f in fields(output)})
+
+
+class TrainingModule(nn.Module):
+    """Both entry points in one ``forward``, so DistributedDataParallel sees every parameter use."""
+
+    def __init__(self, network: HOINet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, crop: torch.Tensor, hand_box: torch.Tensor, object_box: torch.Tensor,
+                frame: torch.Tensor | None) -> tuple[NetworkOutput, DetectionHeadOutput | None]:
+        return self.network(crop, hand_box, object_box), (None if frame is None else self.network.detect(frame))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint's dict (tensors on CPU); clear errors for a missing or foreign file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for unreadable files
+        raise CheckpointMismatchError(f"checkpoint '{path}' cannot be read as a PyTorch checkpoint: {exc}") from exc
+    if not isinstance(data, dict) or "model_config" not in data or "model" not in data:
+        raise CheckpointMismatchError(f"checkpoint '{path}' is not a training checkpoint (no model_config/model)")
+    return data
+
+
+def check_model_config(checkpoint: dict[str, Any], path: str | Path, expected: ModelConfig, source: str) -> None:
+    """Refuse a checkpoint whose model config differs from ``expected`` (naming both and the differences)."""
+    saved = checkpoint["model_config"]
+    wanted = to_dict(expected)
+    if saved == wanted:
+        return
+    differing = sorted(_differences(saved, wanted))
+    raise CheckpointMismatchError(
+        f"checkpoint '{path}' was trained with model config '{saved.get('name', '?')}', but this run uses "
+        f"'{expected.name}' ({source}); they differ in {', '.join(differing[:8])}")
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "<root>"]
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class StepResult:
+    """One optimiser step's losses (detached, float) and how many samples it used (all ranks)."""
+
+    total: float
+    terms: dict[str, float]
+    samples: int
+
+
+class Trainer:
+    """Builds model, data and optimiser from a :class:`TrainConfig` and runs (or resumes) training.
+
+    Args:
+        config: the run; ``config.output_dir`` is the run folder.
+        context: this process's rank and device (:func:`init_distributed`); default single-process.
+        config_source: where the config came from, for messages.
+    """
+
+    def __init__(self, config: TrainConfig, context: DistributedContext | None = None,
+                 config_source: str = "the training config") -> None:
+        self.config = config
+        self.context = context or DistributedContext(0, 1, 0, torch.device("cpu"))
+        self.config_source = config_source
+        self.run_dir = Path(config.output_dir)
+        self.checkpoint_path = self.run_dir / LAST_CHECKPOINT
+        self.model_config = config.model_config()
+        if config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
+        _seed_everything(config.seed)
+        device = self.context.device
+        self.network = HOINet(self.model_config)
+        if config.imagenet_weights is not None:
+            self.network.load_imagenet_weights(config.imagenet_weights)
+        if config.init_checkpoint is not None:
+            data = read_checkpoint(config.init_checkpoint)
+            check_model_config(data, config.init_checkpoint, self.model_config, config_source)
+            self.network.load_state_dict(data["model"])
+        self.network.to(device)
+        self.module: nn.Module = TrainingModule(self.network)
+        weights = config.loss.weights
+        self.train_detection = (weights.detection_heatmap + weights.detection_size + weights.detection_offset) > 0
+        if self.context.distributed:
+            self.module = DistributedDataParallel(
+                self.module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=not self.train_detection)
+        self.optimizer = torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad],
+                                          lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.optimizer.lr_step_epochs,
+                                                         gamma=config.optimizer.lr_decay)
+        cuda = device.type == "cuda"
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp) if cuda else None
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cuda and config.amp == "fp16")
+        if not cuda and config.amp != "off":
+            log.info("amp '%s' applies on CUDA only; training in fp32 on %s", config.amp, device)
+
+        augmenter = Augmenter(config.augmentation, seed=config.seed, train=True)
+        names = list(config.datasets)
+        self.dataset = ConcatExamples([build_dataset(n, config.datasets[n], augmenter, self.model_config.input_size)
+                                       for n in names])
+        self.sampler = EpochSampler([len(p) for p in self.dataset.parts],
+                                    [config.datasets[n].weight for n in names], config.batch_size, config.seed,
+                                    self.context.rank, self.context.world_size)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.writer = None
+
+    # -- bookkeeping
+
+    @property
+    def total_steps(self) -> int:
+        per_epoch = self.sampler.batches_per_epoch()
+        steps = per_epoch * self.config.epochs
+        return min(steps, self.config.max_steps) if self.config.max_steps else steps
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total_steps
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": to_dict(self.model_config),
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(self.context.device),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.context.world_size,
+            "train_config": to_dict(self.config),
+            "code_version": code_version(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/last.pt`` atomically (rank 0); refuses a state with non-finite weights."""
+        if not self.context.is_main:
+            return None
+        bad = [n for n, p in self.network.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteLossError(f"step {self.step}: parameters {bad[:3]} are not finite; not overwriting the "
+                                     f"last good checkpoint {self.checkpoint_path}")
+        state = self.checkpoint_state()
+        atomic_save_with(self.checkpoint_path, lambda f: torch.save(state, f))
+        log.info("step %d: checkpoint %s", self.step, self.checkpoint_path)
+        return self.checkpoint_path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore everything :meth:`checkpoint_state` saved, after checking the model config."""
+        data = read_checkpoint(path)
+        check_model_config(data, path, self.model_config, self.config_source)
+        device = self.context.device
+        self.network.load_state_dict(data["model"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.scaler.load_state_dict(data["scaler"])
+        _set_rng_state(data["rng"], device)
+        self.step, self.epoch, self.batch_in_epoch = int(data["step"]), int(data["epoch"]), int(data["batch_in_epoch"])
+        if int(data.get("world_size", 1)) != self.context.world_size:
+            log.warning("checkpoint was written by %s process(es), resuming with %s: the data order from here on "
+                        "differs from the uninterrupted run", data.get("world_size"), self.context.world_size)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+
+    def write_run_files(self) -> None:
+        """Save the resolved config and code version in the run folder (rank 0)."""
+        if not self.context.is_main:
+            return
+        atomic_write_text(self.run_dir / CONFIG_FILE, yaml.safe_dump(to_dict(self.config), sort_keys=False))
+        atomic_write_text(self.run_dir / CODE_VERSION_FILE, code_version() + "\n")
+
+    # -- training
+
+    def train_step(self, batch: TrainingBatch) -> tuple[StepResult, NetworkOutput]:
+        """Forward, loss, non-finite check, backward and optimiser step for one batch."""
+        device = self.context.device
+        crop = _to_device(batch.crop, device)
+        targets, hand_box, object_box = build_hand_object_targets(
+            crop, batch.object_loss.to(device), self.network.hand_decoder.hand_model, self.model_config.roi.output_size)
+        frame = batch.frame.to(device, non_blocking=True) if self.train_detection else None
+        autocast = (torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
+                    else nullcontext())
+        self.module.train()
+        with autocast:
+            output, detection = self.module(crop["image"], hand_box, object_box, frame)
+        output32 = NetworkOutput(hand=_float32(output.hand), object=_float32(output.object))
+        losses = hand_object_loss(output32.hand, output32.object, targets, self.config.loss)
+        total, terms = losses.total, dict(losses.terms)
+        if detection is not None:
+            det = detection_loss(_float32(detection), _to_device(batch.detection, device), self.config.loss)
+            total = total + det.total
+            terms.update(det.terms)
+        if not _all_finite(total, self.context):
+            bad = {k: float(v) for k, v in terms.items() if not math.isfinite(float(v))}
+            kept = (f"the last good checkpoint {self.checkpoint_path} (step "
+                    f"{_checkpoint_step(self.checkpoint_path)}) is kept" if self.checkpoint_path.is_file()
+                    else "no checkpoint had been written yet")
+            value = float(total.detach())
+            raise NonFiniteLossError(f"loss is {value} at step {self.step + 1} (epoch {self.epoch}, batch "
+                                     f"{self.batch_in_epoch}; non-finite terms {bad or 'on another rank'}); "
+                                     f"training stopped and {kept}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.config.optimizer.grad_clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.config.optimizer.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        result = StepResult(total=float(total.detach()), terms={k: float(v) for k, v in terms.items()},
+                            samples=len(batch) * self.context.world_size)
+        return result, output
+
+    def _loader(self) -> DataLoader:
+        self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        self.dataset.set_epoch(self.epoch)
+        workers = self.config.workers
+        return DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=self.sampler, drop_last=True,
+                          num_workers=workers, collate_fn=collate_examples,
+                          pin_memory=self.context.device.type == "cuda", persistent_workers=False,
+                          # Own generator: creating the iterator must not consume the global RNG.
+                          generator=torch.Generator().manual_seed(self.config.seed + self.epoch),
+                          prefetch_factor=2 if workers else None)
+
+    def fit(self, resume: bool = False) -> int:
+        """Train to the configured length; returns the final step. ``resume`` continues from last.pt."""
+        if resume:
+            self.load_checkpoint(self.checkpoint_path)
+        else:
+            self.write_run_files()
+        if self.finished:
+            log.info("run %s already finished at step %d", self.run_dir, self.step)
+            return self.step
+        main = self.context.is_main
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step)
+        progress = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not main)
+        sums: dict[str, float] = defaultdict(float)
+        window_steps, window_samples, window_start = 0, 0, time.perf_counter()
+        try:
+            while not self.finished:
+                for batch in self._loader():
+                    result, output = self.train_step(batch)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    progress.update(1)
+                    for key, value in result.terms.items():
+                        sums[key] += value
+                    sums["total"] += result.total
+                    window_steps += 1
+                    window_samples += result.samples
+                    if self.step % self.config.log_interval == 0 or self.finished:
+                        elapsed = max(time.perf_counter() - window_start, 1e-9)
+                        self._log_scalars({k: v / window_steps for k, v in sums.items()}, window_samples / elapsed)
+                        progress.set_postfix(loss=f"{sums['total'] / window_steps:.4g}")
+                        sums.clear()
+                        window_steps, window_samples, window_start = 0, 0, time.perf_counter()
+                    if self.config.image_interval and self.step % self.config.image_interval == 0:
+                        self._log_images(batch, output)
+                    if self.step % self.config.checkpoint_interval == 0 or self.finished:
+                        self.save_checkpoint()
+                    if self.finished:
+                        break
+                if self.batch_in_epoch >= self.sampler.batches_per_epoch():
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    self.scheduler.step()
+            self._sync_buffers()
+        finally:
+            progress.close()
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+        return self.step
+
+    def _sync_buffers(self) -> None:
+        """Give every replica rank 0's BatchNorm statistics (DDP syncs them only at the next forward), so
+        all processes end with the checkpointed state."""
+        if self.context.distributed:
+            for buffer in self.network.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def _log_scalars(self, means: dict[str, float], samples_per_s: float) -> None:
+        if not self.context.is_main:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        log.info("step %d epoch %d: loss %.5g, lr %.3g, %.2f samples/s", self.step, self.epoch, means["total"], lr,
+                 samples_per_s)
+        if self.writer is not None:
+            for key, value in means.items():
+                self.writer.add_scalar(f"loss/{key}", value, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+            self.writer.add_scalar("train/samples_per_s", samples_per_s, self.step)
+            self.writer.add_scalar("train/epoch", self.epoch, self.step)
+
+    def _log_images(self, batch: TrainingBatch, output: NetworkOutput) -> None:
+        if self.writer is None:
+            return
+        self.writer.add_image("train/crops_truth_vs_prediction", crop_grid(batch.crop, output), self.step,
+                              dataformats="HWC")
+
+
+def crop_grid(crop: dict[str, Any], output: NetworkOutput, count: int = IMAGE_GRID_SAMPLES) -> np.ndarray:
+    """Rows of [ground-truth joints | predicted joints] drawn on the training crops (uint8 HWC)."""
+    rows = []
+    n = min(count, crop["image"].shape[0])
+    hand_box = _safe_boxes(crop["hand_box"][:n].cpu())
+    predicted = box_units_to_points(output.hand.joints2d[:n].detach().float().cpu(), hand_box).numpy()
+    for i in range(n):
+        image = (crop["image"][i].cpu().permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        truth = draw_hand_skeleton(image, crop["joints_2d"][i].cpu().numpy()) if crop["has_hand_2d"][i] else image
+        rows.append(np.concatenate([truth, draw_hand_skeleton(image, predicted[i])], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def _checkpoint_step(path: Path) -> str:
+    try:
+        return str(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    except Exception:  # a message helper: never mask the real error
+        return "?"
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def resolve_run_config(config_path: str | Path | None, overrides: Sequence[str], resume: bool,
+                       out_dir: str | Path | None) -> tuple[TrainConfig, str]:
+    """The run's config: from ``config_path`` + overrides, or on resume from the run folder's config.yaml.
+
+    On resume a config given again must resolve to the saved one (other than the output folder).
+    """
+    overrides = list(overrides)
+    if out_dir is not None:
+        overrides.append(f"output_dir={Path(out_dir)}")
+    if resume:
+        if out_dir is None:
+            if config_path is None:
+                raise ConfigError("--resume needs the run folder (--out) or the config that names it")
+            out_dir = load_config(TrainConfig, config_path, overrides).output_dir
+        saved_path = Path(out_dir) / CONFIG_FILE
+        if not saved_path.is_file():
+            raise FileNotFoundError(f"--resume: '{saved_path}' not found; is '{out_dir}' a training run folder?")
+        saved = load_config(TrainConfig, saved_path, [f"output_dir={Path(out_dir)}"])
+        if config_path is not None:
+            given = load_config(TrainConfig, config_path, overrides)
+            differing = _differences(to_dict(saved), to_dict(given))
+            if differing:
+                raise ConfigError(f"--resume: '{config_path}' differs from the run's saved config '{saved_path}' in "
+                                  f"{', '.join(differing[:8])}; resume without --config or start a new --out")
+        return saved, str(saved_path)
+    if config_path is None:
+        raise ConfigError("fit: a training config is needed (--config config/train/....yaml)")
+    config = load_config(TrainConfig, config_path, overrides)
+    if (Path(config.output_dir) / LAST_CHECKPOINT).exists():
+        raise FileExistsError(f"'{config.output_dir}' already holds a training run; pass --resume to continue it "
+                              "or choose another --out")
+    return config, str(config_path)
+
+
+def fit_main(config_path: str | Path | None, overrides: Sequence[str] = (), resume: bool = False,
+             out_dir: str | Path | None = None) -> int:
+    """``hoi-train fit``: train (or resume) under torchrun or as one process.
+
+    Returns 0 when training finished and :data:`NON_FINITE_EXIT_CODE` when a non-finite
+    loss stopped it (the message, naming the step and the kept checkpoint, is logged).
+    """
+    config, source = resolve_run_config(config_path, overrides, resume, out_dir)
+    context = init_distributed(config.device)
+    try:
+        trainer = Trainer(config, context, source)
+        try:
+            step = trainer.fit(resume=resume)
+        except NonFiniteLossError as exc:
+            log.error("%s", exc)
+            return NON_FINITE_EXIT_CODE
+        if context.is_main:
+            log.info("training finished at step %d; checkpoint %s", step, trainer.checkpoint_path)
+    finally:
+        if context.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
