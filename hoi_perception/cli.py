@@ -49,6 +49,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_process_bag(args: argparse.Namespace) -> int:
+    """Run the estimator over a ROS 2 bag and write the results as a bag."""
+    from hoi_perception.pipeline.bag_processing import process_bag_main
+
+    process_bag_main(args.in_bag, args.out_bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+                     depth_topic=args.depth_topic, config=args.config, storage=args.storage, overrides=args.set,
+                     use_depth=not args.no_depth, overwrite=args.overwrite)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Run the estimator on a video file or a webcam."""
+    from hoi_perception.pipeline.video import run_main
+
+    run_main(video=args.video, camera=args.camera, intrinsics=args.intrinsics, out=args.out, config=args.config,
+             show=args.show, bag=args.bag, overrides=args.set, hfov_deg=args.hfov, max_frames=args.max_frames)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hoi-perception",
@@ -70,6 +89,36 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="TensorRT precision")
     export.add_argument("--max-batch", type=int, default=4, help="TensorRT: largest batch the plan accepts")
     export.set_defaults(func=_cmd_export)
+
+    bag = sub.add_parser("process-bag", help="estimate hands and objects in a ROS 2 bag; write TF, markers and "
+                                             "HandObjectEstimate messages to a new bag")
+    bag.add_argument("in_bag", help="input rosbag2 folder (sqlite3 or MCAP)")
+    bag.add_argument("out_bag", help="output rosbag2 folder (must not exist unless --overwrite)")
+    bag.add_argument("--image-topic", default=None, help="colour Image or CompressedImage topic (default: auto)")
+    bag.add_argument("--camera-info-topic", default=None, help="CameraInfo topic (default: auto)")
+    bag.add_argument("--depth-topic", default=None, help="aligned 16UC1/32FC1 depth topic (default: auto)")
+    bag.add_argument("--no-depth", action="store_true", help="ignore depth even if the bag has it")
+    bag.add_argument("--config", default=None, help="perception YAML (default: config/perception.yaml)")
+    bag.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage")
+    bag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override an estimator setting, e.g. --set crop_model=hfl_r18_crop.onnx (repeatable)")
+    bag.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    bag.set_defaults(func=_cmd_process_bag)
+
+    run = sub.add_parser("run", help="estimate hands and objects in a video file or webcam stream")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", default=None, help="video file")
+    source.add_argument("--camera", type=int, default=None, help="webcam index (e.g. 0)")
+    run.add_argument("--intrinsics", default=None,
+                     help="camera_info YAML/JSON calibration (default: guessed from --hfov, with a warning)")
+    run.add_argument("--hfov", type=float, default=60.0, help="horizontal field of view (deg) when no --intrinsics")
+    run.add_argument("--out", default=None, help="overlay video to write (.mp4)")
+    run.add_argument("--bag", default=None, help="also write an MCAP bag with the images and results")
+    run.add_argument("--config", default=None, help="perception YAML (default: config/perception.yaml)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an estimator setting")
+    run.add_argument("--show", action="store_true", help="show the overlay in a window (needs GUI OpenCV)")
+    run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    run.set_defaults(func=_cmd_run)
     return parser
 
 

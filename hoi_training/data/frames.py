@@ -27,6 +27,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hoi_perception.pipeline.image_decoding import (
+    CAMERA_INFO_TYPE,
+    IMAGE_TYPES,
+    ImageDecodeError,
+    decode_color_image,
+    stamp_to_ns,
+)
 from hoi_training.data.sample import DatasetFormatError
 
 log = logging.getLogger(__name__)
@@ -237,38 +244,16 @@ def _numeric_first(video_id: str) -> tuple[int, str]:
 
 # -- ROS 2 bags -----------------------------------------------------------------------
 
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-_RAW_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
-
-
 def _stamp_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return stamp_to_ns(stamp)
 
 
 def decode_image_message(msg, msgtype: str, where: str) -> np.ndarray:
     """An RGB uint8 image from sensor_msgs/Image (rgb8, bgr8, mono8) or CompressedImage."""
-    if msgtype == "sensor_msgs/msg/CompressedImage":
-        bgr = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetFormatError(f"{where}: compressed image (format {msg.format!r}) could not be decoded")
-        return np.ascontiguousarray(bgr[..., ::-1])
-    channels = _RAW_CHANNELS.get(msg.encoding)
-    if channels is None:
-        raise DatasetFormatError(f"{where}: image encoding {msg.encoding!r} is not supported; "
-                                 f"expected one of {sorted(_RAW_CHANNELS)} or a CompressedImage topic")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if step < width * channels or data.size < step * height:
-        raise DatasetFormatError(f"{where}: {msg.encoding} image of {width}x{height} with step {step} "
-                                 f"holds only {data.size} bytes")
-    rows = data[: step * height].reshape(height, step)[:, : width * channels]
-    image = rows.reshape(height, width, channels)
-    if msg.encoding == "bgr8":
-        image = image[..., ::-1]
-    elif msg.encoding == "mono8":
-        image = np.repeat(image, 3, axis=2)
-    return np.ascontiguousarray(image)
+    try:
+        return decode_color_image(msg, msgtype)
+    except ImageDecodeError as exc:
+        raise DatasetFormatError(f"{where}: {exc}") from None
 
 
 class RosBagFrameSource:

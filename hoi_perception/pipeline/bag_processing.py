@@ -1,0 +1,502 @@
+"""``hoi-perception process-bag``: run the estimator over a recorded ROS 2 bag, write the results as a bag.
+
+Input: a rosbag2 folder (sqlite3 or MCAP) with a colour image topic (``sensor_msgs/Image``
+rgb8/bgr8/mono8 or ``CompressedImage``), its ``CameraInfo`` and optionally an aligned
+depth image (16UC1 mm / 32FC1 m). Topics are found automatically when not given; when
+that is ambiguous the error lists the topics present. Images pair with the CameraInfo
+and the depth image nearest in header stamp (within ``MAX_PAIRING_S``).
+
+Output (written atomically: the bag appears only when complete), every message
+stamped with its input image's header stamp and framed in the camera's optical frame
+(the CameraInfo's ``frame_id``):
+
+* ``/tf`` - ``tf2_msgs/TFMessage``: wrist frames ``right_hand``/``left_hand`` and the object's frame;
+* ``/hoi/estimate`` - the package's ``HandObjectEstimate``;
+* ``/hoi/hand_mesh`` - one ``Marker`` TRIANGLE_LIST per hand;
+* ``/hoi/markers`` - ``MarkerArray`` with the hand skeletons and the object's box;
+* ``/hoi/debug_image`` - the input image with skeletons, boxes and the object pose drawn.
+
+A message that cannot be decoded is logged and skipped, as is a frame the estimator
+refuses; both are counted in the summary. A bag whose file ends mid-message (a
+recording that was killed) still yields every message before the break.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from hoi_perception.bag_io import open_bag_writer
+from hoi_perception.pipeline.image_decoding import (
+    CAMERA_INFO_TYPE,
+    DEPTH_ENCODINGS,
+    IMAGE_TYPE,
+    IMAGE_TYPES,
+    ImageDecodeError,
+    camera_matrix_from_info,
+    decode_color_image,
+    decode_depth_image,
+    stamp_to_ns,
+)
+from hoi_perception.pipeline.results import FrameResult
+
+log = logging.getLogger(__name__)
+
+TF_TOPIC = "/tf"
+ESTIMATE_TOPIC = "/hoi/estimate"
+MESH_TOPIC = "/hoi/hand_mesh"
+MARKERS_TOPIC = "/hoi/markers"
+OVERLAY_TOPIC = "/hoi/debug_image"
+MAX_PAIRING_S = 0.02  # largest stamp difference between an image and its CameraInfo / depth image
+DEPTH_WAIT_S = 0.2  # how long (bag time) an image waits for its depth image to arrive
+TRACKING_STATE_VALUES = {"detecting": 0, "tracking": 1, "lost": 2}  # HandObjectEstimate constants
+
+
+class BagTopicError(ValueError):
+    """The input bag's topics do not say unambiguously what to process."""
+
+
+# ----------------------------------------------------------------------------- topics
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """The input topics: colour images, their CameraInfo and (optionally) aligned depth."""
+
+    image: str
+    camera_info: str
+    depth: str | None
+
+
+def _listing(types: dict[str, str]) -> str:
+    return ", ".join(f"{t} ({m})" for t, m in sorted(types.items())) or "none"
+
+
+def _namespace(topic: str) -> str:
+    return topic.rsplit("/", 1)[0]
+
+
+def choose_topics(types: dict[str, str], encodings: dict[str, str], image: str | None = None,
+                  camera_info: str | None = None, depth: str | None = None, use_depth: bool = True) -> BagTopics:
+    """Pick the topics to process from ``types`` (topic -> message type) and the first message's
+    ``encodings`` of raw Image topics; given names are checked, missing ones found."""
+    for given, allowed in ((image, IMAGE_TYPES), (camera_info, (CAMERA_INFO_TYPE,)), (depth, (IMAGE_TYPE,))):
+        if given is not None and given not in types:
+            raise BagTopicError(f"topic {given} is not in the bag; topics present: {_listing(types)}")
+        if given is not None and types[given] not in allowed:
+            raise BagTopicError(f"topic {given} carries {types[given]}, expected {' or '.join(allowed)}")
+    depth_topics = sorted(t for t, m in types.items() if m == IMAGE_TYPE and encodings.get(t) in DEPTH_ENCODINGS)
+    if image is None:
+        colour = sorted(t for t, m in types.items() if m in IMAGE_TYPES and t not in depth_topics)
+        # A raw topic and its image_transport twin <topic>/compressed are one stream: prefer raw.
+        colour = [t for t in colour if not (t.endswith("/compressed") and t[: -len("/compressed")] in colour)]
+        if len(colour) != 1:
+            raise BagTopicError(f"{'several' if colour else 'no'} colour image topics ({colour}); choose one with "
+                                f"--image-topic. Topics present: {_listing(types)}")
+        image = colour[0]
+    if camera_info is None:
+        infos = sorted(t for t, m in types.items() if m == CAMERA_INFO_TYPE)
+        base = _namespace(image[: -len("/compressed")] if image.endswith("/compressed") else image)
+        near = [t for t in infos if _namespace(t) == base]
+        infos = near if len(near) == 1 else infos
+        if len(infos) != 1:
+            raise BagTopicError(f"{'several' if infos else 'no'} CameraInfo topics for {image} ({infos}); "
+                                f"choose one with --camera-info-topic. Topics present: {_listing(types)}")
+        camera_info = infos[0]
+    if depth is None and use_depth and len(depth_topics) == 1:
+        depth = depth_topics[0]
+    elif depth is None and use_depth and depth_topics:
+        log.warning("several depth topics %s: running without depth (choose one with --depth-topic)", depth_topics)
+    return BagTopics(image, camera_info, depth if use_depth else None)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class RawMessage:
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    data: bytes
+
+
+class BagReader:
+    """Messages of a rosbag2 folder in log-time order, through rosbags; for an MCAP file that
+    rosbags cannot open (cut off before its summary), a record-by-record scan of what is there."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        if not self.path.exists():
+            raise FileNotFoundError(f"input bag '{self.path}' does not exist")
+        from hoi_perception.bag_io import typestore
+
+        self.typestore = typestore()
+        self.damaged: str | None = None
+        self.types: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        try:
+            from rosbags.highlevel import AnyReader
+
+            with AnyReader([self.path]) as reader:
+                self.types = {c.topic: c.msgtype for c in reader.connections}
+                for connection in reader.connections:
+                    self.counts[connection.topic] = self.counts.get(connection.topic, 0) + connection.msgcount
+            self._scan = False
+        except Exception as exc:  # noqa: BLE001 - rosbags raises reader-specific errors for damaged files
+            mcaps = sorted(self.path.glob("*.mcap")) if self.path.is_dir() else [self.path]
+            if not mcaps or mcaps[0].suffix != ".mcap":
+                raise ValueError(f"input bag '{self.path}' cannot be read: {exc}") from exc
+            self.damaged = f"{exc}"
+            log.warning("bag '%s' is damaged (%s); recovering the messages before the damage", self.path, exc)
+            self._scan = True
+            self._mcaps = mcaps
+            for message in self._scan_messages(None):
+                self.types[message.topic] = message.msgtype
+                self.counts[message.topic] = self.counts.get(message.topic, 0) + 1
+
+    def deserialize(self, message: RawMessage) -> Any:
+        return self.typestore.deserialize_cdr(message.data, message.msgtype)
+
+    def messages(self, topics: Iterable[str]) -> Iterator[RawMessage]:
+        wanted = set(topics)
+        if self._scan:
+            yield from self._scan_messages(wanted)
+            return
+        from rosbags.highlevel import AnyReader
+
+        with AnyReader([self.path]) as reader:
+            connections = [c for c in reader.connections if c.topic in wanted]
+            try:
+                for connection, log_time, data in reader.messages(connections=connections):
+                    yield RawMessage(connection.topic, connection.msgtype, int(log_time), bytes(data))
+            except Exception as exc:  # noqa: BLE001 - a damaged chunk mid-file
+                self.damaged = f"{exc}"
+                log.error("bag '%s' is damaged (%s); stopping after the messages before the damage", self.path, exc)
+
+    def _scan_messages(self, wanted: set[str] | None) -> Iterator[RawMessage]:
+        for mcap in self._mcaps:
+            yield from scan_mcap(mcap.read_bytes(), wanted)
+
+
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_SCHEMA, _CHANNEL, _MESSAGE, _CHUNK, _FOOTER = 0x03, 0x04, 0x05, 0x06, 0x02
+
+
+def _string(data: bytes, pos: int) -> tuple[str, int]:
+    (length,) = struct.unpack_from("<I", data, pos)
+    return data[pos + 4:pos + 4 + length].decode("utf-8"), pos + 4 + length
+
+
+def scan_mcap(data: bytes, wanted: set[str] | None = None) -> Iterator[RawMessage]:
+    """Messages of an MCAP file record by record, stopping quietly where the file is cut off.
+
+    Uncompressed chunks (what rosbags writes) are read even when cut off themselves;
+    compressed chunks are read only when complete.
+    """
+    if not data.startswith(_MCAP_MAGIC):
+        raise ValueError("not an MCAP file (bad magic bytes)")
+    schemas: dict[int, str] = {}
+    channels: dict[int, tuple[str, str]] = {}
+
+    def records(buffer: bytes, pos: int, end: int) -> Iterator[RawMessage]:
+        while pos + 9 <= end:
+            opcode = buffer[pos]
+            (length,) = struct.unpack_from("<Q", buffer, pos + 1)
+            body, pos = pos + 9, pos + 9 + length
+            complete = pos <= end
+            if opcode == _SCHEMA and complete:
+                (schema_id,) = struct.unpack_from("<H", buffer, body)
+                schemas[schema_id], _ = _string(buffer, body + 2)
+            elif opcode == _CHANNEL and complete:
+                channel_id, schema_id = struct.unpack_from("<HH", buffer, body)
+                topic, _ = _string(buffer, body + 4)
+                channels[channel_id] = (topic, schemas.get(schema_id, ""))
+            elif opcode == _MESSAGE and complete:
+                channel_id, _, log_time = struct.unpack_from("<HIQ", buffer, body)
+                topic, msgtype = channels.get(channel_id, ("", ""))
+                if topic and (wanted is None or topic in wanted):
+                    yield RawMessage(topic, msgtype, log_time, bytes(buffer[body + 22:pos]))
+            elif opcode == _CHUNK:
+                compression, records_at = _string(buffer, body + 28)
+                if compression == "":
+                    records_end = min(records_at + 8 + struct.unpack_from("<Q", buffer, records_at)[0], end)
+                    yield from records(buffer, records_at + 8, records_end)
+                elif complete:
+                    log.warning("skipping a %s-compressed chunk of a damaged MCAP file", compression)
+            elif opcode == _FOOTER:
+                return
+            if not complete:
+                return
+
+    yield from records(data, len(_MCAP_MAGIC), len(data))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def object_bounds(control_points: np.ndarray) -> np.ndarray:
+    """[[min xyz], [max xyz]] of an object's bounding box from its 21 control points."""
+    corners = np.asarray(control_points)[:8]
+    return np.stack([corners.min(0), corners.max(0)])
+
+
+def draw_result(image: np.ndarray, result: FrameResult, K: np.ndarray, control_points: np.ndarray | None
+                ) -> np.ndarray:
+    """The debug overlay: hand boxes and skeletons, the object's posed box and axes, the tracking state."""
+    import cv2
+
+    from hoi_perception.render.overlay import draw_box_2d, draw_hand_skeleton, draw_object_pose
+
+    out = image
+    for tracked in result.hands:
+        hand = tracked.result
+        color = (90, 150, 240) if hand.side == "left" else (240, 140, 90)
+        out = draw_box_2d(out, hand.box, f"{hand.side} #{tracked.track_id} {hand.confidence:.2f}", color)
+        out = draw_hand_skeleton(out, hand.joints2d)
+    for tracked in result.objects:
+        obj = tracked.result
+        out = draw_box_2d(out, obj.box, f"{obj.name} #{tracked.track_id}", (80, 220, 100))
+        if obj.success and control_points is not None:
+            out = draw_object_pose(out, control_points, obj.rotation, obj.translation, K)
+    out = np.ascontiguousarray(out).copy()
+    text = f"{result.tracking_state} {result.total_ms:.0f} ms"
+    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+    return out
+
+
+class EstimateBagWriter:
+    """Turns :class:`FrameResult` s into the output messages and writes them to an open bag."""
+
+    def __init__(self, bag: Any, hand_faces: dict[str, np.ndarray], control_points: np.ndarray | None,
+                 object_name: str | None, overlay: bool = True) -> None:
+        from hoi_perception.ros.interfaces import QuaternionContinuity, register_messages
+
+        self.bag = bag
+        self.ts = register_messages(bag.typestore)
+        self.hand_faces = hand_faces
+        self.control_points = control_points
+        self.bounds = {object_name: object_bounds(control_points)} if object_name and control_points is not None \
+            else {}
+        self.overlay = overlay
+        self.continuity = QuaternionContinuity()
+        self.written: Counter[str] = Counter()
+
+    def write(self, result: FrameResult, image: np.ndarray, K: np.ndarray, stamp_ns: int, frame_id: str,
+              log_time_ns: int) -> None:
+        from hoi_perception.bag_io import header, image_msg
+        from hoi_perception.ros import interfaces
+
+        ts = self.ts
+        head = header(ts, stamp_ns, frame_id)
+        hands = [t.result for t in result.hands]
+        objects = [t.result for t in result.objects]
+        frames = [interfaces.wrist_frame(h, f"{h.side}_hand") for h in hands]
+        frames += [interfaces.object_frame(o, o.name) for o in objects if o.success]
+        if frames:
+            self._write(TF_TOPIC, interfaces.tf_message(ts, head, frames, continuity=self.continuity), log_time_ns)
+        hand_msgs = [interfaces.hand_estimate_msg(ts, t.result, t.track_id, continuity=self.continuity)
+                     for t in result.hands]
+        object_msgs = [interfaces.object_estimate_msg(ts, t.result, continuity=self.continuity)
+                       for t in result.objects]
+        estimate = interfaces.hand_object_estimate_msg(
+            ts, head, hand_msgs, object_msgs, tracking_state=TRACKING_STATE_VALUES[result.tracking_state],
+            frames_since_detection=result.frames_since_detection, stage_latencies_ms=result.timings_ms)
+        self._write(ESTIMATE_TOPIC, estimate, log_time_ns)
+        for index, hand in enumerate(hands):
+            color = interfaces.LEFT_HAND_COLOR if hand.side == "left" else interfaces.RIGHT_HAND_COLOR
+            mesh = interfaces.hand_mesh_marker(ts, head, hand.vertices_cam, self.hand_faces[hand.side], color,
+                                               namespace=f"hand_mesh_{hand.side}", marker_id=index)
+            self._write(MESH_TOPIC, mesh, log_time_ns)
+        self._write(MARKERS_TOPIC, interfaces.scene_markers(ts, head, hands, objects, self.bounds), log_time_ns)
+        if self.overlay:
+            drawn = draw_result(image, result, K, self.control_points)
+            self._write(OVERLAY_TOPIC, image_msg(ts, drawn, stamp_ns, frame_id), log_time_ns)
+
+    def _write(self, topic: str, msg: Any, log_time_ns: int) -> None:
+        self.bag.write(topic, msg, log_time_ns)
+        self.written[topic] += 1
+
+
+# ----------------------------------------------------------------------------- processing
+
+
+@dataclass
+class BagSummary:
+    """What a run did: frames read and processed, what was skipped and why, what was written."""
+
+    topics: BagTopics
+    images: int = 0
+    processed: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    written: Counter = field(default_factory=Counter)
+    damaged: str | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"images on {self.topics.image}: {self.images}, processed: {self.processed}"]
+        out += [f"skipped ({reason}): {count}" for reason, count in sorted(self.skipped.items())]
+        out += [f"wrote {topic}: {count}" for topic, count in sorted(self.written.items())]
+        if self.damaged:
+            out.append(f"input bag damaged, read up to the damage: {self.damaged}")
+        return out
+
+
+@dataclass
+class _PendingImage:
+    message: RawMessage
+    stamp_ns: int
+
+
+def process_bag(estimator: Any, in_bag: str | Path, out_bag: str | Path, *, image_topic: str | None = None,
+                camera_info_topic: str | None = None, depth_topic: str | None = None, use_depth: bool = True,
+                storage: str = "mcap", overwrite: bool = False, progress: bool = True) -> BagSummary:
+    """Run ``estimator`` (an :class:`~hoi_perception.pipeline.estimator.Estimator`) over a bag."""
+    reader = BagReader(in_bag)
+    encodings = _first_encodings(reader)
+    topics = choose_topics(reader.types, encodings, image_topic, camera_info_topic, depth_topic, use_depth)
+    summary = BagSummary(topics)
+    infos = _camera_infos(reader, topics.camera_info, summary)
+    if len(infos[0]) == 0:
+        raise BagTopicError(f"no usable CameraInfo on {topics.camera_info} in '{reader.path}'")
+    object_name = estimator.object_model.name if estimator.object_model is not None else None
+    control_points = estimator.object_model.control_points if estimator.object_model is not None else None
+    faces = {side: estimator.hand_faces(side) for side in ("right", "left")}
+    with open_bag_writer(out_bag, storage=storage, overwrite=overwrite) as bag:
+        writer = EstimateBagWriter(bag, faces, control_points, object_name)
+        pending: deque[_PendingImage] = deque()
+        depths: deque[tuple[int, Any]] = deque(maxlen=30)
+        bar = tqdm(total=reader.counts.get(topics.image, 0), desc="process-bag", unit="frame", disable=not progress)
+        wanted = [topics.image] + ([topics.depth] if topics.depth else [])
+        for message in reader.messages(wanted):
+            if message.topic == topics.depth:
+                try:
+                    depth_msg = reader.deserialize(message)
+                    depths.append((stamp_to_ns(depth_msg.header.stamp), depth_msg))
+                except Exception as exc:  # noqa: BLE001 - a corrupt message must not stop the run
+                    _count(summary, "undecodable depth message", exc)
+            else:
+                try:
+                    stamp = stamp_to_ns(reader.deserialize(message).header.stamp)
+                except Exception as exc:  # noqa: BLE001
+                    summary.images += 1
+                    bar.update()
+                    _count(summary, "undecodable image message", exc)
+                    continue
+                pending.append(_PendingImage(message, stamp))
+            while pending and (topics.depth is None or _nearest(depths, pending[0].stamp_ns) is not None
+                               or message.log_time_ns - pending[0].message.log_time_ns > DEPTH_WAIT_S * 1e9):
+                _process_one(estimator, reader, writer, pending.popleft(), infos, depths, topics, summary)
+                bar.update()
+        while pending:
+            _process_one(estimator, reader, writer, pending.popleft(), infos, depths, topics, summary)
+            bar.update()
+        bar.close()
+    summary.written = writer.written
+    summary.damaged = reader.damaged
+    return summary
+
+
+def _count(summary: BagSummary, kind: str, exc: Exception | str) -> None:
+    summary.skipped[kind] += 1
+    log.warning("%s: %s", kind, exc)
+
+
+def _first_encodings(reader: BagReader) -> dict[str, str]:
+    """The encoding of the first message of every raw Image topic (tells colour from depth)."""
+    raw_topics = {t for t, m in reader.types.items() if m == IMAGE_TYPE}
+    encodings: dict[str, str] = {}
+    if not raw_topics:
+        return encodings
+    for message in reader.messages(raw_topics):
+        if message.topic not in encodings:
+            try:
+                encodings[message.topic] = reader.deserialize(message).encoding
+            except Exception:  # noqa: BLE001 - an undecodable first message says nothing about the topic
+                continue
+        if len(encodings) == len(raw_topics):
+            break
+    return encodings
+
+
+def _camera_infos(reader: BagReader, topic: str, summary: BagSummary) -> tuple[np.ndarray, list]:
+    stamps, infos = [], []
+    for message in reader.messages([topic]):
+        try:
+            msg = reader.deserialize(message)
+            K, width, height = camera_matrix_from_info(msg)
+        except Exception as exc:  # noqa: BLE001
+            _count(summary, "invalid CameraInfo", exc)
+            continue
+        stamps.append(stamp_to_ns(msg.header.stamp))
+        infos.append((K, width, height, msg.header.frame_id))
+    order = np.argsort(stamps, kind="stable")
+    return np.asarray(stamps, dtype=np.int64)[order], [infos[i] for i in order]
+
+
+def _nearest(items: Sequence[tuple[int, Any]] | deque, stamp_ns: int) -> Any:
+    best = min(items, key=lambda item: abs(item[0] - stamp_ns), default=None)
+    if best is None or abs(best[0] - stamp_ns) > MAX_PAIRING_S * 1e9:
+        return None
+    return best[1]
+
+
+def _process_one(estimator: Any, reader: BagReader, writer: EstimateBagWriter, pending: _PendingImage,
+                 infos: tuple[np.ndarray, list], depths: deque, topics: BagTopics, summary: BagSummary) -> None:
+    summary.images += 1
+    message, stamp_ns = pending.message, pending.stamp_ns
+    stamps, entries = infos
+    index = int(np.argmin(np.abs(stamps - stamp_ns)))
+    if abs(int(stamps[index]) - stamp_ns) > MAX_PAIRING_S * 1e9:
+        _count(summary, "no CameraInfo near the image stamp", f"image at {stamp_ns} ns")
+        return
+    K, width, height, frame_id = entries[index]
+    try:
+        msg = reader.deserialize(message)
+        image = decode_color_image(msg, message.msgtype)
+    except Exception as exc:  # noqa: BLE001 - a corrupt message is counted, never fatal
+        _count(summary, "undecodable image", exc)
+        return
+    frame_id = frame_id or msg.header.frame_id
+    if image.shape[:2] != (height, width):
+        _count(summary, "image size differs from CameraInfo", f"{image.shape[1]}x{image.shape[0]} vs "
+                                                               f"{width}x{height}")
+        return
+    depth = None
+    if topics.depth is not None:
+        depth_msg = _nearest(depths, stamp_ns)
+        if depth_msg is not None:
+            try:
+                depth = decode_depth_image(depth_msg)
+            except ImageDecodeError as exc:
+                _count(summary, "undecodable depth image (processed without depth)", exc)
+    result = estimator.process(image, K, stamp_ns * 1e-9, depth)
+    if result.skipped is not None:
+        summary.skipped[f"estimator: {result.skipped.split(':')[0]}"] += 1
+        return
+    summary.processed += 1
+    writer.write(result, image, K, stamp_ns, frame_id, message.log_time_ns)
+
+
+def process_bag_main(in_bag: str | Path, out_bag: str | Path, image_topic: str | None = None,
+                     camera_info_topic: str | None = None, depth_topic: str | None = None,
+                     config: str | Path | None = None, storage: str = "mcap", *, overrides: Sequence[str] = (),
+                     use_depth: bool = True, overwrite: bool = False) -> BagSummary:
+    """``hoi-perception process-bag``: build the estimator from ``config`` (default: the shipped
+    perception.yaml, with ``overrides``), process ``in_bag`` into ``out_bag`` and print a summary."""
+    from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
+    from hoi_perception.pipeline.estimator import Estimator
+
+    estimator = Estimator(load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides))
+    summary = process_bag(estimator, in_bag, out_bag, image_topic=image_topic, camera_info_topic=camera_info_topic,
+                          depth_topic=depth_topic, use_depth=use_depth, storage=storage, overwrite=overwrite)
+    for line in summary.lines():
+        print(line)
+    return summary

@@ -1,0 +1,571 @@
+"""The runtime estimator: a full camera frame in, tracked and filtered hands and object out.
+
+Per frame (:meth:`Estimator.process`):
+
+1. **boxes** - the detector (letterboxed full frame) when :class:`BoxTracker` asks for it,
+   otherwise the boxes carried over from the previous frame's estimates;
+2. **crop** - per tracked hand, the training crop (``hoi_training.data.augment``): the
+   union of the hand and object boxes, each enlarged x1.5, squared and resized to the
+   network's input. A left hand's crop is taken from the mirrored image (one affine
+   warp with the flip folded in), as the network models right hands;
+3. **network** - all crops of the frame in one batch;
+4. **geometry** - 2D joints and control-point votes mapped from crop units back to
+   full-image pixels (which also un-mirrors them), 3D outputs un-mirrored; the hand's
+   camera-frame translation from its 2D joints, root-relative joints and K (refined by
+   depth when given); the object pose by PnP on the votes with the full K;
+5. **filter** - per track the hand and object temporal filters, then the MANO layer
+   re-poses the hand mesh from the filtered pose and shape, so mesh and joints agree.
+
+Bad input (empty or corrupt image, wrong dtype or shape, an invalid camera matrix, a
+repeated stamp, NaN network outputs) skips the frame with a reason: the result has
+``skipped`` set, nothing from it may be published, and :attr:`Estimator.skipped`
+counts it by kind. A stamp earlier than the last one starts a new stream (a bag that
+loops): tracks and filters are reset.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from hoi_perception.config import ConfigError, from_dict, read_yaml, resolve_config_path
+from hoi_perception.engines.base import InferenceEngine, create_engine
+from hoi_perception.geometry.camera import box_union, crop_intrinsics, project, square_box
+from hoi_perception.geometry.hand_translation import estimate_hand_translation
+from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_boxes, mirror_points_3d
+from hoi_perception.geometry.pnp import PnPResult, select_votes, solve_pnp
+from hoi_perception.hand_model.mano import HandModel, HandModelConfig
+from hoi_perception.models.detection_head import FrameDetections, letterbox_image, select_detections
+from hoi_perception.models.network import DETECTION_OUTPUT_NAMES
+from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels
+from hoi_perception.models.results import HandResult, ObjectResult
+from hoi_perception.objects.models import ObjectLibraryConfig, ObjectModel, build_object
+from hoi_perception.pipeline.config import EstimatorConfig
+from hoi_perception.pipeline.image_decoding import camera_matrix_problem
+from hoi_perception.pipeline.results import FrameResult, TrackedHand, TrackedObject
+from hoi_perception.pipeline.tracking import BoxTracker, Track
+from hoi_perception.tracking import (
+    FilteredHand,
+    HandFrame,
+    HandTrackFilter,
+    ObjectFrame,
+    ObjectTrackFilter,
+    load_filter_config,
+)
+
+log = logging.getLogger(__name__)
+
+CROP_INPUTS: tuple[str, ...] = ("crop", "hand_box", "object_box")
+CROP_OUTPUTS: tuple[str, ...] = ("hand_joints2d", "hand_joint_confidence", "hand_pose", "hand_betas",
+                                 "hand_vertices", "hand_joints3d", "object_votes", "object_confidence")
+DETECTOR_INPUT = "frame"
+MIN_IMAGE_SIDE_PX = 16
+MILLIMETRES = 0.001
+
+
+# ----------------------------------------------------------------------------- crop
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """How one network crop was cut from the full frame.
+
+    ``image_to_crop`` (3, 3) maps full-image pixels to crop pixels; for a mirrored crop it
+    includes the flip u -> W - 1 - u, so :meth:`to_image` un-mirrors as it maps back.
+    ``hand_box`` and ``object_box`` are the network's box inputs, crop pixels.
+    """
+
+    image_to_crop: np.ndarray
+    size: int
+    mirrored: bool
+    hand_box: np.ndarray
+    object_box: np.ndarray
+
+    def to_image(self, points: np.ndarray) -> np.ndarray:
+        """Crop pixels (..., 2) -> full-image pixels (of the original, un-mirrored image)."""
+        inverse = np.linalg.inv(self.image_to_crop)
+        points = np.asarray(points, dtype=np.float64)
+        return points @ inverse[:2, :2].T + inverse[:2, 2]
+
+
+def _expand(box: np.ndarray, factor: float) -> np.ndarray:
+    centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * factor
+    return np.concatenate([centre - half, centre + half])
+
+
+def _box_through(matrix: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ matrix[:2, :2].T + matrix[:2, 2]
+    return np.clip(np.concatenate([corners.min(0), corners.max(0)]), 0.0, float(size))
+
+
+def crop_geometry(hand_box: np.ndarray, object_box: np.ndarray, image_width: int, size: int, mirrored: bool,
+                  box_expansion: float = 1.5) -> CropGeometry:
+    """The training crop (``hoi_training.data.augment.evaluation_crop``) for these full-image boxes.
+
+    Mirrored crops are the training crop of the mirrored image (``mirror_sample``: boxes
+    x -> W - 1 - x), with the flip folded into the affine so the image is never copied.
+    """
+    hand_box = np.asarray(hand_box, dtype=np.float64)
+    object_box = np.asarray(object_box, dtype=np.float64)
+    flip = np.eye(3)
+    if mirrored:
+        flip = np.array([[-1.0, 0.0, image_width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    hand_w, object_w = (mirror_boxes(b, image_width) if mirrored else b for b in (hand_box, object_box))
+    union = square_box(box_union(_expand(hand_w, box_expansion), _expand(object_w, box_expansion)))
+    side = float(union[2] - union[0])
+    if not side > 1.0:
+        raise ValueError(f"crop box {union.tolist()} is degenerate (hand box {hand_box.tolist()}, "
+                         f"object box {object_box.tolist()})")
+    centre = (union[:2] + union[2:]) / 2
+    crop_box = np.concatenate([centre - side / 2, centre + side / 2])
+    image_to_crop = crop_intrinsics(np.eye(3), crop_box, size) @ flip
+    return CropGeometry(image_to_crop, size, mirrored, _box_through(image_to_crop, hand_box, size),
+                        _box_through(image_to_crop, object_box, size))
+
+
+def extract_crop(image: np.ndarray, geometry: CropGeometry) -> np.ndarray:
+    """The (S, S, 3) uint8 crop; outside the image is black, as in training."""
+    return cv2.warpAffine(image, geometry.image_to_crop[:2], (geometry.size, geometry.size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def _network_images(images: list[np.ndarray]) -> np.ndarray:
+    """uint8 (H, W, 3) images -> float32 (B, 3, H, W) in [0, 1], the network's input."""
+    return np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def frame_problem(image: Any, K: Any, stamp: Any, depth: Any) -> tuple[str, str] | None:
+    """(kind, reason) when a frame cannot be processed, else None."""
+    if not isinstance(image, np.ndarray):
+        return "image", f"image must be a numpy array, got {type(image).__name__}"
+    if image.size == 0:
+        return "image", f"image is empty (shape {image.shape})"
+    if image.dtype != np.uint8:
+        return "image", f"image must be uint8 RGB, got dtype {image.dtype}"
+    if image.ndim != 3 or image.shape[2] != 3:
+        return "image", f"image must be (H, W, 3) RGB, got shape {image.shape}"
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE_PX:
+        return "image", f"image of {image.shape[1]}x{image.shape[0]} is smaller than {MIN_IMAGE_SIDE_PX} px"
+    problem = camera_matrix_problem(K) if isinstance(K, np.ndarray) else "camera matrix K must be a numpy array"
+    if problem:
+        return "camera_matrix", problem
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(stamp)):
+        return "stamp", f"stamp must be a finite number of seconds, got {stamp!r}"
+    if depth is not None:
+        if not isinstance(depth, np.ndarray) or depth.dtype not in (np.uint16, np.float32):
+            kind = depth.dtype if isinstance(depth, np.ndarray) else type(depth).__name__
+            return "depth", f"depth must be uint16 millimetres or float32 metres, got {kind}"
+        if depth.shape != image.shape[:2]:
+            return "depth", f"depth of shape {depth.shape} is not aligned with the {image.shape[:2]} image"
+    return None
+
+
+# ----------------------------------------------------------------------------- engines and objects
+
+
+def build_engines(config: EstimatorConfig) -> tuple[InferenceEngine, InferenceEngine]:
+    """The crop network and the detector engines that ``config`` names."""
+    config.check_model_files()
+    if config.engine.kind == "torch":
+        from hoi_perception.engines.export import load_network_checkpoint, network_graphs
+
+        graphs = network_graphs(load_network_checkpoint(config.checkpoint))
+        return tuple(create_engine(config.engine, module=graphs[name].module,  # type: ignore[return-value]
+                                   example_inputs=graphs[name].example_inputs) for name in ("crop", "detector"))
+    from hoi_perception.engines.export import ModelMetadata
+
+    engines = []
+    identity = None
+    for graph, path in (("crop", config.crop_model), ("detector", config.detector_model)):
+        engine = create_engine(replace(config.engine, model_path=path))
+        metadata = ModelMetadata.from_props(engine.metadata, str(path))
+        metadata.check(str(path), graph=graph)
+        if identity is not None and (metadata.model_name, metadata.input_size) != identity:
+            raise ValueError(f"{path}: model {metadata.model_name!r} at {metadata.input_size} px does not match the "
+                             f"crop model {identity[0]!r} at {identity[1]} px; export both from one checkpoint")
+        identity = (metadata.model_name, metadata.input_size)
+        engines.append(engine)
+    return engines[0], engines[1]
+
+
+def load_object_model(name: str, library: str | Path | None) -> ObjectModel:
+    """Build only the named entry of an object library YAML (default: the shipped objects.yaml)."""
+    path = resolve_config_path(library if library is not None else "objects.yaml")
+    config = from_dict(ObjectLibraryConfig, read_yaml(path), str(path))
+    if name not in config.objects:
+        raise ConfigError(f"object_name '{name}' is not in the object library {path}; it lists "
+                          f"{sorted(config.objects)}")
+    return build_object(name, config.objects[name], path.parent, config.num_points, config.points_seed,
+                        where=f"{path}: objects.{name}")
+
+
+def _square_input_size(engine: InferenceEngine, name: str) -> int:
+    spec = {s.name: s for s in engine.inputs}[name]
+    shape = spec.shape
+    if len(shape) != 4 or shape[1] != 3 or not isinstance(shape[2], int) or shape[2] != shape[3]:
+        raise ValueError(f"{engine.describe()}: input '{name}' must be (batch, 3, S, S), got {spec.describe()}")
+    return int(shape[2])
+
+
+def _check_engine(engine: InferenceEngine, role: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
+    missing_in = [n for n in inputs if n not in engine.input_names]
+    missing_out = [n for n in outputs if n not in engine.output_names]
+    if missing_in or missing_out:
+        raise ValueError(f"{role} engine {engine.describe()} lacks inputs {missing_in} / outputs {missing_out}; "
+                         f"it has inputs {list(engine.input_names)} and outputs {list(engine.output_names)}")
+
+
+# ----------------------------------------------------------------------------- the estimator
+
+
+@dataclass
+class _CropJob:
+    """One crop of a frame: the hand track it is for (None: object only) and the object track."""
+
+    hand: Track | None
+    object: Track | None
+    geometry: CropGeometry
+
+
+@dataclass
+class _HandEstimate:
+    """One hand's per-frame estimate before filtering (camera frame, un-mirrored)."""
+
+    track: Track
+    box: np.ndarray
+    joints2d: np.ndarray
+    joints_rel: np.ndarray
+    vertices_rel: np.ndarray
+    pose: np.ndarray
+    betas: np.ndarray
+    joint_confidence: np.ndarray
+    translation: np.ndarray | None
+    failure: str
+
+
+@dataclass
+class _ObjectEstimate:
+    """The object's per-frame estimate before filtering."""
+
+    track: Track
+    pnp: PnPResult
+    control_points_2d: np.ndarray
+    inlier_points: int
+    confidence: float
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class Estimator:
+    """Hands and object from full camera frames; keeps tracks and filters between calls.
+
+    ``crop_engine`` and ``detector_engine`` replace the engines the config names (any
+    :class:`InferenceEngine` with the crop network's or the detector's inputs and outputs).
+    """
+
+    def __init__(self, config: EstimatorConfig, *, crop_engine: InferenceEngine | None = None,
+                 detector_engine: InferenceEngine | None = None) -> None:
+        config.validate()
+        self.config = config
+        if crop_engine is None or detector_engine is None:
+            built_crop, built_detector = build_engines(config)
+            crop_engine = crop_engine or built_crop
+            detector_engine = detector_engine or built_detector
+        _check_engine(crop_engine, "crop network", CROP_INPUTS, CROP_OUTPUTS)
+        _check_engine(detector_engine, "detector", (DETECTOR_INPUT,), DETECTION_OUTPUT_NAMES)
+        self.crop_engine = crop_engine
+        self.detector_engine = detector_engine
+        self.crop_size = _square_input_size(crop_engine, "crop")
+        self.detector_size = _square_input_size(detector_engine, DETECTOR_INPUT)
+        self.object_model = (load_object_model(config.object_name, config.objects)
+                             if config.object_name is not None else None)
+        self.hand_model = HandModel("right", HandModelConfig(mano_dir=config.mano_dir)).eval()
+        self.filter_config = load_filter_config(config.filter_config)
+        self.tracker = BoxTracker(config.tracking, tuple(config.hand_sides), self.object_model is not None)
+        self._hand_filters: dict[int, HandTrackFilter] = {}
+        self._object_filters: dict[int, ObjectTrackFilter] = {}
+        self._last_stamp: float | None = None
+        self.frames_processed = 0
+        self.skipped: Counter[str] = Counter()
+
+    # -- public
+
+    def hand_faces(self, side: str) -> np.ndarray:
+        """Mesh faces (1538, 3) for a hand of ``side``; a left (mirrored) mesh has reversed winding."""
+        faces = self.hand_model.faces
+        return faces[:, ::-1].copy() if side == "left" else faces.copy()
+
+    def reset(self) -> None:
+        """Drop every track and filter; the next frame starts a new stream with the detector."""
+        self._end_tracks(self.tracker.lose_all("reset"))
+        self.tracker.reset()
+        self._last_stamp = None
+
+    def process(self, image: np.ndarray, K: np.ndarray, stamp: float,  # noqa: N803
+                depth: np.ndarray | None = None) -> FrameResult:
+        """Estimate one frame: ``image`` (H, W, 3) uint8 RGB, ``K`` (3, 3), ``stamp`` seconds,
+        ``depth`` (H, W) aligned with the image, uint16 millimetres or float32 metres, or None."""
+        problem = frame_problem(image, K, stamp, depth)
+        if problem is not None:
+            return self._skip(stamp, *problem)
+        stamp = float(stamp)
+        if self._last_stamp is not None:
+            if stamp == self._last_stamp:
+                return self._skip(stamp, "stamp", f"stamp {stamp:.9f} s repeats the previous frame's")
+            if stamp < self._last_stamp:
+                log.warning("stamp %.6f s is earlier than the previous %.6f s: new stream, tracks reset", stamp,
+                            self._last_stamp)
+                self.reset()
+        self._last_stamp = stamp
+        K = np.asarray(K, dtype=np.float64)
+        height, width = image.shape[:2]
+        timings: dict[str, float] = {}
+
+        if self.tracker.needs_detection():
+            start = time.perf_counter()
+            self._end_tracks(self.tracker.update_from_detections(self.detect(image)))
+            timings["detect"] = _ms(start)
+
+        start = time.perf_counter()
+        jobs = self._crop_jobs(width)
+        if not jobs:
+            state, frames = self.tracker.end_frame()
+            self.frames_processed += 1
+            return FrameResult(stamp, [], [], state, frames, timings)
+        crops = [extract_crop(image, job.geometry) for job in jobs]
+        inputs = {"crop": _network_images(crops),
+                  "hand_box": np.stack([j.geometry.hand_box for j in jobs]).astype(np.float32),
+                  "object_box": np.stack([j.geometry.object_box for j in jobs]).astype(np.float32)}
+        timings["crop"] = _ms(start)
+
+        start = time.perf_counter()
+        outputs = self.crop_engine.run(inputs)
+        timings["network"] = _ms(start)
+        bad = [name for name in CROP_OUTPUTS if not np.all(np.isfinite(outputs[name]))]
+        if bad:
+            self._end_tracks(self.tracker.lose_all("non-finite network outputs"))
+            self.tracker.end_frame()
+            return self._skip(stamp, "network_output", f"the network produced NaN or infinity in {bad}",
+                              timings)
+
+        depth_scale = MILLIMETRES if depth is not None and depth.dtype == np.uint16 else 1.0
+        start = time.perf_counter()
+        hands = [self._hand_estimate(job, outputs, i, K, depth, depth_scale)
+                 for i, job in enumerate(jobs) if job.hand is not None]
+        timings["translation"] = _ms(start)
+
+        start = time.perf_counter()
+        object_estimate = self._object_estimate(jobs, outputs, K)
+        timings["pnp"] = _ms(start)
+
+        start = time.perf_counter()
+        filtered = [(hand, self._filter_hand(hand, stamp)) for hand in hands]
+        tracked_objects = [] if object_estimate is None else [self._filter_object(object_estimate, stamp)]
+        self._follow(hands, object_estimate, K, width, height)
+        timings["filter"] = _ms(start)
+
+        start = time.perf_counter()
+        tracked_hands = self._mesh_hands([(h, f) for h, f in filtered if f is not None and f.hand is not None])
+        timings["hand_model"] = _ms(start)
+
+        state, frames = self.tracker.end_frame()
+        self.frames_processed += 1
+        return FrameResult(stamp, tracked_hands, tracked_objects, state, frames, timings)
+
+    def detect(self, image: np.ndarray) -> FrameDetections:
+        """Run the detector on the letterboxed full frame and pick the best hands and object."""
+        frame, letterbox = letterbox_image(image, self.detector_size, self.detector_size)
+        out = self.detector_engine.run({DETECTOR_INPUT: _network_images([frame])})
+        return select_detections(out["boxes"][0], out["scores"][0], out["classes"][0], letterbox,
+                                 self.config.detection)
+
+    # -- stages
+
+    def _skip(self, stamp: Any, kind: str, reason: str, timings: Mapping[str, float] | None = None) -> FrameResult:
+        self.skipped[kind] += 1
+        log.warning("frame at %s skipped: %s", stamp, reason)
+        value = float(stamp) if isinstance(stamp, (int, float, np.number)) and not isinstance(stamp, bool) \
+            else float("nan")
+        return FrameResult(value, tracking_state="tracking" if self.tracker.tracks else "lost",
+                           frames_since_detection=self.tracker.frames_since_detection,
+                           timings_ms=dict(timings or {}), skipped=reason)
+
+    def _crop_jobs(self, width: int) -> list[_CropJob]:
+        obj = self.tracker.tracks.get("object")
+        jobs = []
+        for side in self.config.hand_sides:
+            hand = self.tracker.tracks.get(side)
+            if hand is None:
+                continue
+            object_box = obj.box if obj is not None else hand.box
+            geometry = crop_geometry(hand.box, object_box, width, self.crop_size, side == "left",
+                                     self.config.crop_box_expansion)
+            jobs.append(_CropJob(hand, obj, geometry))
+        if not jobs and obj is not None:
+            geometry = crop_geometry(obj.box, obj.box, width, self.crop_size, False, self.config.crop_box_expansion)
+            jobs.append(_CropJob(None, obj, geometry))
+        return jobs
+
+    def _hand_estimate(self, job: _CropJob, outputs: Mapping[str, np.ndarray], i: int, K: np.ndarray,
+                       depth: np.ndarray | None, depth_scale: float) -> _HandEstimate:
+        g = job.geometry
+        joints_crop = box_units_to_points(outputs["hand_joints2d"][i:i + 1].astype(np.float64), g.hand_box[None])[0]
+        joints_rel = outputs["hand_joints3d"][i].astype(np.float64)
+        vertices_rel = outputs["hand_vertices"][i].astype(np.float64)
+        pose = outputs["hand_pose"][i].astype(np.float64)
+        if g.mirrored:  # the network saw a right hand in the mirrored camera
+            joints_rel, vertices_rel, pose = mirror_points_3d(joints_rel), mirror_points_3d(vertices_rel), \
+                mirror_axis_angle(pose)
+        joints2d = g.to_image(joints_crop)
+        confidence = outputs["hand_joint_confidence"][i].astype(np.float64)
+        fit = estimate_hand_translation(joints2d, joints_rel, K, confidence, depth=depth, depth_scale=depth_scale,
+                                        config=self.config.hand_translation)
+        return _HandEstimate(job.hand, job.hand.box.copy(), joints2d, joints_rel, vertices_rel, pose,  # type: ignore[arg-type]
+                             outputs["hand_betas"][i].astype(np.float64), confidence,
+                             fit.translation if fit.success else None, fit.reason)
+
+    def _object_estimate(self, jobs: list[_CropJob], outputs: Mapping[str, np.ndarray],
+                         K: np.ndarray) -> _ObjectEstimate | None:
+        """PnP on the crop whose votes are most confident (with two hands, two crops see the object)."""
+        if self.object_model is None or jobs[0].object is None:
+            return None
+        confidence = outputs["object_confidence"]
+        flat = confidence.reshape(confidence.shape[0], confidence.shape[1], -1)
+        k = min(self.config.pnp.votes_per_point, flat.shape[2])
+        top = -np.sort(-flat, axis=2)[:, :, :k]  # each control point's k most confident votes
+        scores = top.mean(axis=(1, 2))
+        i = int(np.argmax(scores))
+        g = jobs[i].geometry
+        votes_crop = votes_to_pixels(outputs["object_votes"][i:i + 1].astype(np.float64), g.object_box[None])[0]
+        votes = np.moveaxis(g.to_image(np.moveaxis(votes_crop, 1, -1)), -1, 1)  # (21, 2, H, W) full-image pixels
+        selected = select_votes(votes, confidence[i], self.config.pnp)
+        points_3d = self.object_model.control_points
+        pnp = solve_pnp(points_3d[selected.point_ids], selected.points_2d, K, self.config.pnp,
+                        point_ids=selected.point_ids)
+        inlier_points = len(np.unique(selected.point_ids[pnp.inliers])) if pnp.success else 0
+        return _ObjectEstimate(jobs[i].object, pnp, _voted_points(votes, confidence[i], k),  # type: ignore[arg-type]
+                               inlier_points, float(scores[i]))
+
+    def _filter_hand(self, hand: _HandEstimate, stamp: float) -> FilteredHand | None:
+        if hand.translation is None:
+            return None
+        track_filter = self._hand_filters.setdefault(hand.track.track_id,
+                                                     HandTrackFilter(self.filter_config.hand))
+        frame = HandFrame(stamp=stamp, joints_2d=hand.joints2d, joints_3d=hand.joints_rel,
+                          translation=hand.translation, mano_pose=hand.pose, betas=hand.betas,
+                          confidence=float(hand.joint_confidence.mean()))
+        return track_filter.update(frame)
+
+    def _filter_object(self, estimate: _ObjectEstimate, stamp: float) -> TrackedObject:
+        name = self.object_model.name  # type: ignore[union-attr]
+        track = estimate.track
+
+        box = track.box.copy()
+
+        def result(rotation, translation, success: bool, reason: str = "") -> ObjectResult:
+            return ObjectResult(name=name, rotation=rotation, translation=translation,
+                                control_points_2d=estimate.control_points_2d, box=box,
+                                pnp_inliers=estimate.inlier_points, confidence=estimate.confidence,
+                                success=success, failure_reason=reason)
+
+        if not estimate.pnp.success:
+            return TrackedObject(result(np.full((3, 3), np.nan), np.full(3, np.nan), False,
+                                        f"PnP: {estimate.pnp.reason}"), track.track_id, None)
+        track_filter = self._object_filters.setdefault(track.track_id, ObjectTrackFilter(self.filter_config.object))
+        filtered = track_filter.update(ObjectFrame(stamp, estimate.pnp.rotation, estimate.pnp.translation,
+                                                   estimate.confidence))
+        if filtered.pose is None:
+            reasons = ", ".join(r.value for r in filtered.state.reasons)
+            return TrackedObject(result(np.full((3, 3), np.nan), np.full(3, np.nan), False,
+                                        f"temporal filter rejected the pose ({reasons})"), track.track_id,
+                                 filtered.state)
+        return TrackedObject(result(filtered.pose.rotation, filtered.pose.translation, True), track.track_id,
+                             filtered.state)
+
+    def _follow(self, hands: list[_HandEstimate], estimate: _ObjectEstimate | None, K: np.ndarray, width: int,
+                height: int) -> None:
+        """Carry each track's box to the next frame from this frame's (unfiltered) estimates."""
+        for hand in hands:
+            key = hand.track.key
+            if hand.translation is None:
+                self._end_tracks([self.tracker.lose(key, f"hand translation: {hand.failure}")])
+                continue
+            points = np.concatenate([hand.joints2d, project(hand.vertices_rel + hand.translation, K)])
+            if not self.tracker.follow(key, points, float(hand.joint_confidence.mean()), width, height):
+                self._end_tracks([hand.track.track_id])
+        if estimate is not None:
+            if not estimate.pnp.success:
+                self._end_tracks([self.tracker.lose("object", f"PnP: {estimate.pnp.reason}")])
+                return
+            posed = self.object_model.control_points @ estimate.pnp.rotation.T + estimate.pnp.translation
+            if not self.tracker.follow("object", project(posed, K), estimate.confidence, width, height):
+                self._end_tracks([estimate.track.track_id])
+
+    def _mesh_hands(self, filtered: list[tuple[_HandEstimate, FilteredHand]]) -> list[TrackedHand]:
+        """Re-pose the mesh from each filtered hand's pose and shape (MANO layer, right-hand model;
+        left hands through the mirror, as the network does)."""
+        if not filtered:
+            return []
+        poses, betas = [], []
+        for hand, result in filtered:
+            pose = result.hand.mano_pose
+            poses.append(mirror_axis_angle(pose) if hand.track.key == "left" else pose)
+            betas.append(result.hand.betas)
+        pose_t = torch.as_tensor(np.stack(poses), dtype=torch.float32)
+        # One or two hands are far too little work for a thread pool: on a busy CPU, PyTorch's
+        # intra-op threads made this 50x slower (45 ms instead of 1 ms on 2 shared cores).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                out = self.hand_model(global_orient=pose_t[:, :3], hand_pose=pose_t[:, 3:],
+                                      betas=torch.as_tensor(np.stack(betas), dtype=torch.float32))
+        finally:
+            torch.set_num_threads(threads)
+        vertices_all = (out.vertices - out.joints[:, :1]).double().numpy()
+        tracked = []
+        for (hand, result), vertices in zip(filtered, vertices_all):
+            smoothed = result.hand
+            if hand.track.key == "left":
+                vertices = mirror_points_3d(vertices)
+            hand_result = HandResult(
+                side=hand.track.key, pose=smoothed.mano_pose, betas=smoothed.betas,  # type: ignore[arg-type]
+                joints_cam=smoothed.joints_3d + smoothed.translation, vertices_cam=vertices + smoothed.translation,
+                joints2d=smoothed.joints_2d, box=hand.box,
+                joint_confidence=np.clip(hand.joint_confidence, 0.0, 1.0), confidence=smoothed.confidence)
+            tracked.append(TrackedHand(hand_result, hand.track.track_id, result.state))
+        return tracked
+
+    def _end_tracks(self, track_ids: list[int | None]) -> None:
+        for track_id in track_ids:
+            self._hand_filters.pop(track_id, None)  # type: ignore[arg-type]
+            self._object_filters.pop(track_id, None)  # type: ignore[arg-type]
+
+
+def _voted_points(votes: np.ndarray, confidence: np.ndarray, k: int) -> np.ndarray:
+    """Each control point's position (21, 2): the confidence-weighted mean of its k most confident votes."""
+    n = votes.shape[0]
+    xy = votes.reshape(n, 2, -1)
+    conf = confidence.reshape(n, -1)
+    top = np.argsort(-conf, axis=1, kind="stable")[:, :k]
+    weights = np.take_along_axis(conf, top, axis=1)
+    weights = np.where(weights.sum(1, keepdims=True) > 0, weights, 1.0)
+    points = np.take_along_axis(xy, top[:, None, :], axis=2)  # (21, 2, k)
+    return (points * weights[:, None, :]).sum(-1) / weights.sum(-1)[:, None]

@@ -1,0 +1,64 @@
+"""What the estimator returns for one camera frame: tracked, filtered hands and objects.
+
+:class:`FrameResult` is the typed boundary between the estimator and everything that
+publishes or records (the ROS node, ``process-bag``, ``run``). Its hands and objects
+are the temporal filters' outputs in the camera's optical frame; ``skipped`` says why a
+frame produced nothing (bad input), in which case nothing from it may be published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hoi_perception.models.results import HandResult, ObjectResult
+from hoi_perception.pipeline.tracking import TrackingStateName
+from hoi_perception.tracking import FilterState, ObjectFilterState
+
+# Stage names of FrameResult.timings_ms, in processing order. "hand_model" is the MANO
+# layer that turns the filtered pose and shape back into a mesh (the network's own MANO
+# layer runs inside the network and is part of "network").
+STAGES: tuple[str, ...] = ("detect", "crop", "network", "translation", "pnp", "filter", "hand_model")
+
+
+@dataclass
+class TrackedHand:
+    """One hand after the temporal filter; ``filter_state`` says whether it was accepted, held or reset."""
+
+    result: HandResult
+    track_id: int
+    filter_state: FilterState
+
+
+@dataclass
+class TrackedObject:
+    """One object. ``filter_state`` is None when there was no pose to filter (PnP failed;
+    ``result.success`` is then False with the reason)."""
+
+    result: ObjectResult
+    track_id: int
+    filter_state: ObjectFilterState | None
+
+
+@dataclass
+class FrameResult:
+    """Everything estimated from one frame.
+
+    stamp: the input's stamp (s). tracking_state: "detecting" (the detector ran),
+    "tracking" (boxes followed the previous frame) or "lost" (a track was lost; the
+    detector runs next frame). frames_since_detection: 0 when detecting.
+    timings_ms: milliseconds per stage that ran (see :data:`STAGES`). skipped: why the
+    frame was not processed (bad input); hands and objects are then empty.
+    """
+
+    stamp: float
+    hands: list[TrackedHand] = field(default_factory=list)
+    objects: list[TrackedObject] = field(default_factory=list)
+    tracking_state: TrackingStateName = "detecting"
+    frames_since_detection: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    skipped: str | None = None
+
+    @property
+    def total_ms(self) -> float:
+        """Sum of the stage timings."""
+        return float(sum(self.timings_ms.values()))
