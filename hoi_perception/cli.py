@@ -122,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, logger: logging.Logger) -> int:
+    """Parse, set up logging and run the chosen subcommand; expected errors become one log line and exit 2."""
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from hoi_perception.engines.base import EngineUnavailableError
@@ -131,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, EngineUnavailableError) as exc:
-        log.error("%s", exc)
+        logger.error("%s", exc)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv, log)
 
 
 if __name__ == "__main__":

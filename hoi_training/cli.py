@@ -72,14 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
-        log.error("%s", exc)
-        return 2
+    from hoi_perception.cli import run_command
+
+    return run_command(build_parser(), argv, log)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from torch import nn
 from hoi_perception.geometry.rotations import matrix_to_quaternion
 from hoi_perception.models.dma.graph import HandGraph
 from hoi_perception.models.dma.refiner import DMALossWeights, DMAOutput
-from hoi_training.losses import LossOutput
+from hoi_training.losses import LossOutput, check_target_shape, masked_mean, sample_flags
 
 
 @dataclass
@@ -49,25 +49,6 @@ class DMATargets:
     object_translation: torch.Tensor | None = None
     has_hand: torch.Tensor | None = None
     has_object: torch.Tensor | None = None
-
-
-def _flags(flag: torch.Tensor | None, batch: int, like: torch.Tensor, name: str) -> torch.Tensor:
-    if flag is None:
-        return torch.ones(batch, dtype=like.dtype, device=like.device)
-    flag = flag.to(dtype=like.dtype, device=like.device).reshape(-1)
-    if flag.shape[0] != batch:
-        raise ValueError(f"targets.{name}: expected {batch} flags (one per sample), got {flag.shape[0]}")
-    return flag
-
-
-def _masked_mean(per_sample: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
-    return (per_sample * flags).sum() / flags.sum().clamp_min(1.0)
-
-
-def _check_shape(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
-    if pred.shape != target.shape:
-        raise ValueError(f"targets.{name}: expected shape {tuple(pred.shape)} to match the prediction, "
-                         f"got {tuple(target.shape)}")
 
 
 def face_edge_vectors(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -115,29 +96,29 @@ class DMALoss(nn.Module):
         ref = output.hand_vertices
         batch = ref.shape[0]
         terms: dict[str, torch.Tensor] = {}
-        hand_flags = _flags(targets.has_hand, batch, ref, "has_hand")
+        hand_flags = sample_flags(targets.has_hand, batch, ref, "targets.has_hand")
         if targets.hand_vertices is not None:
-            _check_shape(output.hand_vertices, targets.hand_vertices, "hand_vertices")
+            check_target_shape(output.hand_vertices, targets.hand_vertices, "hand_vertices")
             true = targets.hand_vertices.to(ref.dtype)
             per_sample = (output.hand_vertices - true).abs().sum(-1).mean(-1)
-            terms["mesh"] = w.mesh * _masked_mean(per_sample, hand_flags)
-            terms["edge"] = w.edge * _masked_mean(edge_length_loss(output.hand_vertices, true, self.hand_faces),
+            terms["mesh"] = w.mesh * masked_mean(per_sample, hand_flags)
+            terms["edge"] = w.edge * masked_mean(edge_length_loss(output.hand_vertices, true, self.hand_faces),
                                                   hand_flags)
-            terms["normal"] = w.normal * _masked_mean(
+            terms["normal"] = w.normal * masked_mean(
                 normal_consistency_loss(output.hand_vertices, true, self.hand_faces), hand_flags)
         if targets.hand_joints is not None:
-            _check_shape(output.hand_joints, targets.hand_joints, "hand_joints")
+            check_target_shape(output.hand_joints, targets.hand_joints, "hand_joints")
             per_sample = (output.hand_joints - targets.hand_joints.to(ref.dtype)).abs().sum(-1).mean(-1)
-            terms["joints"] = w.joints * _masked_mean(per_sample, hand_flags)
+            terms["joints"] = w.joints * masked_mean(per_sample, hand_flags)
         if (targets.object_rotation is None) != (targets.object_translation is None):
             raise ValueError("targets: give both object_rotation and object_translation, or neither")
         if targets.object_rotation is not None:
-            _check_shape(output.object_rotation, targets.object_rotation, "object_rotation")
-            _check_shape(output.object_translation, targets.object_translation, "object_translation")
-            object_flags = _flags(targets.has_object, batch, ref, "has_object")
+            check_target_shape(output.object_rotation, targets.object_rotation, "object_rotation")
+            check_target_shape(output.object_translation, targets.object_translation, "object_translation")
+            object_flags = sample_flags(targets.has_object, batch, ref, "targets.has_object")
             per_sample = (quaternion_distance(output.object_rotation, targets.object_rotation.to(ref.dtype))
                           + (output.object_translation - targets.object_translation.to(ref.dtype)).norm(dim=-1))
-            terms["object_pose"] = w.object_pose * _masked_mean(per_sample, object_flags)
+            terms["object_pose"] = w.object_pose * masked_mean(per_sample, object_flags)
         if not terms:
             raise ValueError("targets: no labels given (expected hand_vertices, hand_joints or the object pose)")
         total = torch.stack(list(terms.values())).sum()

@@ -120,7 +120,7 @@ class LossOutput:
     terms: dict[str, torch.Tensor]
 
 
-def _flags(flag: torch.Tensor | None, batch: int, like: torch.Tensor, name: str) -> torch.Tensor:
+def sample_flags(flag: torch.Tensor | None, batch: int, like: torch.Tensor, name: str) -> torch.Tensor:
     if flag is None:
         return torch.ones(batch, dtype=like.dtype, device=like.device)
     flag = flag.to(dtype=like.dtype, device=like.device).reshape(-1)
@@ -129,12 +129,12 @@ def _flags(flag: torch.Tensor | None, batch: int, like: torch.Tensor, name: str)
     return flag
 
 
-def _masked_mean(per_sample: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+def masked_mean(per_sample: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
     """Mean of per-sample losses over flagged samples (0 when none is flagged)."""
     return (per_sample * flags).sum() / flags.sum().clamp_min(1.0)
 
 
-def _check_shape(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
+def check_target_shape(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
     if pred.shape != target.shape:
         raise ValueError(f"targets.{name}: expected shape {tuple(pred.shape)} to match the prediction, "
                          f"got {tuple(target.shape)}")
@@ -164,41 +164,41 @@ def hand_object_loss(hand: HandDecoderOutput, obj: ObjectHeadOutput | None, targ
     terms: dict[str, torch.Tensor] = {}
 
     if targets.joints2d is not None:
-        _check_shape(hand.joints2d, targets.joints2d, "joints2d")
-        flags = _flags(targets.has_hand2d, batch, ref, "has_hand2d")
+        check_target_shape(hand.joints2d, targets.joints2d, "joints2d")
+        flags = sample_flags(targets.has_hand2d, batch, ref, "has_hand2d")
         visible = (torch.ones_like(hand.joints2d[..., 0]) if targets.joints2d_visible is None
                    else targets.joints2d_visible.to(ref.dtype))
         n_visible = visible.sum(1).clamp_min(1.0)
         height, width = hand.heatmaps.shape[-2:]
         target_maps = gaussian_heatmaps(targets.joints2d.to(ref.dtype), height, width, config.heatmap_sigma)
         per_joint = ((hand.heatmaps - target_maps) ** 2).sum((-1, -2))
-        terms["heatmaps"] = w.heatmaps * _masked_mean((per_joint * visible).sum(1) / n_visible, flags)
+        terms["heatmaps"] = w.heatmaps * masked_mean((per_joint * visible).sum(1) / n_visible, flags)
         per_joint = ((hand.joints2d - targets.joints2d) ** 2).mean(-1)
-        terms["joints2d"] = w.joints2d * _masked_mean((per_joint * visible).sum(1) / n_visible, flags)
+        terms["joints2d"] = w.joints2d * masked_mean((per_joint * visible).sum(1) / n_visible, flags)
 
     if targets.joints3d is not None:
-        _check_shape(hand.joints3d, targets.joints3d, "joints3d")
-        flags = _flags(targets.has_hand3d, batch, ref, "has_hand3d")
-        terms["joints3d"] = w.joints3d * _masked_mean(((hand.joints3d - targets.joints3d) ** 2).mean((1, 2)), flags)
+        check_target_shape(hand.joints3d, targets.joints3d, "joints3d")
+        flags = sample_flags(targets.has_hand3d, batch, ref, "has_hand3d")
+        terms["joints3d"] = w.joints3d * masked_mean(((hand.joints3d - targets.joints3d) ** 2).mean((1, 2)), flags)
 
     if targets.vertices is not None or targets.pose is not None or targets.betas is not None:
-        flags = _flags(targets.has_mano, batch, ref, "has_mano")
+        flags = sample_flags(targets.has_mano, batch, ref, "has_mano")
         if targets.vertices is not None:
-            _check_shape(hand.vertices, targets.vertices, "vertices")
-            terms["vertices"] = w.vertices * _masked_mean(((hand.vertices - targets.vertices) ** 2).mean((1, 2)),
+            check_target_shape(hand.vertices, targets.vertices, "vertices")
+            terms["vertices"] = w.vertices * masked_mean(((hand.vertices - targets.vertices) ** 2).mean((1, 2)),
                                                           flags)
         if targets.pose is not None:
-            _check_shape(hand.pose, targets.pose, "pose")
+            check_target_shape(hand.pose, targets.pose, "pose")
             pred_rot = rot6d_to_matrix(hand.rot6d)
             true_rot = axis_angle_to_matrix(targets.pose.reshape(batch, -1, 3).to(ref.dtype))
-            terms["mano_pose"] = w.mano_pose * _masked_mean(((pred_rot - true_rot) ** 2).mean((1, 2, 3)), flags)
+            terms["mano_pose"] = w.mano_pose * masked_mean(((pred_rot - true_rot) ** 2).mean((1, 2, 3)), flags)
         if targets.betas is not None:
-            _check_shape(hand.betas, targets.betas, "betas")
-            terms["mano_shape"] = w.mano_shape * _masked_mean(((hand.betas - targets.betas) ** 2).mean(1), flags)
+            check_target_shape(hand.betas, targets.betas, "betas")
+            terms["mano_shape"] = w.mano_shape * masked_mean(((hand.betas - targets.betas) ** 2).mean(1), flags)
 
     if obj is not None and targets.object_points2d is not None:
         votes_terms = object_vote_losses(obj, targets.object_points2d, targets.object_mask,
-                                         _flags(targets.has_object, batch, ref, "has_object"))
+                                         sample_flags(targets.has_object, batch, ref, "has_object"))
         terms["object_votes"] = w.object_votes * votes_terms[0]
         terms["object_confidence"] = w.object_confidence * votes_terms[1]
 
@@ -225,7 +225,7 @@ def object_vote_losses(obj: ObjectHeadOutput, points2d: torch.Tensor, mask: torc
     distance = torch.sqrt((error.detach() ** 2).sum(2) + 1e-12)
     target = torch.exp(-distance) * cell_mask
     confidence = (obj.confidence - target).abs().mean((1, 2, 3))
-    return _masked_mean(votes, flags), _masked_mean(confidence, flags)
+    return masked_mean(votes, flags), masked_mean(confidence, flags)
 
 
 @dataclass
@@ -258,7 +258,7 @@ def detection_loss(output: DetectionHeadOutput, targets: DetectionTargetBatch,
     """Focal heatmap loss + L1 size and offset at the true centres (CenterNet)."""
     config = config or LossConfig()
     w = config.weights
-    _check_shape(output.heatmap_logits, targets.heatmap, "heatmap")
+    check_target_shape(output.heatmap_logits, targets.heatmap, "heatmap")
     batch = output.sizes.shape[0]
     index = targets.indices.long().unsqueeze(1).expand(-1, 2, -1)  # (B, 2, M)
     sizes = torch.gather(output.sizes.flatten(2), 2, index).transpose(1, 2)  # (B, M, 2)
