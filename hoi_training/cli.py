@@ -32,6 +32,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(args.checkpoint, args.data, args.out, args.set)
 
 
+def _cmd_pseudolabel(args: argparse.Namespace) -> int:
+    from hoi_training.pseudolabel.pipeline import pseudolabel_main
+
+    return pseudolabel_main(args.checkpoint, args.source, args.input, args.out, args.config, args.set)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hoi-train", description="Training side of hoi_perception.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -68,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a value of the evaluation config, e.g. --set boxes=detected")
     evaluate.set_defaults(func=_cmd_eval)
+
+    pseudo = sub.add_parser("pseudolabel",
+                            help="pseudo-label unlabelled recordings with a trained checkpoint (sharded, resumable)")
+    pseudo.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
+    pseudo.add_argument("--source", required=True, choices=["bag", "video", "ssv2", "synthetic"],
+                        help="kind of --input")
+    pseudo.add_argument("--input", required=True,
+                        help="bag or folder of bags, video or folder of videos, SSv2 video folder, synthetic dataset")
+    pseudo.add_argument("--out", required=True, help="output folder (run the same command again to resume)")
+    pseudo.add_argument("--config", default=None, help="pseudo-label config (default config/pseudolabel.yaml)")
+    pseudo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable)")
+    pseudo.set_defaults(func=_cmd_pseudolabel)
     return parser
 
 

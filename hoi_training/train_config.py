@@ -10,7 +10,7 @@ be overridden from the command line (``--set datasets.lab.config.root=/data/lab`
 
     datasets:
       lab:
-        kind: synthetic            # ho3d | dexycb | synthetic
+        kind: synthetic            # ho3d | dexycb | synthetic | pseudo (hoi-train pseudolabel output)
         config: {root: data/synthetic/lab}
         weight: 1.0                # samples drawn per epoch = round(weight * len(dataset))
         object_loss: true          # false: hand terms only (SHO eq. 8, pseudo-labelled sets)
@@ -30,10 +30,12 @@ from hoi_training.data.dexycb import DexYCBConfig
 from hoi_training.data.ho3d import HO3DConfig
 from hoi_training.data.synthetic import SyntheticConfig
 from hoi_training.losses import LossConfig
+from hoi_training.pseudolabel.dataset import PseudoLabelDatasetConfig
 
-DatasetKind = Literal["ho3d", "dexycb", "synthetic"]
+DatasetKind = Literal["ho3d", "dexycb", "synthetic", "pseudo"]
 # The config dataclass of each dataset kind; an entry's ``config`` mapping is read into it.
-DATASET_CONFIGS: dict[str, type] = {"ho3d": HO3DConfig, "dexycb": DexYCBConfig, "synthetic": SyntheticConfig}
+DATASET_CONFIGS: dict[str, type] = {"ho3d": HO3DConfig, "dexycb": DexYCBConfig, "synthetic": SyntheticConfig,
+                                   "pseudo": PseudoLabelDatasetConfig}
 
 
 @dataclass
