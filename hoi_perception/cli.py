@@ -43,7 +43,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from hoi_perception.engines.export import export_main
 
     written = export_main(args.checkpoint, args.format, args.out, device=args.device, precision=args.precision,
-                          max_batch=args.max_batch)
+                          max_batch=args.max_batch, object_name=args.object, objects=args.objects)
     for name, path in written.items():
         print(f"{name:<16} {path}")
     return 0
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--device", default="cuda", help="TensorRT: CUDA device (default cuda)")
     export.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="TensorRT precision")
     export.add_argument("--max-batch", type=int, default=4, help="TensorRT: largest batch the plan accepts")
+    export.add_argument("--object", default=None,
+                        help="models with `refine: dma`: the object whose graph the refinement graphs carry")
+    export.add_argument("--objects", default=None, help="object library YAML (default: config/objects.yaml)")
     export.set_defaults(func=_cmd_export)
 
     bag = sub.add_parser("process-bag", help="estimate hands and objects in a ROS 2 bag; write TF, markers and "

@@ -10,7 +10,10 @@ is fitted from the predicted 2D joints, the root-relative 3D joints and K
 RANSAC EPnP (:mod:`hoi_perception.geometry.pnp`) with the object's control points from
 the object library. Left hands are mirrored into right hands before the network and
 the outputs mirrored back. A frame where a box is missing, or translation or PnP
-fails, is a missing prediction, which the report counts as such.
+fails, is a missing prediction, which the report counts as such. A ``refine: dma``
+model then refines the hand and the object together from that coarse estimate, in
+the crop's camera frame (:mod:`hoi_perception.models.refinement`), and the refined
+hand and object are scored, penetration and contact included.
 
 The data config is a small YAML (see :class:`EvaluationRunConfig`)::
 
@@ -38,7 +41,9 @@ from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.detection_head import DetectionSelectionConfig, letterbox_image, select_detections
 from hoi_perception.models.network import HOINet, NetworkOutput
 from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels
+from hoi_perception.models.refinement import ObjectGraphCache, refine_crops
 from hoi_perception.objects.models import ObjectLibrary, UnknownObjectError, load_object_library
+from hoi_perception.objects.models import ObjectModel as LibraryObject
 from hoi_training.data.augment import MIRROR_X, AugmentConfig, CropTransform, evaluation_crop, mirror_sample
 from hoi_training.data.sample import HandObjectSample
 from hoi_training.evaluation.report import (
@@ -130,6 +135,7 @@ class Evaluator:
         self.accumulator = EvaluationAccumulator(config.metrics)
         self._models: dict[str, ObjectModel] = {}
         self.failures: dict[str, int] = {}
+        self.graphs = ObjectGraphCache(network.config.dma.object_nodes) if network.refiner is not None else None
 
     def object_model(self, name: str) -> ObjectModel:
         if name not in self._models:
@@ -224,12 +230,39 @@ class Evaluator:
                                           crop.K, self.config.pnp)
             if pnp.success:
                 rotation, position = pnp.rotation, pnp.translation
+                if self.graphs is not None and hand_pred is not None:
+                    joints, vertices, rotation, position = self.refine(frame, output, i, model, vertices_rel +
+                                                                       translation.translation, rotation, position)
+                    hand_pred = Hand3D(joints @ MIRROR_X if mirrored else joints,
+                                       vertices @ MIRROR_X if mirrored else vertices)
                 if mirrored:
                     rotation, position = MIRROR_X @ rotation @ MIRROR_X, MIRROR_X @ position
                 object_pred = ObjectPose(rotation, position)
             else:
                 notes.append(f"PnP: {pnp.reason}")
         return FramePrediction(hand_pred, object_pred, notes)
+
+    def refine(self, frame: PreparedFrame, output: NetworkOutput, i: int, model: LibraryObject,
+               hand_vertices: np.ndarray, rotation: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The refiner on crop ``i``'s coarse hand mesh and object pose (crop camera frame, mirrored for
+        left hands); returns the refined joints, vertices, object rotation and translation in that frame."""
+        graphs = self.graphs.get(model)
+        device = self.device
+
+        def tensor(value: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(value, dtype=np.float32)[None], device=device)
+
+        features = output.refinement
+        row = slice(i, i + 1)
+        single = replace(output, refinement=replace(features, global_feature=features.global_feature[row],
+                                                    p2=None if features.p2 is None else features.p2[row]))
+        image = torch.from_numpy(frame.crop.image).permute(2, 0, 1).float().div_(255.0)[None].to(device)
+        with torch.no_grad():
+            refined = refine_crops(self.network, image, single, tensor(frame.crop.K), tensor(hand_vertices),
+                                   tensor(rotation), tensor(position),
+                                   [graphs.select(frame.sample.hand_side == "left")])
+        return tuple(getattr(refined, name)[0].cpu().double().numpy() for name in
+                     ("hand_joints", "hand_vertices", "object_rotation", "object_translation"))
 
     def add(self, sample: HandObjectSample, prediction: FramePrediction | None,
             boxes: tuple[np.ndarray, np.ndarray] | None) -> None:

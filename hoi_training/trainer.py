@@ -33,7 +33,7 @@ import os
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
@@ -61,15 +61,21 @@ from hoi_perception.models.detection_head import (
     build_detection_targets,
     letterbox_image,
 )
+from hoi_perception.models.dma.graph import MeshGraph, hand_graph
+from hoi_perception.models.dma.refiner import DMAOutput
 from hoi_perception.models.network import P2_STRIDE, HOINet, NetworkOutput
 from hoi_perception.models.object_head import box_units_to_points, points_to_box_units
+from hoi_perception.models.refinement import MIRROR_X, ObjectGraphCache, refine_crops, solve_crop_geometry
+from hoi_perception.objects.models import ObjectLibrary, load_object_library
 from hoi_perception.render.overlay import draw_hand_skeleton
 from hoi_training.data.augment import Augmenter
 from hoi_training.data.dexycb import DexYCBDataset
 from hoi_training.data.ho3d import HO3DDataset
 from hoi_training.data.sample import HandObjectSample, collate_samples
 from hoi_training.data.synthetic import SyntheticDataset
-from hoi_training.losses import DetectionTargetBatch, HandObjectTargets, detection_loss, hand_object_loss
+from hoi_training.dma_losses import DMALoss, DMATargets
+from hoi_training.losses import DetectionTargetBatch, HandObjectTargets, LossOutput, detection_loss, hand_object_loss
+from hoi_training.pseudolabel.dataset import PseudoLabelDataset
 from hoi_training.train_config import DatasetEntry, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -78,7 +84,8 @@ CHECKPOINT_FORMAT = "hoi_training_checkpoint/1"
 CONFIG_FILE = "config.yaml"
 CODE_VERSION_FILE = "code_version.txt"
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
-DATASET_CLASSES: dict[str, type] = {"ho3d": HO3DDataset, "dexycb": DexYCBDataset, "synthetic": SyntheticDataset}
+DATASET_CLASSES: dict[str, type] = {"ho3d": HO3DDataset, "dexycb": DexYCBDataset, "synthetic": SyntheticDataset,
+                                   "pseudo": PseudoLabelDataset}
 MIN_BOX_SIDE_PX = 1.0  # boxes thinner than this in the crop carry no usable 2D target
 IMAGE_GRID_SAMPLES = 4
 NON_FINITE_EXIT_CODE = 3
@@ -410,15 +417,127 @@ def _float32(output: Any) -> Any:
 
 
 class TrainingModule(nn.Module):
-    """Both entry points in one ``forward``, so DistributedDataParallel sees every parameter use."""
+    """Both entry points (and the refinement stage) in one ``forward``, so DistributedDataParallel
+    sees every parameter use."""
 
     def __init__(self, network: HOINet) -> None:
         super().__init__()
         self.network = network
 
     def forward(self, crop: torch.Tensor, hand_box: torch.Tensor, object_box: torch.Tensor,
-                frame: torch.Tensor | None) -> tuple[NetworkOutput, DetectionHeadOutput | None]:
-        return self.network(crop, hand_box, object_box), (None if frame is None else self.network.detect(frame))
+                frame: torch.Tensor | None, refine: Callable[[NetworkOutput], DMAOutput | None] | None = None
+                ) -> tuple[NetworkOutput, DetectionHeadOutput | None, DMAOutput | None]:
+        output = self.network(crop, hand_box, object_box)
+        refined = None if refine is None else refine(output)
+        return output, (None if frame is None else self.network.detect(frame)), refined
+
+
+def training_object_library(config: TrainConfig) -> ObjectLibrary:
+    """The object models of the training sets (synthetic sets name their library; others use the shipped one)."""
+    paths = []
+    for entry in config.datasets.values():
+        path = getattr(entry.dataset_config(), "objects", None)
+        if path not in paths:
+            paths.append(path)
+    models = {}
+    for path in paths:
+        library = load_object_library(path)
+        models.update({name: library.get(name) for name in library if name not in models})
+    return ObjectLibrary(models)
+
+
+class RefinementTraining:
+    """The DMA refinement stage in a training step (``refine: dma`` models).
+
+    Crops with 3D hand labels (joints and a mesh or MANO) and an object pose with control
+    points are refined. Their coarse input is what the runtime gives the refiner, computed
+    on the crop: the predicted root-relative mesh plus the hand translation fitted to the
+    predicted 2D joints, and the object's pose from PnP on its votes (crop camera matrix).
+    Where a solver fails the ground truth stands in (DMA trains on the ground-truth root),
+    so every refinable crop trains the refiner. Losses: :class:`~hoi_training.dma_losses.DMALoss`
+    with the model's ``dma.losses`` weights, logged as ``dma_<term>``; they reach the
+    backbone through the sampled features and the hand decoder through the coarse mesh.
+    """
+
+    def __init__(self, network: HOINet, library: ObjectLibrary) -> None:
+        self.network = network
+        self.library = library
+        self.graphs = ObjectGraphCache(network.config.dma.object_nodes)
+        self.loss_fn = DMALoss(hand_graph(network.hand_decoder.hand_model), network.config.dma.losses)
+
+    def _graph(self, name: str, control_points: np.ndarray, sample_id: str) -> MeshGraph:
+        """The object's graph, mirrored when the crop was mirrored (its control points are)."""
+        if name not in self.library:
+            raise ValueError(f"sample {sample_id}: object '{name}' is not in the training object library "
+                             f"{sorted(self.library)}; the refiner needs its mesh")
+        model = self.library.get(name)
+        graphs = self.graphs.get(model)
+        if np.allclose(control_points, model.control_points, atol=1e-4):
+            return graphs.graph
+        if np.allclose(control_points, model.control_points @ MIRROR_X, atol=1e-4):
+            return graphs.mirrored
+        raise ValueError(f"sample {sample_id}: its control points of '{name}' are neither the library model's nor "
+                         "their mirror image; train with the object library the dataset was made with")
+
+    def step(self, crop: dict[str, Any], targets: HandObjectTargets, hand_box: torch.Tensor,
+             object_box: torch.Tensor) -> tuple[Callable[[NetworkOutput], DMAOutput | None], Callable[..., Any]]:
+        """(refine, loss): ``refine(output)`` runs in the training module's forward (None when no crop
+        is refinable); ``loss(refined)`` gives the weighted :class:`LossOutput`."""
+        has_hand = crop["has_hand_3d"] & (crop["has_vertices"] | crop["has_mano"])
+        has_object = crop["has_object_pose"] & crop["has_object_points"]
+        rows = torch.nonzero(has_hand & has_object).flatten()
+        root = crop["joints_3d"][:, 0]
+
+        def refine(output: NetworkOutput) -> DMAOutput | None:
+            if rows.numel() == 0:
+                return None
+            index = rows.tolist()
+            sub = NetworkOutput(hand=_select(output.hand, rows), object=_select(output.object, rows))
+            camera = crop["K"][rows]
+            control_points = crop["object_control_points"][rows]
+            coarse = solve_crop_geometry(sub, hand_box[rows].cpu().numpy(), object_box[rows].cpu().numpy(),
+                                         camera.cpu().numpy(), control_points.cpu().numpy())
+            like = sub.hand.vertices
+            translation = torch.as_tensor(coarse.hand_translation, dtype=like.dtype, device=like.device)
+            translation = torch.where(torch.as_tensor(coarse.hand_solved, device=like.device)[:, None], translation,
+                                      root[rows].to(like.dtype))
+            solved = torch.as_tensor(coarse.object_solved, device=like.device)
+            rotation = torch.where(solved[:, None, None],
+                                   torch.as_tensor(np.nan_to_num(coarse.object_rotation), dtype=like.dtype,
+                                                   device=like.device), crop["object_rotation"][rows].to(like.dtype))
+            position = torch.where(solved[:, None], torch.as_tensor(np.nan_to_num(coarse.object_translation),
+                                                                    dtype=like.dtype, device=like.device),
+                                   crop["object_translation"][rows].to(like.dtype))
+            graphs = [self._graph(crop["object_name"][i], crop["object_control_points"][i].cpu().numpy(),
+                                  crop["sample_id"][i]) for i in index]
+            full = output.refinement
+            features = None if full is None else replace(full, p2=None if full.p2 is None else full.p2[rows],
+                                                         global_feature=full.global_feature[rows])
+            sub.refinement = features
+            return refine_crops(self.network, crop["image"][rows], sub, camera.to(like.dtype),
+                                sub.hand.vertices + translation[:, None], rotation, position, graphs)
+
+        def loss(refined: DMAOutput) -> LossOutput:
+            weight = crop["weight"][rows]
+            truth = DMATargets(hand_vertices=targets.vertices[rows] + root[rows, None],
+                               hand_joints=crop["joints_3d"][rows], object_rotation=crop["object_rotation"][rows],
+                               object_translation=crop["object_translation"][rows],
+                               has_hand=weight, has_object=weight)
+            out = self.loss_fn(_float32_refined(refined), truth)
+            return LossOutput(total=out.total, terms={f"dma_{k}": v for k, v in out.terms.items()})
+
+        return refine, loss
+
+
+def _select(output: Any, rows: torch.Tensor) -> Any:
+    """An output dataclass restricted to the batch rows ``rows``."""
+    return replace(output, **{f.name: getattr(output, f.name)[rows] for f in fields(output)})
+
+
+def _float32_refined(refined: DMAOutput) -> DMAOutput:
+    return replace(refined, **{name: getattr(refined, name).float() for name in
+                               ("hand_vertices", "hand_joints", "object_rotation", "object_translation",
+                                "object_vertices")})
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -522,12 +641,15 @@ class Trainer:
             self.network.load_state_dict(data["model"])
         self.network.to(device)
         self.module: nn.Module = TrainingModule(self.network)
+        self.refinement = (RefinementTraining(self.network, training_object_library(config))
+                           if self.network.refiner is not None else None)
         weights = config.loss.weights
         self.train_detection = (weights.detection_heatmap + weights.detection_size + weights.detection_offset) > 0
         if self.context.distributed:
+            # A batch without a refinable crop leaves the refiner unused.
             self.module = DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=not self.train_detection)
+                find_unused_parameters=not self.train_detection or self.refinement is not None)
         self.optimizer = torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad],
                                           lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.optimizer.lr_step_epochs,
@@ -626,12 +748,18 @@ class Trainer:
         frame = batch.frame.to(device, non_blocking=True) if self.train_detection else None
         autocast = (torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
                     else nullcontext())
+        refine, refinement_loss = (self.refinement.step(crop, targets, hand_box, object_box)
+                                   if self.refinement is not None else (None, None))
         self.module.train()
         with autocast:
-            output, detection = self.module(crop["image"], hand_box, object_box, frame)
+            output, detection, refined = self.module(crop["image"], hand_box, object_box, frame, refine)
         output32 = NetworkOutput(hand=_float32(output.hand), object=_float32(output.object))
         losses = hand_object_loss(output32.hand, output32.object, targets, self.config.loss)
         total, terms = losses.total, dict(losses.terms)
+        if refined is not None:
+            dma = refinement_loss(refined)
+            total = total + dma.total
+            terms.update(dma.terms)
         if detection is not None:
             det = detection_loss(_float32(detection), _to_device(batch.detection, device), self.config.loss)
             total = total + det.total

@@ -6,7 +6,9 @@ an atomic write (a temporary file is exported, checked with ``onnx.checker`` and
 then renamed into place), so a failed or interrupted export never leaves a file that
 looks finished. :func:`export_main` is the ``hoi-perception export`` command: a training
 checkpoint in, the crop network and the detector out as ONNX files (and, for
-``tensorrt``, their cached TensorRT plans beside them).
+``tensorrt``, their cached TensorRT plans beside them). A ``refine: dma`` model given an
+object also gets its two refine graphs, ``refine`` and ``refine_mirrored``
+(:func:`refinement_graphs`; the object's name is stored in their metadata).
 
 Export uses PyTorch's TorchScript-based exporter (``dynamo=False``): the network's input
 checks are written for the tracer (``torch.jit.is_tracing()``), and the tracer's
@@ -39,7 +41,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 METADATA_PREFIX = "hoi_perception."
-GraphName = Literal["crop", "detector"]
+GraphName = Literal["crop", "detector", "refine", "refine_mirrored"]
+REFINE_GRAPHS: tuple[str, ...] = ("refine", "refine_mirrored")
+# Metadata key of the refine graphs: the object whose graph they hold.
+OBJECT_NAME_KEY = METADATA_PREFIX + "object_name"
 
 
 class FlatOutputModule(nn.Module):
@@ -347,6 +352,28 @@ def network_graphs(network: nn.Module, batch: int = 2) -> dict[str, ExportGraph]
     }
 
 
+def refinement_graphs(network: nn.Module, object_model: Any, batch: int = 2) -> dict[str, ExportGraph]:
+    """The refine graphs of a ``refine: dma`` HOINet for one object (an ``ObjectModel``):
+    ``refine`` for crops of the camera image and ``refine_mirrored`` for mirrored crops
+    (left hands), each a copy of the refiner on that object's graph
+    (:mod:`hoi_perception.models.refinement`)."""
+    from hoi_perception.models.refinement import (
+        ObjectGraphCache,
+        RefinementGraph,
+        refinement_example_inputs,
+        refiner_for_graph,
+    )
+
+    if getattr(network, "refiner", None) is None:
+        raise ValueError(f"model '{network.config.name}' has no refinement stage (refine: none)")
+    graphs = ObjectGraphCache(network.config.dma.object_nodes).get(object_model)
+    out = {}
+    for name, graph in (("refine", graphs.graph), ("refine_mirrored", graphs.mirrored)):
+        refiner = refiner_for_graph(network.refiner, graph).eval()
+        out[name] = ExportGraph(name, RefinementGraph(refiner), refinement_example_inputs(network, refiner, batch))
+    return out
+
+
 def load_network_checkpoint(checkpoint: str | Path) -> nn.Module:
     """HOINet from a training checkpoint: a dict with ``model_config`` (ModelConfig as a plain
     dict) and ``model`` (its state dict)."""
@@ -383,11 +410,16 @@ def load_network_checkpoint(checkpoint: str | Path) -> nn.Module:
 
 def export_main(checkpoint: str | Path, fmt: Literal["onnx", "tensorrt"], out: str | Path, *,
                 device: str = "cuda", precision: Literal["fp32", "fp16"] = "fp32", max_batch: int = 4,
-                opset: int = DEFAULT_OPSET) -> dict[str, Path]:
+                opset: int = DEFAULT_OPSET, object_name: str | None = None,
+                objects: str | Path | None = None) -> dict[str, Path]:
     """``hoi-perception export``: write ``<model>_crop.onnx`` and ``<model>_detector.onnx`` into
     the directory ``out``; for ``tensorrt`` also build their plans into ``out`` (the plan
     cache, keyed as in :mod:`hoi_perception.engines.tensorrt_engine`, so a runtime with
     ``cache_dir: out`` on the same GPU and TensorRT loads them without building).
+
+    A ``refine: dma`` model also needs ``object_name`` (from the object library
+    ``objects``, default the shipped one): its refine graphs are written as
+    ``<model>_refine.onnx`` and ``<model>_refine_mirrored.onnx``.
 
     ``device``, ``precision`` and ``max_batch`` apply to ``tensorrt`` only. Returns the
     written files by ``<graph>`` (ONNX) and ``<graph>_plan`` (TensorRT).
@@ -403,14 +435,30 @@ def export_main(checkpoint: str | Path, fmt: Literal["onnx", "tensorrt"], out: s
         import_tensorrt(device)  # fail before the export work when TensorRT cannot run here
     network = load_network_checkpoint(checkpoint)
     config = network.config
+    graphs = network_graphs(network)
+    extra_props: dict[str, str] = {}
+    if network.refiner is not None:
+        if object_name is None:
+            raise ValueError(f"model '{config.name}' has a refinement stage (refine: dma), whose graphs hold an "
+                             "object's graph: name the object (object_name, from the object library objects)")
+        from hoi_perception.pipeline.estimator import load_object_model
+
+        graphs.update(refinement_graphs(network, load_object_model(object_name, objects)))
+        extra_props[OBJECT_NAME_KEY] = object_name
+    elif object_name is not None:
+        raise ValueError(f"object_name '{object_name}' given, but model '{config.name}' has no refinement stage "
+                         "(refine: none); its graphs do not depend on the object")
     checkpoint_hash = file_sha256(checkpoint)
     version = code_version()
     written: dict[str, Path] = {}
-    for name, graph in network_graphs(network).items():
+    for name, graph in graphs.items():
         metadata = ModelMetadata(graph=name, model_name=config.name, input_size=config.input_size,
                                  checkpoint_sha256=checkpoint_hash, code_version=version)
+        props = metadata.to_props()
+        if name in REFINE_GRAPHS:
+            props.update(extra_props)
         path = export_onnx(graph.module, graph.example_inputs, out_dir / f"{config.name}_{name}.onnx", opset=opset,
-                           metadata=metadata.to_props())
+                           metadata=props)
         errors = verify_onnx(graph.module, graph.example_inputs, path, ranked=graph.ranked)
         log.info("wrote %s (ONNX Runtime vs PyTorch: max relative error %.1e)", path, max(errors.values()))
         written[name] = path

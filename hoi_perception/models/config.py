@@ -7,6 +7,8 @@ Loaded from ``config/models/*.yaml`` with :func:`load_model_config`. The shipped
   the CR transformer (object query), 512 px crops.
 * ``hfl_r18.yaml`` - HFL-Net's structure on ResNet-18 with 128-channel features, for
   CPUs and Jetson-class robots.
+* ``hfl_r18_dma.yaml`` - ``hfl_r18`` with the Dense Mutual Attention refinement stage
+  (``refine: dma``, see :mod:`hoi_perception.models.refinement`).
 
 Only architecture lives here; weights, the MANO files and training settings are
 configured elsewhere.
@@ -19,6 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hoi_perception.config import ConfigError, load_config
+from hoi_perception.models.dma.refiner import DMAConfig
+
+# Levels the refiner can sample, by stride in crop pixels: 1 is the crop image itself
+# (DMA's per-vertex colour), 4 is P2 (both streams' P2 side by side for HFL's backbone).
+REFINEMENT_STRIDES: tuple[int, ...] = (1, 4)
 
 
 @dataclass
@@ -133,6 +140,10 @@ class ModelConfig:
     hand_head: HandHeadConfig = field(default_factory=HandHeadConfig)
     object_head: ObjectHeadConfig = field(default_factory=ObjectHeadConfig)
     detection_head: DetectionHeadConfig = field(default_factory=DetectionHeadConfig)
+    # Second stage after PnP and the hand translation: "dma" refines the camera-frame hand
+    # mesh and object pose with Dense Mutual Attention (configured by ``dma``).
+    refine: Literal["none", "dma"] = "none"
+    dma: DMAConfig = field(default_factory=DMAConfig)
 
     def validate(self) -> None:
         if self.input_size < 32 or self.input_size % 32:
@@ -145,6 +156,10 @@ class ModelConfig:
         if self.backbone.fpn_channels % self.interaction.num_heads:
             raise ConfigError(f"interaction.num_heads {self.interaction.num_heads} must divide the attention "
                               f"width backbone.fpn_channels {self.backbone.fpn_channels}")
+        unknown = [s for s in self.dma.feature_strides if s not in REFINEMENT_STRIDES]
+        if self.refine == "dma" and unknown:
+            raise ConfigError(f"dma.feature_strides: HOINet offers the refiner strides {list(REFINEMENT_STRIDES)} "
+                              f"(1: the crop image, 4: P2), got {unknown}")
 
 
 def load_model_config(source: str | Path | dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()

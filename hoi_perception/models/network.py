@@ -8,6 +8,11 @@ Two entry points share one backbone:
 * :meth:`HOINet.detect` - the letterboxed full camera frame -> CenterNet outputs for
   right hand, left hand and object, which give the boxes for the crop.
 
+With ``refine: dma`` the network also holds the DMA refiner (:attr:`HOINet.refiner`) and
+``forward`` adds the refiner's image features to its output; the refiner itself runs
+after the camera-frame geometry, as a graph of its own (see
+:mod:`hoi_perception.models.refinement`).
+
 Images are raw RGB in [0, 1]; the backbone normalises them. Everything in both paths
 is static-shape (except batch) and free of data-dependent Python branches, so it
 exports to ONNX opset 17 (see :class:`CropNetworkExport`, :class:`DetectionExport`).
@@ -23,12 +28,13 @@ import torch
 from torch import nn
 
 from hoi_perception.hand_model.mano import HandModel
-from hoi_perception.models.backbones import Backbone, HarmoniousBackbone, SingleStreamBackbone
+from hoi_perception.models.backbones import Backbone, BackboneFeatures, HarmoniousBackbone, SingleStreamBackbone
 from hoi_perception.models.config import ModelConfig
 from hoi_perception.models.detection_head import DetectionHead, DetectionHeadOutput, Detections, decode_detections
 from hoi_perception.models.hand_head import HandDecoder, HandDecoderOutput
 from hoi_perception.models.interaction import ContextualReasoning, EnhancedRoIs, HarmoniousInteraction
 from hoi_perception.models.object_head import ObjectHead, ObjectHeadOutput
+from hoi_perception.models.refinement import RefinementFeatures, build_refiner, refinement_features
 from hoi_perception.models.roi_align import RoIAlign, intersection_boxes
 
 # P2 is the stride-4 level of the FPN.
@@ -37,15 +43,20 @@ P2_STRIDE = 4
 
 @dataclass
 class NetworkOutput:
-    """Per-crop outputs: the hand decoder's and the object head's."""
+    """Per-crop outputs: the hand decoder's and the object head's, and with ``refine: dma``
+    the image features the refinement stage samples (None otherwise)."""
 
     hand: HandDecoderOutput
     object: ObjectHeadOutput
+    refinement: RefinementFeatures | None = None
 
     def flat(self) -> dict[str, torch.Tensor]:
-        """Named tensors in :data:`OUTPUT_NAMES` order (the ONNX outputs)."""
+        """Named tensors in :data:`OUTPUT_NAMES` order (the ONNX outputs), then ``refinement_*`` if present."""
         out = {f"hand_{f.name}": getattr(self.hand, f.name) for f in fields(self.hand)}
         out.update({f"object_{f.name}": getattr(self.object, f.name) for f in fields(self.object)})
+        if self.refinement is not None:
+            out.update({f"refinement_{f.name}": getattr(self.refinement, f.name) for f in fields(self.refinement)
+                        if getattr(self.refinement, f.name) is not None})
         return out
 
 
@@ -141,6 +152,9 @@ class HOINet(nn.Module):
         detection_channels = channels * (2 if config.backbone.streams == "harmonious" else 1)
         dh = config.detection_head
         self.detection_head = DetectionHead(detection_channels, dh.head_channels)
+        # The refiner's output layers start at zero (an untrained refiner returns its input);
+        # its other layers keep PyTorch's init, as in DMA.
+        self.refiner = build_refiner(config, self.hand_decoder.hand_model) if config.refine == "dma" else None
         # New layers start from HFL's init. The ResNet keeps its own (an ImageNet checkpoint
         # replaces it); output layers with a purposeful init (MANO regressor at the identity
         # rotation, detection prior bias) are left as their heads set them.
@@ -176,7 +190,10 @@ class HOINet(nn.Module):
         object stream's (one and the same map for the single-stream backbone).
         """
         self._check_inputs(crop, ("hand_box", hand_box), ("object_box", object_box))
-        features = self.backbone(crop)
+        return self._enhanced_rois(self.backbone(crop), hand_box, object_box)
+
+    def _enhanced_rois(self, features: BackboneFeatures, hand_box: torch.Tensor, object_box: torch.Tensor
+                       ) -> EnhancedRoIs:
         hand_roi = self.roi_align(features.hand, hand_box)
         object_roi = self.roi_align(features.object, object_box)
         overlap_box, overlaps = intersection_boxes(hand_box, object_box)
@@ -190,8 +207,13 @@ class HOINet(nn.Module):
 
     def forward(self, crop: torch.Tensor, hand_box: torch.Tensor, object_box: torch.Tensor) -> NetworkOutput:
         """Crop (B, 3, S, S) in [0, 1] and (B, 4) hand/object boxes in crop pixels -> :class:`NetworkOutput`."""
-        rois = self.roi_features(crop, hand_box, object_box)
-        return NetworkOutput(hand=self.hand_decoder(rois.hand), object=self.object_head(rois.object))
+        self._check_inputs(crop, ("hand_box", hand_box), ("object_box", object_box))
+        features = self.backbone(crop)
+        rois = self._enhanced_rois(features, hand_box, object_box)
+        refinement = (None if self.refiner is None
+                      else refinement_features(self.config, features.hand, features.object))
+        return NetworkOutput(hand=self.hand_decoder(rois.hand), object=self.object_head(rois.object),
+                             refinement=refinement)
 
     def detect(self, frame: torch.Tensor) -> DetectionHeadOutput:
         """Letterboxed full frame (B, 3, S, S) in [0, 1] -> detection head outputs (boxes in its pixels)."""

@@ -13,6 +13,12 @@ Per frame (:meth:`Estimator.process`):
    full-image pixels (which also un-mirrors them), 3D outputs un-mirrored; the hand's
    camera-frame translation from its 2D joints, root-relative joints and K (refined by
    depth when given); the object pose by PnP on the votes with the full K;
+4b. **refine** - with a ``refine: dma`` model and an object, each hand crop's coarse hand
+   mesh and the object pose go through the refine graph (``refine`` or, for mirrored
+   crops, ``refine_mirrored``; :mod:`hoi_perception.models.refinement`): the refined
+   joints and wrist replace the hand's, the refined mesh's offsets from the coarse one
+   are kept for the output mesh, and the crop that gave the object pose gives the
+   refined object pose;
 5. **filter** - per track the hand and object temporal filters, then the MANO layer
    re-poses the hand mesh from the filtered pose and shape, so mesh and joints agree.
 
@@ -48,6 +54,15 @@ from hoi_perception.hand_model.mano import HandModel, HandModelConfig
 from hoi_perception.models.detection_head import FrameDetections, letterbox_image, select_detections
 from hoi_perception.models.network import DETECTION_OUTPUT_NAMES
 from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels
+from hoi_perception.models.refinement import (
+    LEVEL_INPUTS,
+    MIRROR_X,
+    REFINED_OUTPUT_NAMES,
+    REFINEMENT_GLOBAL_OUTPUT,
+    REFINEMENT_P2_OUTPUT,
+    crop_camera_matrix,
+    mirror_pose,
+)
 from hoi_perception.models.results import HandResult, ObjectResult
 from hoi_perception.objects.models import ObjectLibraryConfig, ObjectModel, build_object
 from hoi_perception.pipeline.config import EstimatorConfig
@@ -203,6 +218,61 @@ def build_engines(config: EstimatorConfig) -> tuple[InferenceEngine, InferenceEn
     return engines[0], engines[1]
 
 
+REFINE_GRAPHS: tuple[str, ...] = ("refine", "refine_mirrored")
+
+
+def refine_model_paths(crop_model: Path) -> dict[str, Path]:
+    """The refine graphs exported beside ``<model>_crop.onnx``: ``<model>_refine.onnx`` and
+    ``<model>_refine_mirrored.onnx`` (``hoi-perception export`` writes all of them into one folder)."""
+    name = crop_model.name
+    if not name.endswith("_crop.onnx"):
+        raise ConfigError(f"crop_model '{crop_model}': a refine: dma model's refine graphs are found beside the crop "
+                          "graph by name, which needs the exported name <model>_crop.onnx")
+    stem = name[: -len("_crop.onnx")]
+    return {graph: crop_model.with_name(f"{stem}_{graph}.onnx") for graph in REFINE_GRAPHS}
+
+
+def build_refine_engines(config: EstimatorConfig) -> dict[str, InferenceEngine]:
+    """The refine graphs of a ``refine: dma`` model for ``config.object_name``, by graph name.
+
+    ``torch``: from the checkpoint; ``onnxruntime``/``tensorrt``: the files beside
+    ``crop_model`` (:func:`refine_model_paths`), whose metadata must name the same model
+    and object.
+    """
+    from hoi_perception.engines.export import (
+        OBJECT_NAME_KEY,
+        ModelMetadata,
+        load_network_checkpoint,
+        read_onnx_metadata,
+    )
+
+    if config.object_name is None:
+        raise ConfigError("a refine: dma model refines a hand together with the object: set object_name")
+    if config.engine.kind == "torch":
+        from hoi_perception.engines.export import refinement_graphs
+
+        object_model = load_object_model(config.object_name, config.objects)
+        graphs = refinement_graphs(load_network_checkpoint(config.checkpoint), object_model)
+        return {name: create_engine(config.engine, module=graph.module, example_inputs=graph.example_inputs)
+                for name, graph in graphs.items()}
+    crop = ModelMetadata.from_props(read_onnx_metadata(config.crop_model), str(config.crop_model))
+    engines = {}
+    for graph, path in refine_model_paths(Path(config.crop_model)).items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the crop model {config.crop_model} has a refinement stage, so its "
+                                    f"refine graphs must lie beside it (hoi-perception export with the object "
+                                    f"'{config.object_name}')")
+        engine = create_engine(replace(config.engine, model_path=path))
+        ModelMetadata.from_props(engine.metadata, str(path)).check(str(path), graph=graph, model_name=crop.model_name,
+                                                                   input_size=crop.input_size)
+        exported_for = engine.metadata.get(OBJECT_NAME_KEY)
+        if exported_for != config.object_name:
+            raise ValueError(f"{path}: refine graph exported for object {exported_for!r}, but object_name is "
+                             f"{config.object_name!r}; export it for this object")
+        engines[graph] = engine
+    return engines
+
+
 def load_object_model(name: str, library: str | Path | None) -> ObjectModel:
     """Build only the named entry of an object library YAML (default: the shipped objects.yaml)."""
     path = resolve_config_path(library if library is not None else "objects.yaml")
@@ -256,17 +326,21 @@ class _HandEstimate:
     joint_confidence: np.ndarray
     translation: np.ndarray | None
     failure: str
+    crop_index: int = -1
+    # Refined minus coarse root-relative mesh (778, 3), added to the filtered hand's mesh.
+    vertex_offsets: np.ndarray | None = None
 
 
 @dataclass
 class _ObjectEstimate:
-    """The object's per-frame estimate before filtering."""
+    """The object's per-frame estimate before filtering; ``crop_index``: the crop PnP used."""
 
     track: Track
     pnp: PnPResult
     control_points_2d: np.ndarray
     inlier_points: int
     confidence: float
+    crop_index: int = -1
 
 
 def _ms(start: float) -> float:
@@ -278,10 +352,13 @@ class Estimator:
 
     ``crop_engine`` and ``detector_engine`` replace the engines the config names (any
     :class:`InferenceEngine` with the crop network's or the detector's inputs and outputs).
+    A crop engine with refinement outputs (a ``refine: dma`` model) needs the refine
+    graphs; ``refine_engines`` (by name, :data:`REFINE_GRAPHS`) replaces the config's.
     """
 
     def __init__(self, config: EstimatorConfig, *, crop_engine: InferenceEngine | None = None,
-                 detector_engine: InferenceEngine | None = None) -> None:
+                 detector_engine: InferenceEngine | None = None,
+                 refine_engines: Mapping[str, InferenceEngine] | None = None) -> None:
         config.validate()
         self.config = config
         if crop_engine is None or detector_engine is None:
@@ -297,6 +374,7 @@ class Estimator:
         self.object_model = (load_object_model(config.object_name, config.objects)
                              if config.object_name is not None else None)
         self.hand_model = HandModel("right", HandModelConfig(mano_dir=config.mano_dir)).eval()
+        self.refine_engines = self._refine_engines(refine_engines)
         self.filter_config = load_filter_config(config.filter_config)
         self.tracker = BoxTracker(config.tracking, tuple(config.hand_sides), self.object_model is not None)
         self._hand_filters: dict[int, HandTrackFilter] = {}
@@ -304,6 +382,31 @@ class Estimator:
         self._last_stamp: float | None = None
         self.frames_processed = 0
         self.skipped: Counter[str] = Counter()
+
+    def _refine_engines(self, given: Mapping[str, InferenceEngine] | None) -> dict[str, InferenceEngine] | None:
+        """The refine graphs when the crop model has a refinement stage, else None."""
+        if REFINEMENT_GLOBAL_OUTPUT not in self.crop_engine.output_names:
+            if given:
+                raise ValueError(f"refine_engines given, but the crop network {self.crop_engine.describe()} has no "
+                                 f"refinement outputs ('{REFINEMENT_GLOBAL_OUTPUT}'): its model has refine: none")
+            return None
+        if self.object_model is None:
+            log.warning("the model has a refinement stage, which refines hand and object together; with no "
+                        "object_name the hands are not refined")
+            return None
+        engines = dict(given) if given is not None else build_refine_engines(self.config)
+        missing = [name for name in REFINE_GRAPHS if name not in engines]
+        if missing:
+            raise ValueError(f"refine_engines: missing {missing}; expected {list(REFINE_GRAPHS)}")
+        for name in REFINE_GRAPHS:
+            engine = engines[name]
+            levels = [n for n in LEVEL_INPUTS.values() if n in engine.input_names]
+            if REFINEMENT_P2_OUTPUT not in self.crop_engine.output_names and "p2" in levels:
+                raise ValueError(f"{name} engine {engine.describe()} samples P2, which the crop network does not "
+                                 f"output ('{REFINEMENT_P2_OUTPUT}'); export both graphs from one checkpoint")
+            _check_engine(engine, name, ("camera_matrix", "coarse_hand_vertices", "coarse_object_rotation",
+                                         "coarse_object_translation", "global_feature"), REFINED_OUTPUT_NAMES)
+        return engines
 
     # -- public
 
@@ -375,6 +478,12 @@ class Estimator:
         object_estimate = self._object_estimate(jobs, outputs, K)
         timings["pnp"] = _ms(start)
 
+        if self.refine_engines is not None and object_estimate is not None and object_estimate.pnp.success \
+                and any(h.translation is not None for h in hands):
+            start = time.perf_counter()
+            object_estimate = self._refine(jobs, inputs, outputs, hands, object_estimate, K)
+            timings["refine"] = _ms(start)
+
         start = time.perf_counter()
         filtered = [(hand, self._filter_hand(hand, stamp)) for hand in hands]
         tracked_objects = [] if object_estimate is None else [self._filter_object(object_estimate, stamp)]
@@ -439,7 +548,7 @@ class Estimator:
                                         config=self.config.hand_translation)
         return _HandEstimate(job.hand, job.hand.box.copy(), joints2d, joints_rel, vertices_rel, pose,  # type: ignore[arg-type]
                              outputs["hand_betas"][i].astype(np.float64), confidence,
-                             fit.translation if fit.success else None, fit.reason)
+                             fit.translation if fit.success else None, fit.reason, crop_index=i)
 
     def _object_estimate(self, jobs: list[_CropJob], outputs: Mapping[str, np.ndarray],
                          K: np.ndarray) -> _ObjectEstimate | None:
@@ -461,7 +570,58 @@ class Estimator:
                         point_ids=selected.point_ids)
         inlier_points = len(np.unique(selected.point_ids[pnp.inliers])) if pnp.success else 0
         return _ObjectEstimate(jobs[i].object, pnp, _voted_points(votes, confidence[i], k),  # type: ignore[arg-type]
-                               inlier_points, float(scores[i]))
+                               inlier_points, float(scores[i]), crop_index=i)
+
+    def _refine(self, jobs: list[_CropJob], inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
+                hands: list[_HandEstimate], estimate: _ObjectEstimate, K: np.ndarray) -> _ObjectEstimate:  # noqa: N803
+        """Refine every solved hand with the object (module docstring, step 4b); updates ``hands`` in place
+        and returns the object estimate, refined when its crop was refined."""
+        refined_object = None
+        for name, mirrored in (("refine", False), ("refine_mirrored", True)):
+            group = [h for h in hands if h.translation is not None and jobs[h.crop_index].geometry.mirrored == mirrored]
+            if not group:
+                continue
+            engine = self.refine_engines[name]  # type: ignore[index]
+            rows = [h.crop_index for h in group]
+            rotation, translation = estimate.pnp.rotation, estimate.pnp.translation
+            translations = np.stack([h.translation for h in group])
+            if mirrored:
+                rotation, translation = mirror_pose(rotation, translation)
+                translations = translations @ MIRROR_X
+            feed = {
+                "camera_matrix": np.stack([crop_camera_matrix(jobs[i].geometry.image_to_crop, K, mirrored)
+                                           for i in rows]).astype(np.float32),
+                # The network's (mirrored, for mirrored crops) root-relative mesh + the wrist in that frame.
+                "coarse_hand_vertices": (outputs["hand_vertices"][rows] + translations[:, None]).astype(np.float32),
+                "coarse_object_rotation": np.repeat(rotation[None], len(rows), 0).astype(np.float32),
+                "coarse_object_translation": np.repeat(translation[None], len(rows), 0).astype(np.float32),
+                "global_feature": outputs[REFINEMENT_GLOBAL_OUTPUT][rows],
+            }
+            if "crop" in engine.input_names:
+                feed["crop"] = inputs["crop"][rows]
+            if "p2" in engine.input_names:
+                feed["p2"] = outputs[REFINEMENT_P2_OUTPUT][rows]
+            out = engine.run(feed)
+            for k, hand in enumerate(group):
+                values = {n: out[n][k].astype(np.float64) for n in REFINED_OUTPUT_NAMES}
+                if not all(np.all(np.isfinite(v)) for v in values.values()):
+                    log.warning("refinement produced NaN or infinity for the %s hand; keeping the coarse estimate",
+                                hand.track.key)
+                    continue
+                vertices, joints = values["refined_hand_vertices"], values["refined_hand_joints"]
+                object_pose = values["refined_object_rotation"], values["refined_object_translation"]
+                if mirrored:
+                    vertices, joints = vertices @ MIRROR_X, joints @ MIRROR_X
+                    object_pose = mirror_pose(*object_pose)
+                root = joints[0]
+                hand.vertex_offsets = vertices - root - hand.vertices_rel
+                hand.vertices_rel, hand.joints_rel, hand.translation = vertices - root, joints - root, root
+                if hand.crop_index == estimate.crop_index:
+                    refined_object = object_pose
+        if refined_object is None:
+            return estimate
+        return replace(estimate, pnp=replace(estimate.pnp, rotation=refined_object[0],
+                                             translation=refined_object[1]))
 
     def _filter_hand(self, hand: _HandEstimate, stamp: float) -> FilteredHand | None:
         if hand.translation is None:
@@ -545,6 +705,8 @@ class Estimator:
             smoothed = result.hand
             if hand.track.key == "left":
                 vertices = mirror_points_3d(vertices)
+            if hand.vertex_offsets is not None:
+                vertices = vertices + hand.vertex_offsets
             hand_result = HandResult(
                 side=hand.track.key, pose=smoothed.mano_pose, betas=smoothed.betas,  # type: ignore[arg-type]
                 joints_cam=smoothed.joints_3d + smoothed.translation, vertices_cam=vertices + smoothed.translation,
