@@ -140,6 +140,27 @@ def test_forward_shapes(fixture, request):
     assert all(torch.isfinite(v).all() for v in flat.values())
 
 
+@pytest.mark.parametrize("name", ["hfl_r50", "sho_r50", "hfl_r18"])
+def test_shipped_configs_run_at_full_size(name):
+    """Every shipped config, at its real input size: output shapes, dtypes and finiteness."""
+    torch.manual_seed(0)
+    net = HOINet(load_model_config(f"models/{name}.yaml")).eval()
+    size = net.config.input_size
+    roi = net.config.roi.output_size
+    crop = torch.rand(1, 3, size, size)
+    hand = torch.tensor([[0.1, 0.2, 0.6, 0.7]]) * size
+    obj = torch.tensor([[0.4, 0.3, 0.9, 0.8]]) * size
+    with torch.no_grad():
+        flat = net(crop, hand, obj).flat()
+        detections = net.detect_top_k(crop)
+    assert flat["hand_heatmaps"].shape == (1, 21, roi, roi)
+    assert flat["hand_vertices"].shape == (1, 778, 3) and flat["hand_joints3d"].shape == (1, 21, 3)
+    assert flat["object_votes"].shape == (1, 21, 2, roi, roi)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in flat.values())
+    k = net.config.detection_head.max_detections
+    assert detections.boxes.shape == (1, k, 4) and detections.scores.shape == (1, k)
+
+
 def test_batch_items_are_independent(hfl_tiny):
     crop, hand, obj = _inputs(3)
     with torch.no_grad():
