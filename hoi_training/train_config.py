@@ -31,6 +31,7 @@ from hoi_training.data.ho3d import HO3DConfig
 from hoi_training.data.synthetic import SyntheticConfig
 from hoi_training.losses import LossConfig
 from hoi_training.pseudolabel.dataset import PseudoLabelDatasetConfig
+from hoi_training.semihand.config import SemiHandConfig
 
 DatasetKind = Literal["ho3d", "dexycb", "synthetic", "pseudo"]
 # The config dataclass of each dataset kind; an entry's ``config`` mapping is read into it.
@@ -98,6 +99,8 @@ class TrainConfig:
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # SemiHand consistency training (hoi_training/semihand, config/semihand.yaml); all off by default.
+    semihand: SemiHandConfig = field(default_factory=SemiHandConfig)
     # Length: whole epochs, or max_steps optimiser steps when max_steps > 0 (whichever ends first).
     epochs: int = 60
     max_steps: int = 0
@@ -144,6 +147,28 @@ class TrainConfig:
         if self.augmentation.output_size != model.input_size:
             raise ConfigError(f"augmentation.output_size ({self.augmentation.output_size}) must equal the model's "
                               f"input_size ({model.input_size}, from {self.model})")
+        self._validate_semihand()
+
+    def _validate_semihand(self) -> None:
+        """SemiHand's rounds run as this config's epochs, at its learning rate and batch size: they must agree."""
+        semihand = self.semihand
+        if semihand.cross_modal.enabled:
+            raise ConfigError("semihand.cross_modal.enabled: the cross-modal term needs a hand-mask output, which "
+                              "this network does not have")
+        if not semihand.pseudo_labels.enabled:
+            return
+        if not any(entry.kind == "pseudo" for entry in self.datasets.values()):
+            raise ConfigError("semihand.pseudo_labels.enabled: expected a dataset of kind 'pseudo' to label")
+        schedule = semihand.schedule
+        if self.epochs != schedule.rounds * schedule.epochs_per_round:
+            raise ConfigError(f"epochs ({self.epochs}) must equal semihand.schedule.rounds x epochs_per_round "
+                              f"({schedule.rounds} x {schedule.epochs_per_round})")
+        if self.optimizer.lr != schedule.learning_rate:
+            raise ConfigError(f"optimizer.lr ({self.optimizer.lr}) must equal semihand.schedule.learning_rate "
+                              f"({schedule.learning_rate}); the rounds replace the step schedule")
+        if self.batch_size != schedule.batch_size:
+            raise ConfigError(f"batch_size ({self.batch_size}) must equal semihand.schedule.batch_size "
+                              f"({schedule.batch_size})")
 
     def model_config(self) -> ModelConfig:
         """The architecture: the model file with ``model_overrides`` applied."""

@@ -76,6 +76,7 @@ from hoi_training.data.synthetic import SyntheticDataset
 from hoi_training.dma_losses import DMALoss, DMATargets
 from hoi_training.losses import DetectionTargetBatch, HandObjectTargets, LossOutput, detection_loss, hand_object_loss
 from hoi_training.pseudolabel.dataset import PseudoLabelDataset
+from hoi_training.semihand.training import PseudoLabelRounds, SemiHandTraining, drop_hand_supervision
 from hoi_training.train_config import DatasetEntry, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -652,8 +653,13 @@ class Trainer:
                 find_unused_parameters=not self.train_detection or self.refinement is not None)
         self.optimizer = torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad],
                                           lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.optimizer.lr_step_epochs,
-                                                         gamma=config.optimizer.lr_decay)
+        if config.semihand.pseudo_labels.enabled:  # SemiHand's rounds: one drop at the middle round
+            rounds = config.semihand.schedule
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda epoch: rounds.learning_rate_at(
+                min(epoch // rounds.epochs_per_round + 1, rounds.rounds)) / rounds.learning_rate)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.StepLR(
+                self.optimizer, step_size=config.optimizer.lr_step_epochs, gamma=config.optimizer.lr_decay)
         cuda = device.type == "cuda"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp) if cuda else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=cuda and config.amp == "fp16")
@@ -667,10 +673,24 @@ class Trainer:
         self.sampler = EpochSampler([len(p) for p in self.dataset.parts],
                                     [config.datasets[n].weight for n in names], config.batch_size, config.seed,
                                     self.context.rank, self.context.world_size)
+        self.semihand, self.semihand_rounds = self._build_semihand(names)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
         self.writer = None
+
+    def _build_semihand(self, names: Sequence[str]) -> tuple[SemiHandTraining | None, PseudoLabelRounds | None]:
+        """SemiHand's per-step terms and pseudo-label rounds; (None, None) with every switch off."""
+        semihand = self.config.semihand
+        if not (semihand.pseudo_labels.enabled or semihand.view_consistency.enabled):
+            return None, None
+        training = SemiHandTraining(semihand, self.network.hand_decoder.hand_model, self.model_config.input_size,
+                                    self.config.loss.weights.joints2d)
+        if not semihand.pseudo_labels.enabled:
+            return training, None
+        pseudo = [part.base for name, part in zip(names, self.dataset.parts) if self.config.datasets[name].kind ==
+                  "pseudo"]
+        return training, PseudoLabelRounds(training, pseudo, self.config.augmentation, self.config.batch_size)
 
     # -- bookkeeping
 
@@ -750,12 +770,31 @@ class Trainer:
                     else nullcontext())
         refine, refinement_loss = (self.refinement.step(crop, targets, hand_box, object_box)
                                    if self.refinement is not None else (None, None))
+        view = (self.semihand.perturbed_view(crop["image"], hand_box, object_box)
+                if self.semihand is not None and self.semihand.uses_perturbed_view else None)
+        image, hand_in, object_in = ((crop["image"], hand_box, object_box) if view is None else
+                                     (torch.cat([crop["image"], view.image]), torch.cat([hand_box, view.hand_box]),
+                                      torch.cat([object_box, view.object_box])))
         self.module.train()
         with autocast:
-            output, detection, refined = self.module(crop["image"], hand_box, object_box, frame, refine)
+            output, detection, refined = self.module(image, hand_in, object_in, frame, refine)
+        perturbed = None
+        if view is not None:  # one forward over both views; split them
+            first, rest = slice(0, len(batch)), slice(len(batch), None)
+            perturbed = _float32(_select(output.hand, rest))
+            output = replace(output, hand=_select(output.hand, first), object=_select(output.object, first))
         output32 = NetworkOutput(hand=_float32(output.hand), object=_float32(output.object))
+        semihand = None
+        if self.semihand is not None:
+            semihand = self.semihand.step_losses(
+                crop, output32.hand.joints2d, output32.hand.joints3d, hand_box, view,
+                None if perturbed is None else perturbed.joints2d, None if perturbed is None else perturbed.joints3d)
+            targets = drop_hand_supervision(targets, semihand.pseudo_rows)
         losses = hand_object_loss(output32.hand, output32.object, targets, self.config.loss)
         total, terms = losses.total, dict(losses.terms)
+        if semihand is not None:
+            total = total + semihand.loss.total
+            terms.update(semihand.loss.terms)
         if refined is not None:
             dma = refinement_loss(refined)
             total = total + dma.total
@@ -814,6 +853,7 @@ class Trainer:
         window_steps, window_samples, window_start = 0, 0, time.perf_counter()
         try:
             while not self.finished:
+                self._start_semihand_round()
                 for batch in self._loader():
                     result, output = self.train_step(batch)
                     self.step += 1
@@ -847,6 +887,17 @@ class Trainer:
                 self.writer.close()
                 self.writer = None
         return self.step
+
+    def _start_semihand_round(self) -> None:
+        """Algorithm 1, lines 4 and 6: update and select the pseudo-labels when a round begins (or on resume)."""
+        if self.semihand_rounds is None:
+            return
+        round_number = self.epoch // self.config.semihand.schedule.epochs_per_round + 1
+        if round_number != self.semihand_rounds.round_number:
+            summary = self.semihand_rounds.start_round(self.network, round_number, self.context.device)
+            if self.writer is not None:
+                self.writer.add_scalar("semihand/selected_fraction", summary.kept / max(summary.samples, 1), self.step)
+                self.writer.add_scalar("semihand/mean_confidence", summary.mean_confidence, self.step)
 
     def _sync_buffers(self) -> None:
         """Give every replica rank 0's BatchNorm statistics (DDP syncs them only at the next forward), so

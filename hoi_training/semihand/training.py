@@ -1,0 +1,434 @@
+"""SemiHand consistency training inside ``hoi-train fit`` (Yang et al. 2021, Algorithm 1).
+
+The trainer builds a :class:`SemiHandTraining` when any switch of the run's ``semihand:``
+section is on (none is by default, and the trainer then runs exactly as without it).
+
+Coordinates. SemiHand's distances (eq. 2) and perturbations are defined on its input
+crop, so every pose here is in *crop units*: the augmented square training crop spans
+[0, 1] x [0, 1] (``hoi_training.semihand.consistency``). The hand decoder's 2D joints are
+in hand-box units; :func:`hand_box_to_crop_units` converts them. Depth is a joint's z
+minus the wrist's z, in metres, as the decoder's root-relative joints give it.
+
+Per training step (:meth:`SemiHandTraining.step_losses`):
+
+* *pseudo-label term* (eq. 6) on the samples of ``kind: pseudo`` datasets that carry a
+  2.5D pseudo-label (2D and 3D joints): ``keep * l(p, p_hat) + l(r, p)`` with ``r``
+  the label correction ``P(p_hat)`` (greedy registration onto the bone lengths of the
+  hand model's rest pose) and ``keep`` the round's selection flag. These samples leave
+  the supervised hand terms (their MANO and mesh labels no longer match the updated
+  2.5D label after the first round) and are trained by eq. 6 alone. Both terms are
+  scaled by the supervised 2D weight (``loss.weights.joints2d``), because eq. 1 adds
+  the pseudo-label loss to the supervised one on an equal footing, and by the sample's
+  weight. Correction commutes with the training augmentation (a similarity of the
+  image with the matching rotation of the 3D joints, or a mirror), so it is computed on
+  the augmented label in the batch.
+* *view consistency* (eq. 10) on every sample: the batch is fed twice in one forward,
+  as is and perturbed (translation, small rotation or quarter turn about the crop
+  centre, boxes moved along), and the prediction on the perturbed crop must equal the
+  perturbed prediction. Scaled by ``lambda_c`` (``loss.consistency_weight``) times the
+  supervised 2D weight. The original view is the target (gradient stopped), as for a
+  pseudo-label.
+
+Between rounds (:class:`PseudoLabelRounds`, Algorithm 1 lines 4 and 6): at the start of
+every round the network (eval mode) predicts on the plain evaluation crop of every
+pseudo-labelled sample and on a perturbed copy; from the second round on the
+pseudo-labels are first updated by eq. 7 (the midpoint of the prediction and the
+previous correction); then each label's confidence (eq. 8: stability under the
+perturbation plus distance to its correction) decides whether the round keeps its
+first eq. 6 term. Updated labels are stored in the pseudo-label set's own frame (its
+stored crop's pixels and camera) and replace the stored ones as samples are loaded, so
+the training augmentation applies to them as to any label.
+
+The hand mask of eq. 10 and the cross-modal term (eq. 11) need a hand-mask output,
+which :class:`~hoi_perception.models.network.HOINet` does not have; the training config
+refuses ``cross_modal.enabled`` with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from hoi_perception.models.object_head import box_units_to_points
+from hoi_training.data.augment import AugmentConfig, evaluation_crop, mirror_sample
+from hoi_training.data.sample import HandObjectSample, collate_samples
+from hoi_training.losses import HandObjectTargets, LossOutput
+from hoi_training.pseudolabel.dataset import DATASET_NAME as PSEUDO_DATASET_NAME
+from hoi_training.pseudolabel.dataset import PseudoLabelDataset
+from hoi_training.semihand.config import SemiHandConfig
+from hoi_training.semihand.consistency import (
+    HandPose25D,
+    HandViewPrediction,
+    Perturbation,
+    pose_distance,
+    sample_perturbations,
+    view_consistency_loss,
+)
+from hoi_training.semihand.label_correction import HandPoseLabel, correct_hand_pose, rest_pose_template
+from hoi_training.semihand.selection import pseudo_label_confidence, select_confident, update_pseudo_labels
+
+log = logging.getLogger(__name__)
+
+TERM_PSEUDO_LABEL = "semihand_pseudo_label"
+TERM_LABEL_CORRECTION = "semihand_label_correction"
+TERM_VIEW_CONSISTENCY = "semihand_view_consistency"
+PSEUDO_SAMPLE_PREFIX = f"{PSEUDO_DATASET_NAME}/"
+
+
+def hand_box_to_crop_units(joints2d: torch.Tensor, hand_box: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """(B, 21, 2) hand-box units -> crop units (the square crop spans [0, 1])."""
+    return box_units_to_points(joints2d, hand_box.to(joints2d.dtype)) / crop_size
+
+
+def perturb_boxes(boxes: torch.Tensor, perturbation: Perturbation, crop_size: int) -> torch.Tensor:
+    """(B, 4) crop-pixel boxes -> the axis-aligned bounds of their perturbed corners, inside the crop.
+
+    Exact for quarter turns and translations; for small rotations the box grows by the
+    rotated corners' overhang, so the hand stays inside it.
+    """
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    corners = torch.stack([torch.stack([x0, y0], -1), torch.stack([x1, y0], -1), torch.stack([x0, y1], -1),
+                           torch.stack([x1, y1], -1)], 1) / crop_size
+    moved = perturbation.apply_points(corners.to(perturbation.angle_deg.dtype)).to(boxes.dtype) * crop_size
+    out = torch.cat([moved.min(1).values, moved.max(1).values], -1)
+    return out.clamp(0.0, float(crop_size))
+
+
+@dataclass
+class PerturbedView:
+    """The perturbed copy of a batch fed alongside it: its crops, boxes and the perturbation."""
+
+    image: torch.Tensor
+    hand_box: torch.Tensor
+    object_box: torch.Tensor
+    perturbation: Perturbation
+
+
+def make_perturbed_view(image: torch.Tensor, hand_box: torch.Tensor, object_box: torch.Tensor,
+                        config: SemiHandConfig, generator: torch.Generator | None = None) -> PerturbedView:
+    """Draw one perturbation per sample (section 3.4) and apply it to crops and boxes."""
+    size = image.shape[-1]
+    perturbation = sample_perturbations(image.shape[0], config.augmentation.perturbation, generator=generator,
+                                        dtype=torch.float32, device=image.device)
+    return PerturbedView(image=perturbation.apply_image(image), hand_box=perturb_boxes(hand_box, perturbation, size),
+                         object_box=perturb_boxes(object_box, perturbation, size), perturbation=perturbation)
+
+
+def _pose_from_output(joints2d: torch.Tensor, joints3d: torch.Tensor, hand_box: torch.Tensor,
+                      crop_size: int) -> HandPose25D:
+    return HandPose25D.from_joints(hand_box_to_crop_units(joints2d, hand_box, crop_size), joints3d)
+
+
+def batch_pseudo_labels(crop: dict, crop_size: int) -> tuple[torch.Tensor, HandPoseLabel]:
+    """(rows, labels): the batch rows holding a 2.5D pseudo-label and those labels in crop units.
+
+    A row qualifies when it comes from a ``kind: pseudo`` set and has 2D and 3D joints.
+    """
+    from_pseudo = torch.tensor([sid.startswith(PSEUDO_SAMPLE_PREFIX) for sid in crop["sample_id"]],
+                               dtype=torch.bool, device=crop["has_hand_2d"].device)
+    rows = torch.nonzero(from_pseudo & crop["has_hand_2d"] & crop["has_hand_3d"]).flatten()
+    joints3d = crop["joints_3d"][rows]
+    label = HandPoseLabel(uv=crop["joints_2d"][rows] / crop_size, joints3d=joints3d - joints3d[:, :1])
+    return rows, label
+
+
+def drop_hand_supervision(targets: HandObjectTargets, rows: torch.Tensor) -> HandObjectTargets:
+    """``targets`` with the supervised hand terms off for ``rows`` (trained by eq. 6 instead)."""
+    if rows.numel() == 0:
+        return targets
+    changes = {}
+    for name in ("has_hand2d", "has_hand3d", "has_mano"):
+        flags = getattr(targets, name).clone()
+        flags[rows] = 0.0
+        changes[name] = flags
+    return replace(targets, **changes)
+
+
+@dataclass
+class SemiHandTerms:
+    """SemiHand's weighted loss terms of one step and the batch rows they took over."""
+
+    loss: LossOutput
+    pseudo_rows: torch.Tensor  # rows trained by eq. 6 instead of the supervised hand terms
+
+
+class SemiHandTraining:
+    """The per-step part of SemiHand (see the module docstring).
+
+    config: the run's ``semihand`` section (at least one switch on); hand_model: the
+    network's MANO layer (its rest pose is the correction template); crop_size: the
+    network's input size; supervised_2d_weight: ``loss.weights.joints2d`` of the run.
+    """
+
+    def __init__(self, config: SemiHandConfig, hand_model: nn.Module, crop_size: int,
+                 supervised_2d_weight: float) -> None:
+        self.config = config
+        self.crop_size = int(crop_size)
+        self.supervised_2d_weight = float(supervised_2d_weight)
+        self.template = rest_pose_template(hand_model)[0].float().cpu()
+        self.rounds: PseudoLabelRounds | None = None
+
+    @property
+    def uses_perturbed_view(self) -> bool:
+        return self.config.view_consistency.enabled
+
+    def perturbed_view(self, image: torch.Tensor, hand_box: torch.Tensor, object_box: torch.Tensor) -> PerturbedView:
+        return make_perturbed_view(image, hand_box, object_box, self.config)
+
+    def correct(self, label: HandPoseLabel) -> HandPoseLabel:
+        """r = P(p_hat): the label registered onto the template's bone lengths."""
+        return correct_hand_pose(label, self.template.to(label.joints3d))
+
+    def keep_flags(self, sample_ids: Sequence[str], device: torch.device) -> torch.Tensor | None:
+        """(N,) selection flags of the current round for ``sample_ids``; None when selection is off."""
+        if not self.config.selection.enabled:
+            return None
+        if self.rounds is None:
+            raise RuntimeError("selection is on but no pseudo-label round has been started")
+        return torch.tensor([self.rounds.keep(sid) for sid in sample_ids], dtype=torch.bool, device=device)
+
+    def step_losses(self, crop: dict, hand_joints2d: torch.Tensor, hand_joints3d: torch.Tensor,
+                    hand_box: torch.Tensor, view: PerturbedView | None = None,
+                    perturbed_joints2d: torch.Tensor | None = None,
+                    perturbed_joints3d: torch.Tensor | None = None) -> SemiHandTerms:
+        """The step's SemiHand terms from the network's hand outputs (float32, the batch's rows).
+
+        hand_joints2d/3d: predictions on the batch's crops; perturbed_joints2d/3d: on
+        ``view``'s crops (needed when view consistency is on).
+        """
+        device = hand_joints2d.device
+        weight = crop["weight"].to(device)
+        prediction = _pose_from_output(hand_joints2d, hand_joints3d, hand_box, self.crop_size)
+        terms: dict[str, torch.Tensor] = {}
+        total = hand_joints2d.new_zeros(())
+        pseudo_rows = torch.zeros(0, dtype=torch.long, device=device)
+        batch = hand_joints2d.shape[0]
+        if self.config.pseudo_labels.enabled:
+            pseudo_rows, label = batch_pseudo_labels(crop, self.crop_size)
+            first = hand_joints2d.new_zeros(())
+            second = hand_joints2d.new_zeros(())
+            if pseudo_rows.numel():
+                predicted = HandPose25D(uv=prediction.uv[pseudo_rows], depth=prediction.depth[pseudo_rows])
+                target = label.pose25d()
+                keep = self.keep_flags([crop["sample_id"][i] for i in pseudo_rows.tolist()], device)
+                row_weight = weight[pseudo_rows]
+                depth_weight = self.config.loss.depth_weight
+                fit = pose_distance(predicted, target, depth_weight)
+                if keep is not None:
+                    fit = torch.where(keep, fit, torch.zeros_like(fit))
+                first = (fit * row_weight).sum() / batch
+                if self.config.label_correction.enabled:
+                    corrected = self.correct(label).pose25d()
+                    second = (pose_distance(corrected, predicted, depth_weight) * row_weight).sum() / batch
+            terms[TERM_PSEUDO_LABEL] = self.supervised_2d_weight * first
+            total = total + terms[TERM_PSEUDO_LABEL]
+            if self.config.label_correction.enabled:
+                terms[TERM_LABEL_CORRECTION] = self.supervised_2d_weight * second
+                total = total + terms[TERM_LABEL_CORRECTION]
+        if self.config.view_consistency.enabled:
+            if view is None or perturbed_joints2d is None or perturbed_joints3d is None:
+                raise ValueError("view consistency is on: the perturbed view and its predictions are needed")
+            reference = HandViewPrediction(prediction.detach())
+            perturbed = HandViewPrediction(_pose_from_output(perturbed_joints2d, perturbed_joints3d, view.hand_box,
+                                                             self.crop_size))
+            consistency = view_consistency_loss(reference, perturbed, view.perturbation,
+                                                self.config.loss.depth_weight, self.config.view_consistency.mask_weight)
+            terms[TERM_VIEW_CONSISTENCY] = (self.supervised_2d_weight * self.config.loss.consistency_weight
+                                            * (consistency.pose * weight).mean())
+            total = total + terms[TERM_VIEW_CONSISTENCY]
+        return SemiHandTerms(loss=LossOutput(total=total, terms={k: v.detach() for k, v in terms.items()}),
+                             pseudo_rows=pseudo_rows)
+
+
+# ----------------------------------------------------------------------------- rounds (Algorithm 1)
+
+
+@dataclass
+class _EvaluationView:
+    """A pseudo-labelled sample's plain evaluation crop and how to map crop results back."""
+
+    crop: HandObjectSample
+    image_to_crop: np.ndarray
+    mirrored: bool
+    image_width: int
+    root: np.ndarray  # the stored label's camera-frame wrist (unmirrored)
+
+
+@dataclass
+class RoundSummary:
+    """What :meth:`PseudoLabelRounds.start_round` did: samples seen, kept, updated; mean confidence."""
+
+    round_number: int
+    samples: int
+    kept: int
+    updated: int
+    mean_confidence: float
+
+
+class PseudoLabelRounds:
+    """Per-sample pseudo-label state across Algorithm 1's rounds, keyed by sample id.
+
+    ``labels`` holds the updated 2D (stored-crop pixels) and camera-frame 3D joints that
+    replace a sample's stored ones (installed as the pseudo-label sets' ``transform``);
+    ``corrections`` the previous round's correction r' in the same frame; ``keep`` the
+    round's selection flags.
+    """
+
+    def __init__(self, training: SemiHandTraining, datasets: Sequence[PseudoLabelDataset],
+                 augment: AugmentConfig, batch_size: int) -> None:
+        if not datasets:
+            raise ValueError("semihand.pseudo_labels is on but the run has no 'kind: pseudo' dataset")
+        self.training = training
+        self.config = training.config
+        self.datasets = list(datasets)
+        self.augment = augment
+        self.batch_size = int(batch_size)
+        self.labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.corrections: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.confidence: dict[str, float] = {}
+        self._keep: dict[str, bool] = {}
+        self.round_number = 0
+        for dataset in self.datasets:
+            dataset.transform = self.apply
+        training.rounds = self
+
+    def keep(self, sample_id: str) -> bool:
+        if sample_id not in self._keep:
+            raise KeyError(f"sample '{sample_id}' has no selection flag; was it in the pseudo-label sets when the "
+                           "round started?")
+        return self._keep[sample_id]
+
+    def apply(self, sample: HandObjectSample) -> HandObjectSample:
+        """Dataset transform: the sample with its current (updated) pseudo-label."""
+        stored = self.labels.get(sample.sample_id)
+        if stored is None:
+            return sample
+        return replace(sample, joints_2d=stored[0].copy(), joints_3d=stored[1].copy()).validate()
+
+    def _views(self, dataset: PseudoLabelDataset) -> list[_EvaluationView]:
+        views = []
+        for index in range(len(dataset)):
+            sample = self.apply(dataset.load(index))
+            if sample.joints_2d is None or sample.joints_3d is None:
+                continue
+            width = sample.image.shape[1]
+            root = sample.joints_3d[0].copy()
+            mirrored = self.augment.mirror_left_hands and sample.hand_side == "left"
+            if mirrored:
+                sample = mirror_sample(sample)
+            crop, transform = evaluation_crop(sample, self.augment)
+            views.append(_EvaluationView(crop, transform.image_to_crop, mirrored, width, root))
+        return views
+
+    def _to_stored_frame(self, view: _EvaluationView, uv: np.ndarray, joints3d: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Crop-unit 2D and root-relative 3D joints of an evaluation crop -> the stored sample's frame."""
+        pixels = uv.astype(np.float64) * self.augment.output_size
+        inverse = np.linalg.inv(view.image_to_crop)
+        image_points = pixels @ inverse[:2, :2].T + inverse[:2, 2]
+        relative = joints3d.astype(np.float64)
+        if view.mirrored:
+            image_points[:, 0] = view.image_width - 1.0 - image_points[:, 0]
+            relative = relative * np.array([-1.0, 1.0, 1.0])
+        return image_points, relative + view.root
+
+    @torch.no_grad()
+    def start_round(self, network: nn.Module, round_number: int, device: torch.device) -> RoundSummary:
+        """Algorithm 1 at the start of round ``round_number``: eq. 7 update (from round 2), then eq. 8.
+
+        The network runs in eval mode on the evaluation crops and on perturbed copies
+        (one draw per sample from the global torch RNG, which the checkpoint saves).
+        """
+        if round_number < 1:
+            raise ValueError(f"round_number: expected >= 1, got {round_number}")
+        was_training = network.training
+        network.eval()
+        update = round_number > 1
+        size = self.augment.output_size
+        kept = updated = 0
+        confidences = []
+        try:
+            views = [v for dataset in self.datasets for v in self._views(dataset)]
+            for start in range(0, len(views), self.batch_size):
+                chunk = views[start:start + self.batch_size]
+                crop = collate_samples([v.crop for v in chunk])
+                image = crop["image"].to(device)
+                hand_box = _nonzero_boxes(crop["hand_box"]).to(device)
+                object_box = _nonzero_boxes(crop["object_box"]).to(device)
+                object_box = torch.where(crop["has_object_box"].to(device)[:, None], object_box, hand_box)
+                view = make_perturbed_view(image, hand_box, object_box, self.config)
+                both = network(torch.cat([image, view.image]), torch.cat([hand_box, view.hand_box]),
+                               torch.cat([object_box, view.object_box])).hand
+                count = len(chunk)
+                joints2d, joints3d = both.joints2d.float(), both.joints3d.float()
+                label = HandPoseLabel(uv=crop["joints_2d"].to(device) / size,
+                                      joints3d=(crop["joints_3d"] - crop["joints_3d"][:, :1]).to(device))
+                if update:
+                    prediction = HandPoseLabel(uv=hand_box_to_crop_units(joints2d[:count], hand_box, size),
+                                               joints3d=joints3d[:count])
+                    previous = self._previous_corrections(chunk, label)
+                    state = update_pseudo_labels(prediction, previous, None)
+                    label = state.pseudo_label
+                    for i, v in enumerate(chunk):
+                        self.labels[v.crop.sample_id] = self._to_stored_frame(
+                            v, label.uv[i].cpu().numpy(), label.joints3d[i].cpu().numpy())
+                    updated += count
+                corrected = self.training.correct(label) if self.config.label_correction.enabled else None
+                if corrected is not None:
+                    for i, v in enumerate(chunk):
+                        self.corrections[v.crop.sample_id] = self._to_stored_frame(
+                            v, corrected.uv[i].cpu().numpy(), corrected.joints3d[i].cpu().numpy())
+                on_perturbed = _pose_from_output(joints2d[count:], joints3d[count:], view.hand_box, size)
+                confidence = pseudo_label_confidence(label.pose25d(), None if corrected is None else
+                                                     corrected.pose25d(), on_perturbed, view.perturbation,
+                                                     self.config.loss.depth_weight)
+                keep = select_confident(confidence, self.config.selection.confidence_threshold)
+                for i, v in enumerate(chunk):
+                    sample_id = v.crop.sample_id
+                    self.confidence[sample_id] = float(confidence.value[i])
+                    self._keep[sample_id] = bool(keep[i])
+                kept += int(keep.sum())
+                confidences.append(confidence.value.cpu())
+        finally:
+            network.train(was_training)
+        self.round_number = round_number
+        mean = float(torch.cat(confidences).mean()) if confidences else float("nan")
+        summary = RoundSummary(round_number=round_number, samples=len(views), kept=kept, updated=updated,
+                               mean_confidence=mean)
+        log.info("semihand round %d: %d pseudo-labelled samples, %d updated, %d selected (mean confidence %.3g)",
+                 round_number, summary.samples, updated, kept, mean)
+        return summary
+
+    def _previous_corrections(self, chunk: Sequence[_EvaluationView], label: HandPoseLabel) -> HandPoseLabel | None:
+        """r' of the chunk in its evaluation crops; None without label correction (eq. 7 then keeps p')."""
+        if not self.config.label_correction.enabled:
+            return None
+        uv, joints3d = [], []
+        for i, v in enumerate(chunk):
+            stored = self.corrections.get(v.crop.sample_id)
+            if stored is None:  # first update: r' = P(p_hat) of the current label
+                corrected = self.training.correct(HandPoseLabel(uv=label.uv[i:i + 1], joints3d=label.joints3d[i:i + 1]))
+                uv.append(corrected.uv[0])
+                joints3d.append(corrected.joints3d[0])
+                continue
+            points, absolute = stored
+            if v.mirrored:
+                points = points.copy()
+                points[:, 0] = v.image_width - 1.0 - points[:, 0]
+                absolute = absolute * np.array([-1.0, 1.0, 1.0])
+            in_crop = points @ v.image_to_crop[:2, :2].T + v.image_to_crop[:2, 2]
+            uv.append(torch.as_tensor(in_crop / self.augment.output_size, dtype=label.uv.dtype, device=label.uv.device))
+            joints3d.append(torch.as_tensor(absolute - absolute[:1], dtype=label.uv.dtype, device=label.uv.device))
+        return HandPoseLabel(uv=torch.stack(uv), joints3d=torch.stack(joints3d))
+
+
+def _nonzero_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes with sides of at least one pixel (a missing box is all zeros)."""
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    return torch.stack([x0, y0, torch.maximum(boxes[:, 2], x0 + 1.0), torch.maximum(boxes[:, 3], y0 + 1.0)], 1)
+
