@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from hoi_perception.atomic import atomic_save_with, atomic_write_text
 from hoi_perception.config import ConfigError, load_config, to_dict
-from hoi_perception.engines.export import code_version
+from hoi_perception.engines.export import code_version, read_training_checkpoint
 from hoi_perception.models.config import ModelConfig
 from hoi_perception.models.detection_head import (
     LEFT_HAND,
@@ -567,16 +567,10 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A training checkpoint's dict (tensors on CPU); clear errors for a missing or foreign file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for unreadable files
-        raise CheckpointMismatchError(f"checkpoint '{path}' cannot be read as a PyTorch checkpoint: {exc}") from exc
-    if not isinstance(data, dict) or "model_config" not in data or "model" not in data:
-        raise CheckpointMismatchError(f"checkpoint '{path}' is not a training checkpoint (no model_config/model)")
-    return data
+        return read_training_checkpoint(path)
+    except ValueError as exc:
+        raise CheckpointMismatchError(str(exc)) from exc
 
 
 def check_model_config(checkpoint: dict[str, Any], path: str | Path, expected: ModelConfig, source: str) -> None:

@@ -374,13 +374,9 @@ def refinement_graphs(network: nn.Module, object_model: Any, batch: int = 2) -> 
     return out
 
 
-def load_network_checkpoint(checkpoint: str | Path) -> nn.Module:
-    """HOINet from a training checkpoint: a dict with ``model_config`` (ModelConfig as a plain
-    dict) and ``model`` (its state dict)."""
-    from hoi_perception.config import ConfigError, from_dict
-    from hoi_perception.models.config import ModelConfig
-    from hoi_perception.models.network import HOINet
-
+def read_training_checkpoint(checkpoint: str | Path) -> dict:
+    """A training checkpoint's dict (tensors on CPU), with clear errors for a missing,
+    unreadable or foreign file: it must hold ``model_config`` and ``model``."""
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
@@ -391,6 +387,18 @@ def load_network_checkpoint(checkpoint: str | Path) -> nn.Module:
     if not isinstance(data, dict) or "model_config" not in data or "model" not in data:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"checkpoint '{path}': expected a dict with 'model_config' and 'model', got {keys}")
+    return data
+
+
+def load_network_checkpoint(checkpoint: str | Path) -> nn.Module:
+    """HOINet from a training checkpoint: a dict with ``model_config`` (ModelConfig as a plain
+    dict) and ``model`` (its state dict)."""
+    from hoi_perception.config import ConfigError, from_dict
+    from hoi_perception.models.config import ModelConfig
+    from hoi_perception.models.network import HOINet
+
+    path = Path(checkpoint).expanduser()
+    data = read_training_checkpoint(path)
     try:
         config = from_dict(ModelConfig, data["model_config"], f"{path}: model_config")
     except ConfigError as exc:
