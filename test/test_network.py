@@ -67,7 +67,7 @@ def test_shipped_configs_match_the_papers():
         256, "harmonious", "harmonious", 4)
     assert (sho.input_size, sho.backbone.streams, sho.backbone.activation) == (512, "single", "leaky_relu")
     assert (sho.interaction.kind, sho.interaction.query) == ("contextual_reasoning", "object")
-    assert (fast.backbone.depth, fast.backbone.streams, fast.backbone.fpn_channels) == (18, "harmonious", 128)
+    assert (fast.backbone.depth, fast.backbone.streams, fast.backbone.fpn_channels) == (18, "harmonious", 64)
     assert load_model_config(None) == hfl  # the defaults are HFL-Net's
 
 

@@ -1,0 +1,687 @@
+"""Semi-supervised experiment (SHO table 4) on synthetic domains, as one resumable script.
+
+Labelled data is the synthetic ``lab`` domain; the unlabelled data are ``wild`` sequences
+written as ROS 2 bags and pseudo-labelled *from the bags* by the supervised model; the
+test set is held-out ``wild`` sequences drawn from another seed, scored with ground-truth
+boxes. Rows (:data:`ROWS`): supervised only, then lab + pseudo-labels with no filtering,
+without the spatial constraints, without the temporal (and shape) constraints, and with
+all constraints. One pseudo-labelling job serves every row: the ablations re-filter its
+stored predictions offline (:class:`~hoi_training.pseudolabel.dataset.PseudoLabelDataset`).
+
+The semi-supervised models are retrained from scratch on the union of the labelled set
+and the pseudo-labels, as SHO did (section 6.1; ``semi_initialization: scratch``), with the
+object terms masked on pseudo-labelled samples (SHO equation 8, ``object_loss: false``).
+
+Stages (:data:`STAGES`), in order; each step is skipped when its output exists, so the
+same command resumes an interrupted experiment::
+
+    data         hoi-train synth: lab, wild (with --bag), wild_test
+    supervised   hoi-train fit on lab
+    pseudolabel  hoi-train pseudolabel --source bag on the wild bags
+    semi         hoi-train fit on lab + pseudo-labels, one run per filter setting
+    evaluate     hoi-train eval of every model on wild_test (ground-truth boxes)
+    report       results.json and results.md: the table, counts, seeds, commands, wall times
+
+Output folder::
+
+    OUT/experiment.json        scale and resolved settings (a rerun must match them)
+    OUT/stages.json            per step: status, wall time, the equivalent hoi-train command
+    OUT/data/{lab,wild,wild_test}/   synthetic datasets (wild/bags/: the unlabelled bags)
+    OUT/configs/*.yaml         the resolved training and evaluation configs
+    OUT/runs/<row>/            training runs (checkpoints/last.pt)
+    OUT/pseudo/wild/           the pseudo-label job
+    OUT/eval/<row>/metrics.json
+    OUT/results.json, OUT/results.md
+
+No plot is drawn: the table carries every number.
+
+    PYTHONPATH=. python benchmarks/semi_supervised.py --config experiments/semi_supervised.yaml \\
+        --out runs/semi_supervised_smoke --scale smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hoi_perception.atomic import atomic_write_json, atomic_write_text
+from hoi_perception.config import ConfigError, load_config, read_yaml, to_dict
+
+log = logging.getLogger("semi_supervised")
+
+STAGES = ("data", "supervised", "pseudolabel", "semi", "evaluate", "report")
+EXPERIMENT_FILE = "experiment.json"
+STAGE_LOG_FILE = "stages.json"
+RESULTS_STEM = "results"
+PSEUDO_SET = "pseudo_wild"
+LAB_SET = "lab"
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class SplitSize:
+    """How many synthetic sequences of how many frames a split holds."""
+
+    sequences: int
+    frames: int
+
+    def validate(self) -> None:
+        if self.sequences < 1 or self.frames < 1:
+            raise ConfigError(f"sequences and frames must be >= 1, got {self.sequences} and {self.frames}")
+
+
+@dataclass
+class TrainingLength:
+    """A run's length: whole epochs, ended earlier by ``max_steps`` optimiser steps when > 0."""
+
+    epochs: int
+    max_steps: int = 0
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_steps < 0:
+            raise ConfigError(f"max_steps must be >= 0 (0: whole epochs), got {self.max_steps}")
+
+
+@dataclass
+class Seeds:
+    """Every seed of the experiment: the three synthetic splits and the training runs."""
+
+    lab: int
+    wild: int
+    wild_test: int
+    training: int
+
+    def validate(self) -> None:
+        if min(self.lab, self.wild, self.wild_test, self.training) < 0:
+            raise ConfigError("seeds must be >= 0")
+        if self.wild == self.wild_test:
+            raise ConfigError(f"seeds.wild and seeds.wild_test are both {self.wild}: the test sequences would be the "
+                              "unlabelled training sequences; give the test split another seed")
+
+
+@dataclass
+class ScaleConfig:
+    """Sizes and settings of one scale (smoke, full). Overrides are ``key=value`` strings applied to
+    config/synth.yaml, the training config, config/pseudolabel.yaml and the evaluation config."""
+
+    lab: SplitSize
+    wild: SplitSize
+    wild_test: SplitSize
+    train_config: str
+    supervised: TrainingLength
+    semi: TrainingLength
+    synth_overrides: list[str] = field(default_factory=list)
+    train_overrides: list[str] = field(default_factory=list)
+    pseudolabel_overrides: list[str] = field(default_factory=list)
+    evaluation_overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentConfig:
+    """config/experiments/semi_supervised.yaml."""
+
+    seeds: Seeds
+    scales: dict[str, ScaleConfig]
+    semi_initialization: Literal["scratch", "supervised"] = "scratch"
+    pseudo_dataset_weight: float = 1.0
+    pseudo_sample_weight: Literal["one", "confidence"] = "one"
+
+    def validate(self) -> None:
+        if not self.scales:
+            raise ConfigError("scales: expected at least one scale (e.g. smoke, full)")
+        if not (math.isfinite(self.pseudo_dataset_weight) and self.pseudo_dataset_weight > 0):
+            raise ConfigError(f"pseudo_dataset_weight must be a finite number > 0, got {self.pseudo_dataset_weight}")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a model and, for semi-supervised rows, the pseudo-label filter it trains with."""
+
+    name: str
+    label: str
+    pseudo_filter: str | None  # PseudoLabelDatasetConfig.filter; None: labelled data only
+
+
+ROWS = (
+    Row("supervised", "supervised only", None),
+    Row("semi_no_filter", "semi, no filtering", "none"),
+    Row("semi_no_spatial", "semi, w/o spatial constraints", "no_spatial"),
+    Row("semi_no_temporal", "semi, w/o temporal constraints", "no_temporal"),
+    Row("semi_all_constraints", "semi, all constraints", "all"),
+)
+SUPERVISED = ROWS[0]
+SEMI_ROWS = ROWS[1:]
+# Every step of the pipeline, in the order it runs (stages.json is written with sorted keys).
+STEP_ORDER = ("data/lab", "data/wild", "data/wild_test", f"train/{SUPERVISED.name}", "pseudolabel",
+              *(f"train/{row.name}" for row in SEMI_ROWS), *(f"eval/{row.name}" for row in ROWS))
+
+
+class StageError(RuntimeError):
+    """A stage cannot run (its input is missing) or its tool reported a failure."""
+
+
+# ----------------------------------------------------------------------------- layout and bookkeeping
+
+
+@dataclass(frozen=True)
+class ExperimentLayout:
+    """Where every stage reads and writes inside the output folder."""
+
+    root: Path
+
+    def data(self, split: str) -> Path:
+        return self.root / "data" / split
+
+    @property
+    def wild_bags(self) -> Path:
+        return self.data("wild") / "bags"
+
+    @property
+    def pseudo(self) -> Path:
+        return self.root / "pseudo" / "wild"
+
+    def config_file(self, name: str) -> Path:
+        return self.root / "configs" / f"{name}.yaml"
+
+    def run(self, row: Row) -> Path:
+        return self.root / "runs" / row.name
+
+    def checkpoint(self, row: Row) -> Path:
+        return self.run(row) / "checkpoints" / "last.pt"
+
+    def evaluation(self, row: Row) -> Path:
+        return self.root / "eval" / row.name
+
+    def metrics(self, row: Row) -> Path:
+        return self.evaluation(row) / "metrics.json"
+
+
+class StageLog:
+    """``stages.json``: per step, whether it is done, its wall time and the equivalent command.
+
+    A step skipped on a rerun keeps the wall time of the invocation that finished it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = (json.loads(path.read_text())["steps"] if path.is_file() else {})
+        self.this_run: dict[str, str] = {}  # step -> "ran" | "skipped" | "not trained", for this invocation
+
+    def done(self, step: str) -> bool:
+        return self.entries.get(step, {}).get("status") == "done"
+
+    def run(self, step: str, command: str | None, finished: Callable[[], bool], work: Callable[[], Any]) -> None:
+        """Run ``work`` unless ``finished()`` says the output is already there; record the outcome."""
+        if finished():
+            log.info("%s: output exists, skipped", step)
+            self.entries.setdefault(step, {"status": "done", "wall_s": None, "command": command})
+            self.this_run[step] = "skipped"
+            self._save()
+            return
+        log.info("%s: running", step)
+        start = time.perf_counter()
+        work()
+        self.entries[step] = {"status": "done", "wall_s": time.perf_counter() - start, "command": command}
+        self.this_run[step] = "ran"
+        self._save()
+
+    def note(self, step: str, status: str, reason: str) -> None:
+        """Record a step that was deliberately not run (e.g. no pseudo-label kept)."""
+        self.entries[step] = {"status": status, "wall_s": None, "command": None, "reason": reason}
+        self.this_run[step] = status
+        self._save()
+
+    def _save(self) -> None:
+        atomic_write_json(self.path, {"steps": self.entries})
+
+
+def command_line(*parts: Any) -> str:
+    """A shell command; paths under the working directory are shown relative to it, as typed from there."""
+    return " ".join(shlex.quote(str(_shown(p) if isinstance(p, Path) else p)) for p in parts)
+
+
+def _shown(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _set_flags(flag: str, overrides: Iterable[str]) -> list[str]:
+    return [item for value in overrides for item in (flag, value)]
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+class Experiment:
+    """The stages of one scale of the experiment in one output folder."""
+
+    def __init__(self, config: ExperimentConfig, scale: str, out: str | Path, config_source: str) -> None:
+        if scale not in config.scales:
+            raise ConfigError(f"--scale '{scale}' is not defined in {config_source}; defined: {sorted(config.scales)}")
+        self.config = config
+        self.scale_name = scale
+        self.scale = config.scales[scale]
+        self.config_source = config_source
+        self.out = Path(out)
+        self.layout = ExperimentLayout(self.out.resolve())
+        self.settings = {"scale": scale, "seeds": to_dict(config.seeds), "scale_config": to_dict(self.scale),
+                         "semi_initialization": config.semi_initialization,
+                         "pseudo_dataset_weight": config.pseudo_dataset_weight,
+                         "pseudo_sample_weight": config.pseudo_sample_weight}
+        self._check_output_folder()
+        self.log = StageLog(self.layout.root / STAGE_LOG_FILE)
+
+    def _check_output_folder(self) -> None:
+        root = self.layout.root
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"--out '{self.out}' exists and is not a folder")
+        recorded = root / EXPERIMENT_FILE
+        if recorded.is_file():
+            saved = json.loads(recorded.read_text())
+            if saved != self.settings:
+                differing = sorted(k for k in self.settings if saved.get(k) != self.settings[k])
+                raise ConfigError(f"--out '{self.out}' holds an experiment run with other settings (differing: "
+                                  f"{', '.join(differing)}); use another --out to run these settings")
+        elif root.is_dir() and any(root.iterdir()):
+            raise FileExistsError(f"--out '{self.out}' holds other files and no {EXPERIMENT_FILE}; use an empty or "
+                                  "new folder")
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(recorded, self.settings)
+
+    def run(self, stages: Sequence[str] = STAGES) -> dict[str, str]:
+        """Run ``stages`` (in pipeline order, whatever order they are given in); returns step -> outcome."""
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"--stages: unknown stage(s) {unknown}; expected some of {list(STAGES)}")
+        actions = {"data": self.generate_data, "supervised": self.train_supervised, "pseudolabel": self.pseudolabel,
+                   "semi": self.train_semi, "evaluate": self.evaluate, "report": self.write_report}
+        for stage in STAGES:
+            if stage in stages:
+                actions[stage]()
+        return dict(self.log.this_run)
+
+    # -- data
+
+    def generate_data(self) -> None:
+        seeds = self.config.seeds
+        for split, domain, size, seed, bags in (("lab", "lab", self.scale.lab, seeds.lab, False),
+                                                ("wild", "wild", self.scale.wild, seeds.wild, True),
+                                                ("wild_test", "wild", self.scale.wild_test, seeds.wild_test, False)):
+            self._generate(split, domain, size, seed, bags)
+
+    def _generate(self, split: str, domain: str, size: SplitSize, seed: int, bags: bool) -> None:
+        from hoi_training.synth.config import SynthConfig
+        from hoi_training.synth.generator import generate_dataset
+
+        out = self.layout.data(split)
+        command = command_line("hoi-train", "synth", "--out", out, "--sequences", size.sequences, "--frames",
+                               size.frames, "--seed", seed, "--domain", domain, *(["--bag"] if bags else []),
+                               *_set_flags("--set", self.scale.synth_overrides))
+
+        def work() -> None:
+            config = load_config(SynthConfig, "synth.yaml", self.scale.synth_overrides)
+            generate_dataset(config, out, sequences=size.sequences, frames=size.frames, seed=seed, domain=domain,
+                             write_bags=bags)
+
+        self.log.run(f"data/{split}", command, lambda: (out / "manifest.json").is_file(), work)
+
+    # -- training
+
+    def training_config(self, row: Row) -> Path:
+        """Write the row's resolved training config (validated) and return its path."""
+        from hoi_training.train_config import TrainConfig
+
+        layout, scale = self.layout, self.scale
+        datasets: dict[str, Any] = {LAB_SET: {"kind": "synthetic", "config": {"root": str(layout.data("lab"))},
+                                              "weight": 1.0, "object_loss": True}}
+        overrides = [f"seed={self.config.seeds.training}", f"output_dir={layout.run(row)}"]
+        length = scale.supervised
+        if row.pseudo_filter is not None:
+            datasets[PSEUDO_SET] = {"kind": "pseudo", "object_loss": False, "weight": self.config.pseudo_dataset_weight,
+                                    "config": {"root": str(layout.pseudo), "filter": row.pseudo_filter,
+                                               "weight": self.config.pseudo_sample_weight}}
+            length = scale.semi
+            if self.config.semi_initialization == "supervised":
+                overrides.append(f"init_checkpoint={layout.checkpoint(SUPERVISED)}")
+        overrides += [f"epochs={length.epochs}", f"max_steps={length.max_steps}", *scale.train_overrides]
+        data = read_yaml(scale.train_config)
+        data["datasets"] = datasets
+        config = load_config(TrainConfig, data, overrides)
+        path = layout.config_file(f"train_{row.name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, f"# {row.label}: written by benchmarks/semi_supervised.py (scale "
+                                f"{self.scale_name})\n" + yaml.safe_dump(to_dict(config), sort_keys=False))
+        return path
+
+    def _train(self, row: Row) -> None:
+        from hoi_training.trainer import NON_FINITE_EXIT_CODE, fit_main
+
+        run, checkpoint = self.layout.run(row), self.layout.checkpoint(row)
+        step = f"train/{row.name}"
+        config_path = self.training_config(row)
+        command = command_line("hoi-train", "fit", "--config", config_path, "--out", run)
+
+        def work() -> None:
+            resume = checkpoint.is_file()  # an interrupted run continues from its last checkpoint
+            code = fit_main(config_path, (), resume=resume, out_dir=run)
+            if code == NON_FINITE_EXIT_CODE:
+                raise StageError(f"{step}: training stopped on a non-finite loss (see the log); {checkpoint} holds "
+                                 "the last good state")
+            if code != 0:
+                raise StageError(f"{step}: hoi-train fit returned {code}")
+
+        self.log.run(step, command, lambda: self.log.done(step) and checkpoint.is_file(), work)
+
+    def train_supervised(self) -> None:
+        self._require(self.layout.data("lab") / "manifest.json", "supervised", "data")
+        self._train(SUPERVISED)
+
+    def pseudo_label_counts(self) -> dict[str, int]:
+        """Frames each filter setting keeps from the pseudo-label job (re-filtered offline)."""
+        from hoi_training.pseudolabel.dataset import PseudoLabelDataset, PseudoLabelDatasetConfig
+
+        return {row.pseudo_filter: len(PseudoLabelDataset(PseudoLabelDatasetConfig(
+            root=self.layout.pseudo, filter=row.pseudo_filter))) for row in SEMI_ROWS}
+
+    def train_semi(self) -> None:
+        self._require(self.layout.pseudo / "manifest.json", "semi", "pseudolabel")
+        if self.config.semi_initialization == "supervised":
+            self._require(self.layout.checkpoint(SUPERVISED), "semi", "supervised")
+        counts = self.pseudo_label_counts()
+        for row in SEMI_ROWS:
+            if counts[row.pseudo_filter] == 0:
+                log.warning("%s: filter '%s' keeps no pseudo-label; the row is not trained", row.name,
+                            row.pseudo_filter)
+                self.log.note(f"train/{row.name}", "not trained",
+                              f"filter '{row.pseudo_filter}' keeps no pseudo-label")
+                continue
+            self._train(row)
+
+    # -- pseudo-labelling
+
+    def pseudolabel(self) -> None:
+        from hoi_training.pseudolabel.pipeline import pseudolabel_main
+
+        checkpoint, bags, out = self.layout.checkpoint(SUPERVISED), self.layout.wild_bags, self.layout.pseudo
+        self._require(checkpoint, "pseudolabel", "supervised")
+        self._require(bags, "pseudolabel", "data")
+        overrides = self.scale.pseudolabel_overrides
+        command = command_line("hoi-train", "pseudolabel", "--checkpoint", checkpoint, "--source", "bag", "--input",
+                               bags, "--out", out, *_set_flags("--set", overrides))
+
+        def work() -> None:
+            if pseudolabel_main(checkpoint, "bag", bags, out, None, overrides) != 0:
+                raise StageError(f"pseudolabel: the job in {out} did not finish (its manifest and shard sidecars "
+                                 "name the failed shards and why); rerun to retry them")
+
+        def finished() -> bool:
+            manifest = out / "manifest.json"
+            return manifest.is_file() and bool(json.loads(manifest.read_text())["complete"])
+
+        self.log.run("pseudolabel", command, finished, work)
+
+    # -- evaluation
+
+    def evaluation_config(self) -> Path:
+        """Write the resolved evaluation config (wild_test, ground-truth boxes) and return its path."""
+        from hoi_training.evaluate import EvaluationRunConfig
+
+        data = {"dataset": {"kind": "synthetic", "config": {"root": str(self.layout.data("wild_test"))}},
+                "boxes": "ground_truth"}
+        config = load_config(EvaluationRunConfig, data, self.scale.evaluation_overrides)
+        path = self.layout.config_file("eval_wild_test")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+        return path
+
+    def evaluate(self) -> None:
+        from hoi_training.evaluate import eval_main
+
+        self._require(self.layout.data("wild_test") / "manifest.json", "evaluate", "data")
+        config_path = self.evaluation_config()
+        for row in ROWS:
+            checkpoint, out = self.layout.checkpoint(row), self.layout.evaluation(row)
+            metrics = self.layout.metrics(row)
+            if not (self.log.done(f"train/{row.name}") and checkpoint.is_file()):
+                log.info("eval/%s: no finished model, skipped", row.name)
+                continue
+            command = command_line("hoi-train", "eval", "--checkpoint", checkpoint, "--data", config_path, "--out",
+                                   out)
+
+            def finished(checkpoint: Path = checkpoint, metrics: Path = metrics) -> bool:
+                return metrics.is_file() and metrics.stat().st_mtime >= checkpoint.stat().st_mtime
+
+            def work(checkpoint: Path = checkpoint, out: Path = out) -> None:
+                code = eval_main(checkpoint, config_path, out)
+                if code != 0:
+                    raise StageError(f"eval of {checkpoint} returned {code}")
+
+            self.log.run(f"eval/{row.name}", command, finished, work)
+
+    # -- report
+
+    def write_report(self) -> dict[str, Any]:
+        """Gather every row's numbers into ``results.json`` and ``results.md``; returns the JSON content."""
+        from hoi_training.pseudolabel.dataset import read_manifest
+
+        layout = self.layout
+        self._require(layout.pseudo / "manifest.json", "report", "pseudolabel")
+        counts = self.pseudo_label_counts()
+        rows = []
+        for row in ROWS:
+            entry: dict[str, Any] = {"name": row.name, "label": row.label, "pseudo_filter": row.pseudo_filter,
+                                     "pseudo_labels": 0 if row.pseudo_filter is None else counts[row.pseudo_filter],
+                                     "trained": self.log.done(f"train/{row.name}"), "metrics": None}
+            if layout.metrics(row).is_file():
+                entry["metrics"] = table_metrics(json.loads(layout.metrics(row).read_text()))
+            rows.append(entry)
+        job = read_manifest(layout.pseudo)
+        results = {
+            "scale": self.scale_name,
+            "config": self.config_source,
+            "seeds": to_dict(self.config.seeds),
+            "semi_initialization": self.config.semi_initialization,
+            "pseudo_dataset_weight": self.config.pseudo_dataset_weight,
+            "pseudo_sample_weight": self.config.pseudo_sample_weight,
+            "scale_config": to_dict(self.scale),
+            "pseudo_label_job": job["counts"],
+            "rows": rows,
+            "comparison": compare_rows(rows),
+            "steps": self.log.entries,
+        }
+        atomic_write_json(layout.root / f"{RESULTS_STEM}.json", results)
+        atomic_write_text(layout.root / f"{RESULTS_STEM}.md", format_results(results, self.out))
+        log.info("wrote %s and %s", layout.root / f"{RESULTS_STEM}.json", layout.root / f"{RESULTS_STEM}.md")
+        self.log.this_run["report"] = "ran"
+        return results
+
+    def _require(self, path: Path, stage: str, producer: str) -> None:
+        if not path.exists():
+            raise StageError(f"stage '{stage}' needs {path}, which the '{producer}' stage writes; run it first "
+                             f"(--stages {producer})")
+
+
+# ----------------------------------------------------------------------------- results
+
+
+# Table columns: (key in table_metrics, header, lower is better).
+COLUMNS = (
+    ("pa_mpjpe_mm", "PA-MPJPE mm", True),
+    ("pa_mpvpe_mm", "PA-MPVPE mm", True),
+    ("pa_f_score_5mm_pct", "F@5 % (PA)", False),
+    ("pa_f_score_15mm_pct", "F@15 % (PA)", False),
+    ("f_score_5mm_pct", "F@5 % (camera)", False),
+    ("f_score_15mm_pct", "F@15 % (camera)", False),
+    ("add_adds_0.1d_pct", "ADD(-S)-0.1D %", False),
+)
+
+
+def table_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one ``hoi-train eval`` summary that the table shows."""
+    hand, obj = summary["hand"], summary["object"]
+    return {
+        "pa_mpjpe_mm": hand.get("pa_mpjpe_mm"),
+        "pa_mpvpe_mm": hand.get("pa_mpvpe_mm"),
+        "pa_f_score_5mm_pct": hand.get("pa_f_score_5mm_pct"),
+        "pa_f_score_15mm_pct": hand.get("pa_f_score_15mm_pct"),
+        "f_score_5mm_pct": hand.get("f_score_5mm_pct"),
+        "f_score_15mm_pct": hand.get("f_score_15mm_pct"),
+        "add_adds_0.1d_pct": obj.get("add_adds_0.1d_pct"),
+        "hand_frames_labelled": hand.get("frames_labelled"),
+        "hand_frames_evaluated": hand.get("frames_evaluated"),
+        "object_frames_labelled": obj.get("frames_labelled"),
+        "object_missing_predictions": obj.get("missing_predictions"),
+    }
+
+
+def compare_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """SHO's claim on the target domain: all constraints has a lower PA-MPJPE than supervised only and than
+    no filtering. Each comparison is None when one of its rows has no number."""
+    by_name = {r["name"]: r for r in rows}
+
+    def error(name: str) -> float | None:
+        metrics = by_name[name]["metrics"]
+        return None if metrics is None else metrics["pa_mpjpe_mm"]
+
+    best = error("semi_all_constraints")
+    out: dict[str, Any] = {}
+    for other in ("supervised", "semi_no_filter"):
+        value = error(other)
+        key = f"all_constraints_minus_{other}_pa_mpjpe_mm"
+        out[key] = None if best is None or value is None else best - value
+    deltas = [out[f"all_constraints_minus_{other}_pa_mpjpe_mm"] for other in ("supervised", "semi_no_filter")]
+    out["target_met"] = None if any(d is None for d in deltas) else all(d < 0 for d in deltas)
+    return out
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def format_results(results: dict[str, Any], out: Path) -> str:
+    """Markdown: the table, the pseudo-label job, the comparison, seeds, settings, commands, wall times."""
+    scale = results["scale"]
+    lines = [f"# Semi-supervised experiment ({scale} scale)", ""]
+    if scale == "smoke":
+        lines += ["**Smoke run**: tiny images and network, tens of training steps. It proves that the stages run and "
+                  "connect; the models are far from converged, so the numbers say nothing about the method.", ""]
+    lines += ["Labelled: synthetic `lab` domain. Unlabelled: synthetic `wild` bags, pseudo-labelled from the bags by "
+              "the supervised model. Test: held-out `wild` sequences (seed "
+              f"{results['seeds']['wild_test']}), ground-truth boxes. Semi-supervised models: "
+              + ("trained from scratch on lab + pseudo-labels (SHO's protocol)" if results["semi_initialization"]
+                 == "scratch" else "fine-tuned from the supervised checkpoint on lab + pseudo-labels")
+              + ", object terms masked on pseudo-labelled samples.", ""]
+    header = ["model", "pseudo-labels"] + [c[1] for c in COLUMNS] + ["hand frames scored"]
+    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in results["rows"]:
+        metrics = row["metrics"]
+        if metrics is None:
+            reason = "not trained: no pseudo-label kept" if not row["trained"] else "not evaluated"
+            cells = [reason] + [""] * (len(COLUMNS))
+        else:
+            cells = [_number(metrics[key]) for key, _, _ in COLUMNS]
+            cells.append(f"{metrics['hand_frames_evaluated']}/{metrics['hand_frames_labelled']}")
+        lines.append(f"| {row['label']} | {row['pseudo_labels']} | " + " | ".join(cells) + " |")
+    lines += ["", "PA: after Procrustes alignment (SHO's table-4 convention, HO-3D's aligned F-scores); camera: "
+              "unaligned, camera-frame meshes with the fitted wrist translation. ADD(-S)-0.1D: object model points "
+              "within 10% of the diameter (ADD-S for symmetric objects), pose from PnP on the predicted votes. Hand "
+              "means are over the frames a model was scored on: `hoi-train eval` counts a frame whose wrist "
+              "translation fit failed as a missing prediction and leaves it out of mean errors, so rows with "
+              "different 'hand frames scored' average over different frames.", ""]
+    comparison = results["comparison"]
+    verdict = {True: "met", False: "not met", None: "undecided (a row has no number)"}[comparison["target_met"]]
+    lines += ["## Target", "",
+              "All constraints should have a lower hand PA-MPJPE than supervised only and than no filtering "
+              f"(SHO table 4): **{verdict}**. Differences (all constraints minus the other row, mm): supervised "
+              f"{_number(comparison['all_constraints_minus_supervised_pa_mpjpe_mm'])}, no filtering "
+              f"{_number(comparison['all_constraints_minus_semi_no_filter_pa_mpjpe_mm'])}.", ""]
+    job = results["pseudo_label_job"]
+    lines += ["## Pseudo-label job", "",
+              f"{job.get('source_frames', 0)} bag frames, {job.get('frames', 0)} with a hand, "
+              f"{job.get('kept', 0)} kept by the job (all constraints). Rejections per constraint (a frame may fail "
+              "several): " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(job.items())
+                                       if k.startswith("rejected_by.")) + ".", ""]
+    seeds = results["seeds"]
+    cfg = results["scale_config"]
+    lines += ["## Settings", "",
+              f"- Config: `{results['config']}`, scale `{scale}`.",
+              f"- Seeds: lab {seeds['lab']}, wild {seeds['wild']}, wild_test {seeds['wild_test']}, "
+              f"training {seeds['training']}.",
+              "- Data (sequences x frames): " + ", ".join(f"{split} {cfg[split]['sequences']} x {cfg[split]['frames']}"
+                                                          for split in ("lab", "wild", "wild_test"))
+              + (f"; synth overrides {' '.join(cfg['synth_overrides'])}" if cfg["synth_overrides"] else "") + ".",
+              f"- Training: `{cfg['train_config']}` {' '.join(cfg['train_overrides'])}; supervised "
+              f"{_length(cfg['supervised'])}, semi-supervised {_length(cfg['semi'])}; pseudo-label set weight "
+              f"{results['pseudo_dataset_weight']}, sample weight `{results['pseudo_sample_weight']}`.",
+              "- Pseudo-labelling overrides: " + (" ".join(cfg["pseudolabel_overrides"]) or "none") + ".",
+              "- Evaluation overrides: " + (" ".join(cfg["evaluation_overrides"]) or "none") + ".", ""]
+    lines += ["## Commands", "", "Rerun (resumes; finished steps are skipped):", "", "```",
+              command_line("PYTHONPATH=.", "python", "benchmarks/semi_supervised.py", "--config", results["config"],
+                           "--out", out, "--scale", scale), "```", "",
+              "Each step and its equivalent `hoi-train` command (paths relative to the folder the script ran from), "
+              "with its wall time (n/a: finished by an earlier invocation that did not record it):", "",
+              "| step | wall s | command |", "| --- | --- | --- |"]
+    for step, entry in sorted(results["steps"].items(), key=lambda item: STEP_ORDER.index(item[0])):
+        command = entry.get("command") or entry.get("reason", "")
+        lines.append(f"| {step} | {_number(entry.get('wall_s'))} | `{command}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _length(length: dict[str, int]) -> str:
+    if length["max_steps"]:
+        return f"{length['max_steps']} steps (epoch cap {length['epochs']})"
+    return f"{length['epochs']} epochs"
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def load_experiment_config(path: str | Path) -> ExperimentConfig:
+    return load_config(ExperimentConfig, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="experiments/semi_supervised.yaml",
+                        help="experiment config (default config/experiments/semi_supervised.yaml)")
+    parser.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
+    parser.add_argument("--scale", default="smoke", help="a scale of the config: smoke (CPU, minutes) or full (GPU)")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), metavar="STAGE",
+                        help=f"stages to run, any of {' '.join(STAGES)} (default: all)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_experiment_config(args.config)
+        experiment = Experiment(config, args.scale, args.out, str(args.config))
+        outcome = experiment.run(args.stages)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, StageError) as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("steps: %s", ", ".join(f"{k} {v}" for k, v in outcome.items()) or "none")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
