@@ -38,6 +38,15 @@ def _cmd_pseudolabel(args: argparse.Namespace) -> int:
     return pseudolabel_main(args.checkpoint, args.source, args.input, args.out, args.config, args.set)
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    from hoi_training.release import release_checkpoint
+
+    summary = release_checkpoint(args.checkpoint, args.out, fp16=not args.fp32)
+    print(f"wrote {summary['path']}: {summary['bytes'] / 1e6:.1f} MB, {summary['parameters'] / 1e6:.2f} M "
+          f"{summary['dtype']} weights from step {summary['step']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hoi-train", description="Training side of hoi_perception.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -87,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (repeatable)")
     pseudo.set_defaults(func=_cmd_pseudolabel)
+
+    release = sub.add_parser("release", help="shrink a training checkpoint to the runtime's file (config + "
+                                             "fp16 weights)")
+    release.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
+    release.add_argument("--out", required=True, help="released file, e.g. hoi_perception/checkpoints/NAME.pt")
+    release.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    release.set_defaults(func=_cmd_release)
     return parser
 
 

@@ -1,0 +1,35 @@
+"""`hoi-train release`: turn a training checkpoint into the small file the runtime ships.
+
+A training checkpoint carries the optimiser, scheduler and RNG states needed to resume
+(several times the model's size); the runtime needs only the model config and weights.
+Floating-point weights are stored in fp16 by default, which halves the file again;
+``load_network_checkpoint`` casts them back when it loads them into the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from hoi_perception.atomic import atomic_save_with
+from hoi_perception.engines.export import load_network_checkpoint, read_training_checkpoint
+
+RELEASE_FORMAT = "hoi_perception_release/1"
+
+
+def release_checkpoint(source: str | Path, destination: str | Path, fp16: bool = True) -> dict:
+    """Write ``destination`` with the model config and (fp16) weights of ``source``; returns its summary."""
+    data = read_training_checkpoint(source)
+    weights = {name: (t.half() if fp16 and t.is_floating_point() else t).contiguous()
+               for name, t in data["model"].items()}
+    release = {"format": RELEASE_FORMAT, "model_config": data["model_config"], "model": weights,
+               "step": data.get("step"), "epoch": data.get("epoch"), "code_version": data.get("code_version"),
+               "source_sha256": hashlib.sha256(Path(source).expanduser().read_bytes()).hexdigest()}
+    destination = Path(destination).expanduser()
+    atomic_save_with(destination, lambda handle: torch.save(release, handle))
+    load_network_checkpoint(destination)  # the released file must load into the runtime's network
+    return {"path": str(destination), "bytes": destination.stat().st_size,
+            "parameters": sum(t.numel() for t in weights.values() if t.is_floating_point()),
+            "step": release["step"], "dtype": "float16" if fp16 else "float32"}
