@@ -69,3 +69,14 @@ def test_file_errors_name_the_file(tmp_path):
 def test_override_syntax_error():
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(Outer, {}, ["inner.rate"])
+
+
+def test_yaml_core_schema_scalars():
+    """`off` stays a string (amp: off), `3e-4` is a number; only true/false are booleans."""
+    from hoi_perception.config import parse_yaml
+
+    assert parse_yaml("off") == "off" and parse_yaml("yes") == "yes"
+    assert parse_yaml("true") is True and parse_yaml("False") is False
+    assert parse_yaml("3e-4") == pytest.approx(3e-4) and parse_yaml("1.0e-4") == pytest.approx(1e-4)
+    cfg = load_config(Outer, {}, ["inner.rate=2e-3", "name=off"])
+    assert cfg.inner.rate == pytest.approx(2e-3) and cfg.name == "off"
