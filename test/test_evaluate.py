@@ -26,17 +26,6 @@ TINY_MODEL = ["input_size=32", "backbone.fpn_channels=16", "roi.output_size=8", 
 
 
 @pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory) -> Path:
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
-
-    out = tmp_path_factory.mktemp("synth") / "tiny"
-    generate_dataset(load_config(SynthConfig, "synth.yaml", ["camera.width=64", "camera.height=64"]), out,
-                     sequences=1, frames=4, seed=0)
-    return out
-
-
-@pytest.fixture(scope="module")
 def tiny_network() -> HOINet:
     torch.manual_seed(0)
     return HOINet(load_model_config("models/hfl_r18.yaml", TINY_MODEL)).eval()

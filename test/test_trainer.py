@@ -31,17 +31,6 @@ from hoi_training.trainer import (
 TINY = "train/tiny_test.yaml"
 
 
-@pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory) -> Path:
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
-
-    out = tmp_path_factory.mktemp("synth") / "tiny"
-    generate_dataset(load_config(SynthConfig, "synth.yaml", ["camera.width=64", "camera.height=64"]), out,
-                     sequences=1, frames=4, seed=0)
-    return out
-
-
 def tiny_overrides(root: Path, *extra: str) -> list[str]:
     return [f"datasets.synthetic.config.root={root}", *extra]
 

@@ -6,7 +6,6 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -39,17 +38,6 @@ def _train_rank(rank: int, world_size: int, port: int, root: str, out: str) -> N
                    Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-@pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory) -> Path:
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
-
-    out = tmp_path_factory.mktemp("synth") / "tiny"
-    generate_dataset(load_config(SynthConfig, "synth.yaml", ["camera.width=64", "camera.height=64"]), out,
-                     sequences=1, frames=4, seed=0)
-    return out
 
 
 def test_two_gloo_processes_keep_identical_parameters(tiny_set, tmp_path):
