@@ -462,3 +462,12 @@ def test_shipped_config_loads_with_the_paper_values():
         load_pseudolabel_config(overrides=["source.kind=video", "source.video_stride=2"])
     with pytest.raises(ConfigError, match="reprojection_reduction"):
         load_pseudolabel_config(overrides=["constraints.reprojection_reduction=max"])
+
+
+def test_a_sequence_without_frames_keeps_nothing():
+    empty = SequencePredictions(
+        frame_ids=np.zeros(0, dtype=np.int64), joints_2d=np.zeros((0, 21, 2)), joints_3d=np.zeros((0, 21, 3)),
+        vertices=np.zeros((0, 778, 3)), hand_pose=np.zeros((0, 48)), betas=np.zeros((0, 10)),
+        hand_boxes=np.zeros((0, 4)), timestamps=np.zeros(0), sequence="empty")
+    result = filter_sequence(empty)
+    assert result.kept.shape == (0,) and result.rejected_by.shape == (0, len(CONSTRAINTS))

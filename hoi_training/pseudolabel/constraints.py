@@ -381,7 +381,7 @@ def compute_scores(predictions: SequencePredictions, config: ConstraintConfig) -
     reprojection = joint_set_distance(p.joints_2d, reprojected, config.reprojection_reduction) / reference
 
     biomechanics = check_biomechanics(p.joints_3d, config.biomechanics_limits())
-    angles = biomechanics.joint_angles_deg.reshape(count, -1)
+    angles = biomechanics.joint_angles_deg.reshape(count, 15)  # 5 fingers x 3 joints
     lengths = biomechanics.normalized_bone_lengths
 
     partner = temporal_partners(p.frame_ids, config.frame_step)
