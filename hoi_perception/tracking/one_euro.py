@@ -54,18 +54,15 @@ def smoothing_factor(cutoff_hz: float | np.ndarray, dt: float) -> float | np.nda
     return 1.0 / (1.0 + tau / dt)
 
 
-class OneEuroFilter:
-    """One Euro filter over arrays of a fixed shape, each element filtered independently.
-
-    The cutoff is adapted per element (as the reference filter does per scalar), so a
-    moving fingertip is followed closely while the still wrist stays smooth.
-    """
+class FilterState:
+    """What every One Euro variant keeps between samples: the last output, its low-passed
+    speed and the time stamp; a reset forgets all three."""
 
     def __init__(self, config: OneEuroConfig) -> None:
         config.validate()
         self.config = config
         self._value: np.ndarray | None = None  # last output
-        self._speed: np.ndarray | None = None  # low-passed derivative, units per second
+        self._speed: np.ndarray | None = None  # low-passed derivative, per second
         self._stamp: float | None = None
 
     @property
@@ -91,6 +88,14 @@ class OneEuroFilter:
         self._value = None
         self._speed = None
         self._stamp = None
+
+
+class OneEuroFilter(FilterState):
+    """One Euro filter over arrays of a fixed shape, each element filtered independently.
+
+    The cutoff is adapted per element (as the reference filter does per scalar), so a
+    moving fingertip is followed closely while the still wrist stays smooth.
+    """
 
     def __call__(self, x: np.ndarray, stamp: float) -> np.ndarray:
         """Filter sample ``x`` taken at time ``stamp`` (seconds) and return the smoothed value."""

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hoi_perception.tracking.one_euro import OneEuroConfig, OneEuroFilter, smoothing_factor
+from hoi_perception.tracking.one_euro import FilterState, OneEuroConfig, OneEuroFilter, smoothing_factor
 
 _SMALL_ANGLE = 1e-9
 IDENTITY_QUATERNION = np.array([1.0, 0.0, 0.0, 0.0])
@@ -117,38 +117,13 @@ def quaternion_to_rotation_matrix(q: np.ndarray) -> np.ndarray:
     return Rotation.from_quat(q.reshape(-1, 4)[:, [1, 2, 3, 0]]).as_matrix().reshape(q.shape[:-1] + (3, 3))
 
 
-class SO3OneEuroFilter:
+class SO3OneEuroFilter(FilterState):
     """One Euro filter for a fixed-shape batch of rotations (..., 4), in the tangent space.
 
     Each rotation of the batch has its own adaptive cutoff, driven by the norm of its
     angular velocity (rad/s), so ``beta`` is in s/rad. Outputs stay in the hemisphere
     of the previous output, so a stream of filtered quaternions never flips sign.
     """
-
-    def __init__(self, config: OneEuroConfig) -> None:
-        config.validate()
-        self.config = config
-        self._value: np.ndarray | None = None
-        self._speed: np.ndarray | None = None  # spatial angular velocity (..., 3), rad/s
-        self._stamp: float | None = None
-
-    @property
-    def initialized(self) -> bool:
-        return self._value is not None
-
-    @property
-    def value(self) -> np.ndarray | None:
-        """The last output quaternions (a copy), or None before the first sample."""
-        return None if self._value is None else self._value.copy()
-
-    @property
-    def stamp(self) -> float | None:
-        return self._stamp
-
-    def reset(self) -> None:
-        self._value = None
-        self._speed = None
-        self._stamp = None
 
     def __call__(self, quaternions: np.ndarray, stamp: float) -> np.ndarray:
         """Filter rotations (..., 4) observed at ``stamp`` (s); returns unit quaternions of the same shape."""
