@@ -18,6 +18,7 @@ Term definitions (each then multiplied by its weight):
 * ``heatmaps``: per joint, the sum over cells of the squared difference between the
   predicted heatmap (a spatial softmax, sums to 1) and a gaussian of std
   ``heatmap_sigma`` cells at the true joint, normalised to unit mass; mean over joints.
+  With ``heatmap_loss: cross_entropy``, -sum(target * log(heatmap)) instead.
 * ``joints2d``: mean squared error of the soft-argmax joints, hand-box units (SHO's code).
 * ``vertices``, ``joints3d``: mean squared error, root-relative metres.
 * ``mano_pose``: mean squared error between predicted and true joint rotation
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
@@ -75,6 +77,11 @@ class LossConfig:
 
     weights: LossWeights = field(default_factory=LossWeights)
     heatmap_sigma: float = 1.0  # gaussian std of the 2D joint heatmap target, in heatmap cells
+    # "mse": SHO/HFL's squared error between the softmax and the gaussian. Its gradient
+    # scales with the predicted probabilities, so from a uniform start (no pretrained
+    # trunk) it barely moves; "cross_entropy" (-sum target * log softmax, the target
+    # gaussian normalised over the grid) pulls with the full (p - q) from step one.
+    heatmap_loss: Literal["mse", "cross_entropy"] = "mse"
     focal_alpha: float = 2.0  # CenterNet focal loss exponents
     focal_beta: float = 4.0
 
@@ -171,7 +178,12 @@ def hand_object_loss(hand: HandDecoderOutput, obj: ObjectHeadOutput | None, targ
         n_visible = visible.sum(1).clamp_min(1.0)
         height, width = hand.heatmaps.shape[-2:]
         target_maps = gaussian_heatmaps(targets.joints2d.to(ref.dtype), height, width, config.heatmap_sigma)
-        per_joint = ((hand.heatmaps - target_maps) ** 2).sum((-1, -2))
+        if config.heatmap_loss == "cross_entropy":
+            target_maps = target_maps / target_maps.sum((-1, -2), keepdim=True).clamp_min(1e-12)
+            log_p = torch.log(hand.heatmaps.clamp_min(1e-30))
+            per_joint = -(target_maps * log_p).sum((-1, -2))
+        else:
+            per_joint = ((hand.heatmaps - target_maps) ** 2).sum((-1, -2))
         terms["heatmaps"] = w.heatmaps * masked_mean((per_joint * visible).sum(1) / n_visible, flags)
         per_joint = ((hand.joints2d - targets.joints2d) ** 2).mean(-1)
         terms["joints2d"] = w.joints2d * masked_mean((per_joint * visible).sum(1) / n_visible, flags)

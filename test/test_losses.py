@@ -76,6 +76,34 @@ def test_hand_terms_hand_computed_with_masks():
     assert loss.total.item() == pytest.approx(sum(v.item() for v in loss.terms.values()))
 
 
+def test_cross_entropy_heatmap_loss_hand_computed_and_pulls_from_uniform():
+    config = load_config(LossConfig, {"heatmap_loss": "cross_entropy"})
+    targets = HandObjectTargets(joints2d=torch.full((B, J, 2), 0.1))
+    uniform = _hand(requires_grad=True)
+    uniform.heatmaps.data.fill_(1 / R**2)
+    loss = hand_object_loss(uniform, None, targets, config)
+    # -sum(q log(1/R^2)) = log(R^2) for any normalised target q.
+    assert loss.terms["heatmaps"].item() == pytest.approx(100 * math.log(R**2), rel=1e-5)
+    # The target itself is the minimum: its entropy, lower than the uniform's.
+    ys, xs = np.mgrid[0:R, 0:R] + 0.5
+    q = np.exp(-((xs - 0.4) ** 2 + (ys - 0.4) ** 2) / 2)
+    q /= q.sum()
+    exact = _hand()
+    exact.heatmaps[:] = torch.from_numpy(q).float()
+    best = hand_object_loss(exact, None, targets, config).terms["heatmaps"].item()
+    assert best == pytest.approx(100 * -(q * np.log(q)).sum(), rel=1e-5) and best < loss.terms["heatmaps"].item()
+    # Through a softmax the gradient on the logits is (p - q): non-vanishing at the start.
+    logits = torch.zeros(B, J, R * R, requires_grad=True)
+    soft = _hand()
+    soft.heatmaps = torch.softmax(logits, -1).view(B, J, R, R)
+    only_heatmaps = load_config(LossConfig, {"heatmap_loss": "cross_entropy", "weights": {"joints2d": 0.0}})
+    hand_object_loss(soft, None, targets, only_heatmaps).total.backward()
+    expected = 100 * (1 / R**2 - torch.from_numpy(q).float().flatten()) / (B * J)
+    assert torch.allclose(logits.grad[0, 0], expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="heatmap_loss"):
+        load_config(LossConfig, {"heatmap_loss": "l1"})
+
+
 def test_invisible_joints_are_ignored():
     hand = _hand()
     hand.joints2d[:, 0] = 0.5  # joint 0 wrong, but marked invisible

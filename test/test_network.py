@@ -121,6 +121,17 @@ def test_new_layers_use_hfl_init():
     assert net.hand_decoder.regressor.rotations.bias[:6].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
 
+def test_pytorch_init_keeps_kaiming_scale_for_training_from_scratch():
+    net = HOINet(load_model_config("models/hfl_r18.yaml", [*TINY, "new_layer_init=pytorch"]))
+    smooth = net.backbone.hand_fpn.smooth.weight
+    fan_in = smooth[0].numel()
+    # Kaiming-uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std 1/sqrt(3 fan_in).
+    assert smooth.std().item() == pytest.approx(1 / math.sqrt(3 * fan_in), rel=0.1)
+    assert net.detection_head.heatmap[-1].bias[0].item() == pytest.approx(-math.log(9.0))
+    with pytest.raises(ConfigError, match="new_layer_init"):
+        load_model_config("models/hfl_r18.yaml", ["new_layer_init=xavier"])
+
+
 # ----------------------------------------------------------------------------- forward / detect
 
 

@@ -144,6 +144,11 @@ class ModelConfig:
     # mesh and object pose with Dense Mutual Attention (configured by ``dma``).
     refine: Literal["none", "dma"] = "none"
     dma: DMAConfig = field(default_factory=DMAConfig)
+    # Init of the layers HFL adds to the ResNet (FPNs, interaction, hourglass, encoder,
+    # object trunk). "hfl": N(0, 0.001) convs, N(0, 0.01) linears, the paper's choice
+    # for a pretrained trunk; "pytorch": PyTorch's Kaiming-uniform defaults, which keep
+    # activations alive when the whole network trains from scratch.
+    new_layer_init: Literal["hfl", "pytorch"] = "hfl"
 
     def validate(self) -> None:
         if self.input_size < 32 or self.input_size % 32:

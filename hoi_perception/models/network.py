@@ -160,9 +160,10 @@ class HOINet(nn.Module):
         # rotation, detection prior bias) are left as their heads set them.
         fpns = ([self.backbone.hand_fpn, self.backbone.object_fpn] if isinstance(self.backbone, HarmoniousBackbone)
                 else [self.backbone.fpn])
-        for module in (*fpns, self.interaction, self.hand_decoder.heatmap_net, self.hand_decoder.encoder,
-                       self.object_head.trunk):
-            init_new_layers(module)
+        if config.new_layer_init == "hfl":
+            for module in (*fpns, self.interaction, self.hand_decoder.heatmap_net, self.hand_decoder.encoder,
+                           self.object_head.trunk):
+                init_new_layers(module)
         self.register_state_dict_post_hook(_drop_hand_model_from_state_dict)
         self.register_load_state_dict_pre_hook(_skip_hand_model_on_load)
         self.register_load_state_dict_post_hook(_hand_model_is_not_missing)

@@ -87,7 +87,9 @@ class DemoSequence:
     frames: int = 60
     width: int = 320
     height: int = 240
-    seed: int = 0
+    # Unseen in training: the shipped checkpoint learnt from seeds 0-4 and was scored on
+    # seed 1000 (config/train/synthetic_hfl_r18_cpu.yaml, its model card).
+    seed: int = 2000
     domain: str = "lab"
     # Every this many frames the overlay is also written as a PNG.
     png_interval: int = 10
