@@ -8,7 +8,7 @@ there; HFL-Net states 1 for both, which is the default here.
 
 Every term is a per-sample loss averaged over the samples that carry the label it
 needs, flagged in :class:`HandObjectTargets` (``has_hand2d``, ``has_hand3d``,
-``has_mano``, ``has_object``). A flag of 0 removes the sample from that term, which
+``has_mano``, ``has_hand_mask``, ``has_object``). A flag of 0 removes the sample from that term, which
 is how the semi-supervised stage trains on pseudo-labelled frames with hand labels
 only (SHO eq. 8: L = L_hand + B * L_object). With every flag 1 each term equals the
 reference code's batch mean.
@@ -23,6 +23,11 @@ Term definitions (each then multiplied by its weight):
 * ``vertices``, ``joints3d``: mean squared error, root-relative metres.
 * ``mano_pose``: mean squared error between predicted and true joint rotation
   matrices (16 x 3 x 3; continuous, unlike raw axis-angle); ``mano_shape``: on betas.
+* ``hand_mask``: with the optional mask head, the mean over the hand-box grid of the
+  binary cross-entropy between the mask logits and the true hand mask sampled on that
+  grid. SemiHand's eq. 3 uses an L1 distance on the mask probability; cross-entropy on
+  the logits keeps a full gradient on confidently wrong cells, where the L1 of a
+  saturated sigmoid has almost none.
 * ``object_votes``: mean over control points and object cells of the L1 distance
   (|dx| + |dy|, object-box units) between each cell's vote and the true point; cells
   outside the object mask count as zero error (SHO's normalisation).
@@ -58,6 +63,7 @@ class LossWeights:
     joints3d: float = 10000.0
     mano_pose: float = 1.0
     mano_shape: float = 1.0
+    hand_mask: float = 1.0
     object_votes: float = 500.0
     object_confidence: float = 100.0
     detection_heatmap: float = 1.0
@@ -102,6 +108,7 @@ class HandObjectTargets:
     pose: (B, 48) MANO axis-angle; betas: (B, 10).
     object_points2d: (B, 21, 2) control points in object-box units.
     object_mask: (B, H, W) 1 on object cells of the object RoI grid (None: every cell).
+    hand_mask: (B, H, W) 1 on hand cells of the hand RoI grid (the mask head's grid).
     has_*: (B,) 0/1 label-presence flags (None: all 1 when the matching labels exist).
     """
 
@@ -113,9 +120,11 @@ class HandObjectTargets:
     betas: torch.Tensor | None = None
     object_points2d: torch.Tensor | None = None
     object_mask: torch.Tensor | None = None
+    hand_mask: torch.Tensor | None = None
     has_hand2d: torch.Tensor | None = None
     has_hand3d: torch.Tensor | None = None
     has_mano: torch.Tensor | None = None
+    has_hand_mask: torch.Tensor | None = None
     has_object: torch.Tensor | None = None
 
 
@@ -208,6 +217,11 @@ def hand_object_loss(hand: HandDecoderOutput, obj: ObjectHeadOutput | None, targ
             check_target_shape(hand.betas, targets.betas, "betas")
             terms["mano_shape"] = w.mano_shape * masked_mean(((hand.betas - targets.betas) ** 2).mean(1), flags)
 
+    if hand.mask_logits is not None and targets.hand_mask is not None:
+        terms["hand_mask"] = w.hand_mask * hand_mask_loss(hand.mask_logits, targets.hand_mask,
+                                                          sample_flags(targets.has_hand_mask, batch, ref,
+                                                                       "has_hand_mask"))
+
     if obj is not None and targets.object_points2d is not None:
         votes_terms = object_vote_losses(obj, targets.object_points2d, targets.object_mask,
                                          sample_flags(targets.has_object, batch, ref, "has_object"))
@@ -218,6 +232,19 @@ def hand_object_loss(hand: HandDecoderOutput, obj: ObjectHeadOutput | None, targ
         raise ValueError("hand_object_loss: the targets hold no labels for any term")
     total = torch.stack(list(terms.values())).sum()
     return LossOutput(total=total, terms={k: v.detach() for k, v in terms.items()})
+
+
+def hand_mask_loss(logits: torch.Tensor, mask: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    """Unweighted per-cell binary cross-entropy of (B, 1, H, W) mask logits against (B, H, W)
+    0/1 masks, averaged over cells and then over flagged samples."""
+    if logits.ndim != 4 or logits.shape[1] != 1:
+        raise ValueError(f"mask_logits: expected shape (B, 1, H, W), got {tuple(logits.shape)}")
+    batch, _, height, width = logits.shape
+    if mask.shape != (batch, height, width):
+        raise ValueError(f"targets.hand_mask: expected shape {(batch, height, width)} (the mask head's grid), got "
+                         f"{tuple(mask.shape)}")
+    per_cell = F.binary_cross_entropy_with_logits(logits[:, 0], mask.to(logits.dtype), reduction="none")
+    return masked_mean(per_cell.mean((1, 2)), flags)
 
 
 def object_vote_losses(obj: ObjectHeadOutput, points2d: torch.Tensor, mask: torch.Tensor | None,

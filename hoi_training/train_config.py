@@ -115,9 +115,16 @@ class TrainConfig:
     cpu_threads: int = 0
     seed: int = 0
     # Optional initial weights: a torchvision ResNet ImageNet file for the backbone, and/or a
-    # checkpoint of this trainer (same model config) whose weights start the run.
+    # checkpoint (training or released) of the same model config, or of its first stage alone
+    # for a refine: dma model (the refiner then starts untrained), whose weights start the run.
     imagenet_weights: Path | None = None
     init_checkpoint: Path | None = None
+    # What the optimiser updates. "all": every weight (DMA trains its two stages end to end,
+    # section 3). "refiner": a refine: dma model's refiner only; the first stage keeps the
+    # weights of init_checkpoint and runs as at inference (BatchNorm on its running
+    # statistics), so the refined model's first stage stays exactly that checkpoint and
+    # refinement on/off compare the same coarse estimates.
+    trainable: Literal["all", "refiner"] = "all"
     # Bookkeeping, in optimiser steps (0 disables the image grids).
     log_interval: int = 20
     image_interval: int = 500
@@ -148,13 +155,28 @@ class TrainConfig:
             raise ConfigError(f"augmentation.output_size ({self.augmentation.output_size}) must equal the model's "
                               f"input_size ({model.input_size}, from {self.model})")
         self._validate_semihand()
+        if self.trainable == "refiner":
+            self._validate_refiner_only(model)
+
+    def _validate_refiner_only(self, model: ModelConfig) -> None:
+        """Training the refiner alone needs a refiner, a first stage to start from, and no first-stage terms."""
+        if model.refine == "none":
+            raise ConfigError(f"trainable: refiner needs a model with a refinement stage; {self.model} has "
+                              "refine: none")
+        if self.init_checkpoint is None:
+            raise ConfigError("trainable: refiner freezes the first stage, so it must start from trained weights: "
+                              "set init_checkpoint (e.g. the released hfl_r18 checkpoint)")
+        semihand = self.semihand
+        if semihand.pseudo_labels.enabled or semihand.view_consistency.enabled or semihand.cross_modal.enabled:
+            raise ConfigError("trainable: refiner freezes the first stage, which SemiHand's terms train; turn "
+                              "semihand off or use trainable: all")
 
     def _validate_semihand(self) -> None:
         """SemiHand's rounds run as this config's epochs, at its learning rate and batch size: they must agree."""
         semihand = self.semihand
-        if semihand.cross_modal.enabled:
+        if semihand.cross_modal.enabled and not self.model_config().hand_head.mask_head:
             raise ConfigError("semihand.cross_modal.enabled: the cross-modal term needs a hand-mask output, which "
-                              "this network does not have")
+                              "this network does not have; add hand_head.mask_head=true to model_overrides")
         if not semihand.pseudo_labels.enabled:
             return
         if not any(entry.kind == "pseudo" for entry in self.datasets.values()):

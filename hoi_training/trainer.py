@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from hoi_perception.atomic import atomic_save_with, atomic_write_text
-from hoi_perception.config import ConfigError, load_config, to_dict
+from hoi_perception.config import ConfigError, from_dict, load_config, to_dict
 from hoi_perception.engines.export import code_version, read_training_checkpoint
 from hoi_perception.models.config import ModelConfig
 from hoi_perception.models.detection_head import (
@@ -76,7 +76,12 @@ from hoi_training.data.synthetic import SyntheticDataset
 from hoi_training.dma_losses import DMALoss, DMATargets
 from hoi_training.losses import DetectionTargetBatch, HandObjectTargets, LossOutput, detection_loss, hand_object_loss
 from hoi_training.pseudolabel.dataset import PseudoLabelDataset
-from hoi_training.semihand.training import PseudoLabelRounds, SemiHandTraining, drop_hand_supervision
+from hoi_training.semihand.training import (
+    PseudoLabelRounds,
+    SemiHandTraining,
+    drop_hand_supervision,
+    labelled_mask_samples,
+)
 from hoi_training.train_config import DatasetEntry, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,8 @@ DATASET_CLASSES: dict[str, type] = {"ho3d": HO3DDataset, "dexycb": DexYCBDataset
 MIN_BOX_SIDE_PX = 1.0  # boxes thinner than this in the crop carry no usable 2D target
 IMAGE_GRID_SAMPLES = 4
 NON_FINITE_EXIT_CODE = 3
+REFINER_PREFIX = "refiner."  # state-dict prefix of HOINet's refinement stage
+MASK_HEAD_PREFIX = "hand_decoder.mask_decoder."  # state-dict prefix of the optional hand-mask head
 
 
 class NonFiniteLossError(RuntimeError):
@@ -386,6 +393,7 @@ def build_hand_object_targets(crop: dict[str, Any], object_loss: torch.Tensor, h
         vertices[missing_vertices] = (mano.vertices - mano.joints[:, :1]).to(vertices.dtype)
     object_mask = mask_on_roi_grid(crop["object_mask"], object_box, roi_size)
     object_mask = torch.where(crop["has_object_mask"][:, None, None], object_mask, torch.ones_like(object_mask))
+    has_hand_mask = crop["has_hand_mask"] & crop["has_hand_box"] & _valid_boxes(crop["hand_box"])
     targets = HandObjectTargets(
         joints2d=points_to_box_units(crop["joints_2d"], hand_box),
         joints3d=joints3d - root,
@@ -394,9 +402,11 @@ def build_hand_object_targets(crop: dict[str, Any], object_loss: torch.Tensor, h
         betas=crop["mano_shape"],
         object_points2d=points_to_box_units(crop["object_points_2d"], object_box),
         object_mask=object_mask,
+        hand_mask=mask_on_roi_grid(crop["hand_mask"], hand_box, roi_size),
         has_hand2d=has_hand2d.float() * weight,
         has_hand3d=crop["has_hand_3d"].float() * weight,
         has_mano=crop["has_mano"].float() * weight,
+        has_hand_mask=has_hand_mask.float() * weight,
         has_object=has_object.float() * weight,
     )
     return targets, hand_box, object_box
@@ -413,8 +423,10 @@ def _to_device(value: Any, device: torch.device) -> Any:
 
 
 def _float32(output: Any) -> Any:
-    """A copy of an output dataclass with every tensor in float32 (losses run outside autocast)."""
-    return replace(output, **{f.name: getattr(output, f.name).float() for f in fields(output)})
+    """A copy of an output dataclass with every tensor in float32 (losses run outside autocast);
+    absent optional outputs (None) stay None."""
+    return replace(output, **{f.name: getattr(output, f.name).float() for f in fields(output)
+                              if getattr(output, f.name) is not None})
 
 
 class TrainingModule(nn.Module):
@@ -531,8 +543,9 @@ class RefinementTraining:
 
 
 def _select(output: Any, rows: torch.Tensor) -> Any:
-    """An output dataclass restricted to the batch rows ``rows``."""
-    return replace(output, **{f.name: getattr(output, f.name)[rows] for f in fields(output)})
+    """An output dataclass restricted to the batch rows ``rows`` (absent optional outputs stay None)."""
+    return replace(output, **{f.name: getattr(output, f.name)[rows] for f in fields(output)
+                              if getattr(output, f.name) is not None})
 
 
 def _float32_refined(refined: DMAOutput) -> DMAOutput:
@@ -575,7 +588,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def check_model_config(checkpoint: dict[str, Any], path: str | Path, expected: ModelConfig, source: str) -> None:
     """Refuse a checkpoint whose model config differs from ``expected`` (naming both and the differences)."""
-    saved = checkpoint["model_config"]
+    try:  # through the dataclass, so options added since the checkpoint compare at their defaults
+        saved = to_dict(from_dict(ModelConfig, checkpoint["model_config"], f"checkpoint '{path}': model_config"))
+    except ConfigError as exc:
+        raise CheckpointMismatchError(str(exc)) from None
     wanted = to_dict(expected)
     if saved == wanted:
         return
@@ -583,6 +599,64 @@ def check_model_config(checkpoint: dict[str, Any], path: str | Path, expected: M
     raise CheckpointMismatchError(
         f"checkpoint '{path}' was trained with model config '{saved.get('name', '?')}', but this run uses "
         f"'{expected.name}' ({source}); they differ in {', '.join(differing[:8])}")
+
+
+def load_initial_weights(network: HOINet, path: str | Path, source: str) -> None:
+    """Start ``network`` from the weights of checkpoint ``path`` (a training or released checkpoint).
+
+    The checkpoint must have been made for the same model config, or for the same model
+    without the optional parts this network adds: a refinement stage (the released
+    hfl_r18 for an hfl_r18_dma run) or a hand-mask head (SemiHand's cross-modal term on
+    a checkpoint trained without it). Every other weight is loaded; an added part keeps
+    its initialisation (the refiner's zero output layers make the refined model start as
+    the first stage).
+    """
+    data = read_checkpoint(path)
+    expected = network.config
+    try:
+        saved = from_dict(ModelConfig, data["model_config"], f"checkpoint '{path}': model_config")
+    except ConfigError as exc:
+        raise CheckpointMismatchError(str(exc)) from None
+    added = _added_parts(saved, expected)
+    if not added:
+        check_model_config(data, path, expected, source)
+        network.load_state_dict(data["model"])
+        return
+    # Compare with the added parts' settings taken from this network: only they may differ.
+    aligned = replace(saved, name=expected.name, refine=expected.refine, dma=expected.dma,
+                      hand_head=replace(saved.hand_head, mask_head=expected.hand_head.mask_head))
+    differing = _differences(to_dict(aligned), to_dict(expected))
+    if differing:
+        raise CheckpointMismatchError(
+            f"checkpoint '{path}' (model '{saved.name}') cannot start '{expected.name}' ({source}) with only "
+            f"{', '.join(added)} added: they also differ in {', '.join(sorted(differing)[:8])}")
+    result = network.load_state_dict(data["model"], strict=False)
+    missing = [key for key in result.missing_keys if not key.startswith(tuple(added.values()))]
+    if missing or result.unexpected_keys:
+        raise CheckpointMismatchError(
+            f"checkpoint '{path}': its weights do not fit '{expected.name}' ({source}): "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected "
+            f"(e.g. {result.unexpected_keys[:3]})")
+    log.info("initialised %s from %s (model '%s'); untrained: %s", expected.name, path, saved.name,
+             ", ".join(added))
+
+
+def _added_parts(saved: ModelConfig, expected: ModelConfig) -> dict[str, str]:
+    """Optional parts ``expected`` has and ``saved`` lacks: {description: state-dict key prefix}."""
+    added = {}
+    if expected.refine != "none" and saved.refine == "none":
+        added["the refiner"] = REFINER_PREFIX
+    if expected.hand_head.mask_head and not saved.hand_head.mask_head:
+        added["the hand-mask head"] = MASK_HEAD_PREFIX
+    return added
+
+
+def freeze_first_stage(network: HOINet) -> None:
+    """Stop gradients to every weight but the refiner's (``trainable: refiner``)."""
+    if network.refiner is None:
+        raise ValueError(f"freeze_first_stage: model '{network.config.name}' has no refiner (refine: none)")
+    for name, parameter in network.named_parameters():
+        parameter.requires_grad_(name.startswith(REFINER_PREFIX))
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -631,15 +705,17 @@ class Trainer:
         if config.imagenet_weights is not None:
             self.network.load_imagenet_weights(config.imagenet_weights)
         if config.init_checkpoint is not None:
-            data = read_checkpoint(config.init_checkpoint)
-            check_model_config(data, config.init_checkpoint, self.model_config, config_source)
-            self.network.load_state_dict(data["model"])
+            load_initial_weights(self.network, config.init_checkpoint, config_source)
+        self.frozen_first_stage = config.trainable == "refiner"
+        if self.frozen_first_stage:
+            freeze_first_stage(self.network)
         self.network.to(device)
         self.module: nn.Module = TrainingModule(self.network)
         self.refinement = (RefinementTraining(self.network, training_object_library(config))
                            if self.network.refiner is not None else None)
         weights = config.loss.weights
-        self.train_detection = (weights.detection_heatmap + weights.detection_size + weights.detection_offset) > 0
+        self.train_detection = ((weights.detection_heatmap + weights.detection_size + weights.detection_offset) > 0
+                                and not self.frozen_first_stage)
         if self.context.distributed:
             # A batch without a refinable crop leaves the refiner unused.
             self.module = DistributedDataParallel(
@@ -676,10 +752,15 @@ class Trainer:
     def _build_semihand(self, names: Sequence[str]) -> tuple[SemiHandTraining | None, PseudoLabelRounds | None]:
         """SemiHand's per-step terms and pseudo-label rounds; (None, None) with every switch off."""
         semihand = self.config.semihand
-        if not (semihand.pseudo_labels.enabled or semihand.view_consistency.enabled):
+        if not (semihand.pseudo_labels.enabled or semihand.view_consistency.enabled or semihand.cross_modal.enabled):
             return None, None
         training = SemiHandTraining(semihand, self.network.hand_decoder.hand_model, self.model_config.input_size,
-                                    self.config.loss.weights.joints2d)
+                                    self.config.loss.weights.joints2d, self.model_config.hand_head.mask_head)
+        if training.needs_circle_radii:
+            labelled = [part.base for name, part in zip(names, self.dataset.parts)
+                        if self.config.datasets[name].kind != "pseudo"]
+            training.fit_circle_radii(labelled_mask_samples(labelled, semihand.cross_modal.fit_frames),
+                                      self.config.augmentation)
         if not semihand.pseudo_labels.enabled:
             return training, None
         pseudo = [part.base for name, part in zip(names, self.dataset.parts) if self.config.datasets[name].kind ==
@@ -770,6 +851,9 @@ class Trainer:
                                      (torch.cat([crop["image"], view.image]), torch.cat([hand_box, view.hand_box]),
                                       torch.cat([object_box, view.object_box])))
         self.module.train()
+        if self.frozen_first_stage:  # the first stage runs as at inference; only the refiner trains
+            self.network.eval()
+            self.network.refiner.train()
         with autocast:
             output, detection, refined = self.module(image, hand_in, object_in, frame, refine)
         perturbed = None
@@ -782,10 +866,14 @@ class Trainer:
         if self.semihand is not None:
             semihand = self.semihand.step_losses(
                 crop, output32.hand.joints2d, output32.hand.joints3d, hand_box, view,
-                None if perturbed is None else perturbed.joints2d, None if perturbed is None else perturbed.joints3d)
+                None if perturbed is None else perturbed.joints2d, None if perturbed is None else perturbed.joints3d,
+                mask_logits=output32.hand.mask_logits,
+                perturbed_mask_logits=None if perturbed is None else perturbed.mask_logits)
             targets = drop_hand_supervision(targets, semihand.pseudo_rows)
         losses = hand_object_loss(output32.hand, output32.object, targets, self.config.loss)
-        total, terms = losses.total, dict(losses.terms)
+        # A frozen first stage's terms are logged (its error on the training crops) but not trained.
+        total = torch.zeros((), device=device) if self.frozen_first_stage else losses.total
+        terms = dict(losses.terms)
         if semihand is not None:
             total = total + semihand.loss.total
             terms.update(semihand.loss.terms)
@@ -793,6 +881,8 @@ class Trainer:
             dma = refinement_loss(refined)
             total = total + dma.total
             terms.update(dma.terms)
+        elif self.frozen_first_stage:  # no refinable crop: a zero loss on the refiner keeps backward uniform
+            total = total + sum(p.sum() for p in self.network.refiner.parameters()) * 0.0
         if detection is not None:
             det = detection_loss(_float32(detection), _to_device(batch.detection, device), self.config.loss)
             total = total + det.total

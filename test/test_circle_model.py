@@ -12,6 +12,7 @@ from hoi_perception.render.rasterizer import Mesh, render
 from hoi_training.semihand.circle_model import (
     NUM_CIRCLES,
     CircleHandModel,
+    box_pixel_centres,
     circle_centre_weights,
     cross_modal_consistency_loss,
     fit_circle_radii,
@@ -179,6 +180,26 @@ def test_data_to_model_term_is_zero_for_the_models_own_mask(template):
     hole.view(-1)[deepest] = 0.0
     deeper = cross_modal_consistency_loss(model, uv, hole)
     torch.testing.assert_close(deeper.data_to_model, -sdf.view(-1)[deepest:deepest + 1] / 48 ** 2)
+
+
+def test_mask_on_a_box_of_the_joints_frame(template):
+    """A mask grid on a box (the hand box of a crop, joints in crop units) gives the loss of the
+    same mask with the joints in the box's own units, distances scaled by the box side."""
+    model = CircleHandModel(template, radii_m=torch.full((55,), 0.01))
+    uv_box = 0.5 + 2.5 * (template - template[:1])[None, :, :2].float()
+    mask = (model.signed_distance(uv_box, 32) < 0).float()
+    mask = torch.roll(mask, 3, dims=-1)  # misplaced, so both terms are positive
+    box = torch.tensor([[0.2, 0.1, 0.6, 0.5]])  # a square of side 0.4 in crop units
+    uv_crop = box[:, None, :2] + 0.4 * uv_box
+    in_box = cross_modal_consistency_loss(model, uv_box, mask)
+    in_crop = cross_modal_consistency_loss(model, uv_crop, mask, box)
+    assert in_box.data_to_model.item() > 0 and in_box.model_to_data.item() > 0
+    torch.testing.assert_close(in_crop.model_to_data, in_box.model_to_data)
+    torch.testing.assert_close(in_crop.data_to_model, 0.4 * in_box.data_to_model)
+    centres = box_pixel_centres(torch.tensor([[0.0, 0.0, 1.0, 0.5]]), 2)
+    torch.testing.assert_close(centres, torch.tensor([[[0.25, 0.125], [0.75, 0.125], [0.25, 0.375], [0.75, 0.375]]]))
+    with pytest.raises(ValueError, match="mask_box"):
+        cross_modal_consistency_loss(model, uv_crop, mask, torch.tensor([[0.5, 0.1, 0.2, 0.5]]))
 
 
 def test_radii_file_round_trip_and_errors(tmp_path):

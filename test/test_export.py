@@ -72,6 +72,21 @@ def test_export_writes_a_checked_model_with_names_dynamic_batch_and_metadata(tmp
     np.testing.assert_allclose(out["total"], 6.0)
 
 
+def test_export_leaves_the_module_in_eval_mode(tmp_path):
+    class Normalised(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.BatchNorm1d(3)
+
+        def forward(self, points: torch.Tensor) -> torch.Tensor:
+            return self.norm(points)
+
+    net = Normalised().train()
+    export_onnx(net, EXAMPLE, tmp_path / "bn.onnx")
+    # A later PyTorch check must not fall back to batch statistics.
+    assert not any(m.training for m in net.modules())
+
+
 def test_export_without_dynamic_batch_fixes_the_batch(tmp_path):
     path = export_onnx(ScaleNet(), EXAMPLE, tmp_path / "fixed.onnx", dynamic_batch=False)
     assert OnnxRuntimeEngine(path).inputs[0].shape == (2, 3, 2)

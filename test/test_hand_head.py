@@ -175,3 +175,126 @@ def test_onnx_export_matches_eager(mano_decoder, tmp_path):
         ref = Flat().eval()(x)
     for name, a, b in zip(names, got, ref):
         np.testing.assert_allclose(a, b.numpy(), atol=1e-4, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- optional hand-mask head
+
+TINY_NET = ["input_size=32", "backbone.fpn_channels=16", "roi.output_size=8", "hand_head.hourglass_depth=2",
+            "hand_head.encoder_rounds=2", "hand_head.regressor_hidden=32", "object_head.num_blocks=1",
+            "detection_head.head_channels=8"]
+
+
+def tiny_network(*extra: str):
+    from hoi_perception.models.config import load_model_config
+    from hoi_perception.models.network import HOINet
+
+    torch.manual_seed(0)
+    return HOINet(load_model_config("models/hfl_r18.yaml", [*TINY_NET, *extra]))
+
+
+def test_mask_head_is_off_by_default_and_adds_only_its_own_weights(decoder):
+    with torch.no_grad():
+        plain = decoder(torch.randn(2, CHANNELS, 32, 32))
+    assert plain.mask_logits is None and decoder.mask_decoder is None
+    torch.manual_seed(0)
+    masked = HandDecoder(LinearHand(), channels=CHANNELS, mask_head=True).eval()
+    with torch.no_grad():
+        out = masked(torch.randn(2, CHANNELS, 32, 32))
+    assert out.mask_logits.shape == (2, 1, 32, 32) and torch.isfinite(out.mask_logits).all()
+    extra = set(masked.state_dict()) - set(decoder.state_dict())
+    assert set(decoder.state_dict()) < set(masked.state_dict())
+    assert extra and all(k.startswith("mask_decoder.") for k in extra)
+    # Two convs (3x3 to C/2, 1x1 to 1) and a BatchNorm: a small fraction of the decoder.
+    mask_params = sum(p.numel() for p in masked.mask_decoder.parameters())
+    assert mask_params == (CHANNELS * 9 + 1) * (CHANNELS // 2) + 2 * (CHANNELS // 2) + (CHANNELS // 2 + 1)
+
+
+def test_network_with_the_head_off_keeps_outputs_names_and_state_dict_keys():
+    from hoi_perception.models.network import MASK_OUTPUT_NAME, OUTPUT_NAMES, CropNetworkExport, crop_output_names
+
+    plain, masked = tiny_network(), tiny_network("hand_head.mask_head=true")
+    crop, boxes = torch.rand(2, 3, 32, 32), torch.tensor([[4.0, 4.0, 20.0, 28.0], [8.0, 2.0, 30.0, 24.0]])
+    with torch.no_grad():
+        plain_out, masked_out = plain.eval()(crop, boxes, boxes), masked.eval()(crop, boxes, boxes)
+    assert tuple(plain_out.flat()) == OUTPUT_NAMES == CropNetworkExport(plain).output_names
+    names = crop_output_names(masked.config)
+    assert tuple(masked_out.flat()) == names == CropNetworkExport(masked).output_names
+    assert [n for n in names if n != MASK_OUTPUT_NAME] == list(OUTPUT_NAMES)
+    assert masked_out.hand.mask_logits.shape == (2, 1, 8, 8)
+    # An old state dict (no mask head) loads strictly into the default network ...
+    old = plain.state_dict()
+    assert not any("mask_decoder" in k for k in old)
+    assert not tiny_network().load_state_dict(old).missing_keys
+    # ... and a mask-head network names exactly what it lacks.
+    with pytest.raises(RuntimeError, match="mask_decoder"):
+        tiny_network("hand_head.mask_head=true").load_state_dict(old)
+
+
+def test_checkpoint_config_from_before_the_option_matches_the_default_model():
+    from hoi_perception.config import to_dict
+    from hoi_training.trainer import CheckpointMismatchError, check_model_config
+
+    network = tiny_network()
+    saved = to_dict(network.config)
+    del saved["hand_head"]["mask_head"]  # a checkpoint written before the option existed
+    check_model_config({"model_config": saved}, "old.pt", network.config, "test")
+    with pytest.raises(CheckpointMismatchError, match="hand_head.mask_head"):
+        check_model_config({"model_config": saved}, "old.pt", tiny_network("hand_head.mask_head=true").config,
+                           "test")
+
+
+def test_mask_head_exports_to_onnx_with_its_extra_output(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from hoi_perception.engines.export import export_onnx
+    from hoi_perception.engines.onnx_engine import OnnxRuntimeEngine
+    from hoi_perception.models.network import crop_output_names
+
+    network = tiny_network("hand_head.mask_head=true").eval()
+    for m in network.modules():  # O(1) gains, so the logits vary visibly (HFL's init keeps them near zero)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.requires_grad:
+            nn.init.normal_(m.weight, std=m.weight[0].numel() ** -0.5)
+    crop = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    boxes = torch.tensor([[4.0, 4.0, 20.0, 28.0], [8.0, 2.0, 30.0, 24.0]])
+    inputs = {"crop": crop, "hand_box": boxes, "object_box": boxes}
+    with torch.no_grad():
+        expected = network(**inputs).hand.mask_logits.numpy()
+    assert expected.std() > 0.05
+    path = export_onnx(network, inputs, tmp_path / "crop.onnx")
+    engine = OnnxRuntimeEngine(path, threads=1)
+    assert engine.output_names == crop_output_names(network.config)
+    got = engine.run({k: v.numpy() for k, v in inputs.items()})["hand_mask_logits"]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_mask_loss_trains_the_head_on_a_synthetic_batch(tiny_set, tmp_path):
+    from hoi_perception.config import load_config
+    from hoi_training.losses import HandObjectTargets, hand_object_loss
+    from hoi_training.train_config import TrainConfig
+    from hoi_training.trainer import Trainer, build_hand_object_targets, collate_examples
+
+    config = load_config(TrainConfig, "train/tiny_test.yaml", [f"datasets.synthetic.config.root={tiny_set}",
+                                                               f"output_dir={tmp_path / 'run'}"])
+    config.model_overrides.append("hand_head.mask_head=true")
+    trainer = Trainer(config)
+    examples = trainer.dataset.parts[0]
+    batch = collate_examples([examples[0], examples[1]])
+    network = trainer.network.train()
+    targets, hand_box, object_box = build_hand_object_targets(batch.crop, batch.object_loss,
+                                                              network.hand_decoder.hand_model,
+                                                              trainer.model_config.roi.output_size)
+    assert targets.has_hand_mask.tolist() == [1.0, 1.0] and targets.hand_mask.shape == (2, 8, 8)
+    mask_only = HandObjectTargets(hand_mask=targets.hand_mask, has_hand_mask=targets.has_hand_mask)
+    fraction = float(targets.hand_mask.float().mean())
+    best_constant = -(fraction * np.log(fraction) + (1 - fraction) * np.log(1 - fraction))
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
+    losses = []
+    for _ in range(25):
+        loss = hand_object_loss(network(batch.crop["image"], hand_box, object_box).hand, None, mask_only)
+        optimizer.zero_grad()
+        loss.total.backward()
+        optimizer.step()
+        losses.append(loss.terms["hand_mask"].item())
+    # BCE of a fresh head is log 2 (logits start at zero); on one batch it soon drops below the
+    # best constant prediction, so the head has learnt where the hand is, not just how much of it.
+    assert losses[0] == pytest.approx(np.log(2.0), abs=0.05)
+    assert losses[-1] < min(0.6 * losses[0], best_constant)

@@ -1,4 +1,5 @@
 import math
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -33,6 +34,11 @@ def _hand(requires_grad=False):
         for name in ("heatmaps", "joints2d", "rot6d", "betas", "vertices", "joints3d"):
             getattr(out, name).requires_grad_(True)
     return out
+
+
+def _first_sample(hand: HandDecoderOutput) -> HandDecoderOutput:
+    return replace(hand, **{f.name: getattr(hand, f.name)[:1] for f in fields(hand)
+                            if getattr(hand, f.name) is not None})
 
 
 def test_default_weights_are_the_papers():
@@ -104,6 +110,27 @@ def test_cross_entropy_heatmap_loss_hand_computed_and_pulls_from_uniform():
         load_config(LossConfig, {"heatmap_loss": "l1"})
 
 
+def test_hand_mask_term_is_cross_entropy_over_flagged_samples():
+    logits = torch.zeros(B, 1, 2, 2)
+    logits[0, 0, 0, 0] = 2.0
+    logits[1] = -3.0  # sample 1 is badly wrong but has no mask label
+    truth = torch.tensor([[[1, 0], [0, 0]], [[1, 1], [1, 1]]], dtype=torch.bool)
+    hand = replace(_hand(), mask_logits=logits.requires_grad_(True))
+    targets = HandObjectTargets(hand_mask=truth, has_hand_mask=torch.tensor([1.0, 0.0]))
+    loss = hand_object_loss(hand, None, targets, load_config(LossConfig, {"weights": {"hand_mask": 3.0}}))
+    # Sample 0: -log sigmoid(2) on the hand cell, -log(1 - 1/2) on three background cells.
+    expected = (math.log1p(math.exp(-2.0)) + 3 * math.log(2.0)) / 4
+    assert loss.terms["hand_mask"].item() == pytest.approx(3.0 * expected, rel=1e-6)
+    assert set(loss.terms) == {"hand_mask"} and LossWeights().hand_mask == 1.0
+    loss.total.backward()
+    assert hand.mask_logits.grad[1].abs().max() == 0 and hand.mask_logits.grad[0].abs().min() > 0
+    # No mask head (mask_logits None): mask labels alone are no term to train.
+    with pytest.raises(ValueError, match="no labels"):
+        hand_object_loss(_hand(), None, targets)
+    with pytest.raises(ValueError, match="hand_mask"):
+        hand_object_loss(hand, None, HandObjectTargets(hand_mask=truth[:, :1]))
+
+
 def test_invisible_joints_are_ignored():
     hand = _hand()
     hand.joints2d[:, 0] = 0.5  # joint 0 wrong, but marked invisible
@@ -119,7 +146,7 @@ def _object(votes_value=0.5, conf_value=0.5):
 
 
 def test_object_terms_hand_computed():
-    hand = HandDecoderOutput(*(t[:1] for t in vars(_hand()).values()))
+    hand = _first_sample(_hand())
     obj = _object()
     mask = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
     targets = HandObjectTargets(object_points2d=torch.tensor([[[0.8, 0.1]]]), object_mask=mask)
@@ -140,7 +167,7 @@ def test_pseudo_labelled_samples_drop_the_object_loss():
                                 object_mask=torch.ones(B, 2, 2), has_object=torch.tensor([1.0, 0.0]))
     masked = hand_object_loss(hand, obj, targets)
     only_first = hand_object_loss(
-        HandDecoderOutput(*(t[:1] for t in vars(hand).values())),
+        _first_sample(hand),
         ObjectHeadOutput(obj.votes[:1], obj.confidence[:1]),
         HandObjectTargets(joints2d=torch.zeros(1, J, 2), object_points2d=points[:1], object_mask=torch.ones(1, 2, 2)))
     assert masked.terms["object_votes"].item() == pytest.approx(only_first.terms["object_votes"].item())

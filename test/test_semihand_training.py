@@ -12,15 +12,22 @@ from test_pseudolabel_dataset import make_synthetic  # test/ is on sys.path unde
 from test_pseudolabel_pipeline import oracle_job, write_tiny_checkpoint
 
 from hoi_perception.config import ConfigError, load_config
+from hoi_perception.hand_model.mano import HandModel
 from hoi_perception.models.object_head import points_to_box_units
 from hoi_training.data.sample import HandObjectSample, collate_samples
+from hoi_training.semihand.circle_model import box_pixel_centres, cross_modal_consistency_loss, save_circle_radii
+from hoi_training.semihand.config import SemiHandConfig
 from hoi_training.semihand.consistency import Perturbation
 from hoi_training.semihand.training import (
+    TERM_CROSS_MODAL,
     TERM_LABEL_CORRECTION,
     TERM_PSEUDO_LABEL,
     TERM_VIEW_CONSISTENCY,
+    PerturbedView,
+    SemiHandTraining,
     batch_pseudo_labels,
     hand_box_to_crop_units,
+    labelled_mask_samples,
     perturb_boxes,
 )
 from hoi_training.train_config import TrainConfig
@@ -215,3 +222,112 @@ def test_shipped_semihand_config_loads(data):
     assert semihand.view_consistency.enabled and not semihand.cross_modal.enabled
     assert semihand.schedule.drop_round == 5 and config.epochs == 10
     assert semihand.selection.confidence_threshold == 1.5 / 64 ** 2
+
+
+# ----------------------------------------------------------------------------- hand masks (eq. 10 mask term, eq. 11)
+
+CROP = 64
+RADII_M = 0.009  # one radius for every circle keeps the hand-built case simple
+
+
+@pytest.fixture(scope="module")
+def hand_model() -> HandModel:
+    return HandModel("right")
+
+
+def mask_training(hand_model, tmp_path, *, cross_modal: bool = False, view: bool = False,
+                  mask_head: bool = True) -> SemiHandTraining:
+    config = SemiHandConfig()
+    config.view_consistency.enabled = view
+    config.cross_modal.enabled = cross_modal
+    config.cross_modal.radii_file = save_circle_radii(tmp_path / "radii.npz", torch.full((55,), RADII_M))
+    return SemiHandTraining(config, hand_model, CROP, supervised_2d_weight=100.0, mask_head=mask_head)
+
+
+def template_hand(training: SemiHandTraining) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(joints2d in hand-box units (1, 21, 2), the hand box (1, 4) in crop pixels, the joints in crop units):
+    the rest-pose template seen orthographically at 3 crop units per metre, boxed with a margin."""
+    template = training.template.double()
+    uv = (0.5 + 3.0 * (template - template[:1])[None, :, :2]).float()
+    low, high = uv.amin(1) - 0.08, uv.amax(1) + 0.08
+    box = torch.cat([low, high], 1) * CROP
+    joints2d = (uv * CROP - box[:, None, :2]) / (box[:, None, 2:] - box[:, None, :2])
+    return joints2d, box, uv
+
+
+def test_cross_modal_needs_a_mask_head(hand_model, tmp_path):
+    with pytest.raises(ConfigError, match="hand_head.mask_head"):
+        mask_training(hand_model, tmp_path, cross_modal=True, mask_head=False)
+    training = mask_training(hand_model, tmp_path, cross_modal=True)
+    assert not training.needs_circle_radii and not training.circle_model.log_radii.requires_grad
+    joints2d, box, _ = template_hand(training)
+    with pytest.raises(ValueError, match="mask logits are needed"):
+        training.step_losses({"weight": torch.ones(1)}, joints2d, torch.zeros(1, 21, 3), box)
+
+
+def test_cross_modal_term_is_small_for_the_models_own_mask_and_moves_only_the_joints(hand_model, tmp_path):
+    training = mask_training(hand_model, tmp_path, cross_modal=True)
+    joints2d, box, uv = template_hand(training)
+    size = 32  # the hand RoI's grid
+    sdf = training.circle_model.signed_distance_at(uv, box_pixel_centres(box / CROP, size)).view(1, 1, size, size)
+    assert 0.1 < float((sdf < 0).float().mean()) < 0.6  # the circles fill a fair part of the hand box
+    own = torch.where(sdf < 0, 20.0, -20.0)  # mask logits of the circle rendering itself
+    joints2d = joints2d.clone().requires_grad_(True)
+    logits = own.clone().requires_grad_(True)
+    crop = {"weight": torch.ones(1)}
+    exact = training.step_losses(crop, joints2d, torch.zeros(1, 21, 3), box, mask_logits=logits)
+    # Eq. 11 in crop units on the hand-box grid: only the soft edge differs (model to data), no
+    # pixel is misplaced (data to model), scaled by lambda_c (0.1) x the supervised 2D weight (100).
+    assert set(exact.loss.terms) == {TERM_CROSS_MODAL}
+    direct = cross_modal_consistency_loss(training.circle_model, uv, torch.sigmoid(own), box / CROP)
+    assert direct.data_to_model.item() < 1e-9 and 0 < direct.model_to_data.item() < 0.3
+    torch.testing.assert_close(exact.loss.terms[TERM_CROSS_MODAL], 10.0 * direct.model_to_data[0])
+    exact.loss.total.backward()
+    assert logits.grad is None  # stop-gradient on the mask
+    assert joints2d.grad.abs().sum() > 0
+    # A mask shifted by 5 of 32 cells: hand pixels outside the circles now cost their distance.
+    moved = own.roll(5, dims=-1)
+    shifted = training.step_losses(crop, joints2d, torch.zeros(1, 21, 3), box, mask_logits=moved)
+    assert shifted.loss.terms[TERM_CROSS_MODAL] > 1.4 * exact.loss.terms[TERM_CROSS_MODAL]  # measured 1.62x
+    direct_shifted = cross_modal_consistency_loss(training.circle_model, uv, torch.sigmoid(moved), box / CROP)
+    assert direct_shifted.data_to_model.item() > 1e-3  # crop units, mean over the grid
+
+
+def test_view_consistency_adds_the_mask_term_with_a_mask_head(hand_model, tmp_path):
+    training = mask_training(hand_model, tmp_path, view=True)
+    joints2d, box, _ = template_hand(training)
+    joints3d = torch.zeros(1, 21, 3)
+    view = PerturbedView(image=torch.zeros(1, 3, CROP, CROP), hand_box=box, object_box=box,
+                         perturbation=Perturbation.identity(1))
+    logits = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    crop = {"weight": torch.ones(1)}
+    same = training.step_losses(crop, joints2d, joints3d, box, view, joints2d, joints3d, mask_logits=logits,
+                                perturbed_mask_logits=logits)
+    assert same.loss.terms[TERM_VIEW_CONSISTENCY] < 1e-5  # float32 resampling at the pixel centres
+    other = logits + 1.0
+    changed = training.step_losses(crop, joints2d, joints3d, box, view, joints2d, joints3d, mask_logits=logits,
+                                   perturbed_mask_logits=other)
+    # lambda_c (0.1) x the supervised 2D weight (100) x mask_weight (1) x mean |w' - w|.
+    expected = 0.1 * 100.0 * (torch.sigmoid(other) - torch.sigmoid(logits)).abs().mean()
+    torch.testing.assert_close(changed.loss.terms[TERM_VIEW_CONSISTENCY], expected)
+    with pytest.raises(ValueError, match="perturbed view's mask logits"):
+        training.step_losses(crop, joints2d, joints3d, box, view, joints2d, joints3d, mask_logits=logits)
+
+
+def test_trainer_fits_radii_and_trains_with_mask_consistency(data, tmp_path):
+    config = lab_config(data, tmp_path, "semihand.view_consistency.enabled=true", "semihand.cross_modal.fit_frames=3")
+    config.model_overrides.append("hand_head.mask_head=true")
+    config.semihand.cross_modal.enabled = True  # train_config refuses it for models without the mask head
+    trainer = Trainer(config)
+    semihand = trainer.semihand
+    assert semihand.circle_radii_ready
+    radii_mm = semihand.circle_model.radii_m * 1000
+    # 32 px crops: circles on fingers thinner than a pixel get the fit's 1 mm floor.
+    assert 0.999 <= float(radii_mm.min()) and float(radii_mm.max()) < 40.0
+    assert radii_mm[45:].mean() > radii_mm[:45].mean()  # the palm's circles are the larger ones
+    lab = trainer.dataset.parts[0]
+    assert len(labelled_mask_samples([lab.base], 3)) == 3
+    result, _ = trainer.train_step(collate_examples([lab[0], lab[1]]))
+    assert {TERM_CROSS_MODAL, TERM_VIEW_CONSISTENCY, "hand_mask"} <= set(result.terms)
+    assert result.terms[TERM_CROSS_MODAL] > 0 and result.terms[TERM_VIEW_CONSISTENCY] > 0
+    assert math.isclose(result.total, sum(result.terms.values()), rel_tol=1e-5)

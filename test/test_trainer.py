@@ -43,7 +43,7 @@ def test_shipped_configs_load_and_resolve_their_models(tiny_set):
                          [f"datasets.synthetic_lab.config.root={tiny_set}"])
     assert config.optimizer.lr == 1e-4 and config.optimizer.weight_decay == 5e-4
     assert config.optimizer.lr_decay == 0.7 and config.optimizer.lr_step_epochs == 10
-    assert config.model_config().name == "hfl_r18" and config.model_config().input_size == 256
+    assert config.model_config().name == "hfl_r18" and config.model_config().input_size == 128
     tiny = load_config(TrainConfig, TINY, tiny_overrides(tiny_set))
     assert tiny.model_config().input_size == 32 and tiny.model_config().backbone.fpn_channels == 16
 

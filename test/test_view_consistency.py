@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hoi_perception.config import ConfigError
+from hoi_training.semihand.circle_model import box_pixel_centres
 from hoi_training.semihand.consistency import (
     GrayscaleErasingConfig,
     HandPose25D,
@@ -14,6 +15,7 @@ from hoi_training.semihand.consistency import (
     PerturbationConfig,
     grayscale_and_erase,
     pose_distance,
+    resample_box_mask,
     sample_perturbations,
     view_consistency_loss,
 )
@@ -215,3 +217,49 @@ def test_grayscale_and_erasing():
     assert torch.equal(unchanged, images)
     with pytest.raises(ConfigError, match="erasing_min_area"):
         grayscale_and_erase(images, GrayscaleErasingConfig(erasing_min_area=0.5, erasing_max_area=0.2))
+
+
+def blob_on_boxes(centres: torch.Tensor, boxes: torch.Tensor, size: int, sigma: float = 0.06) -> torch.Tensor:
+    """(B, 1, S, S) a gaussian blob at ``centres`` (B, 2) drawn on each box's S x S grid, all in crop units."""
+    points = box_pixel_centres(boxes, size)
+    d2 = ((points - centres[:, None]) ** 2).sum(-1)
+    return torch.exp(-d2 / (2 * sigma ** 2)).view(-1, 1, size, size)
+
+
+def test_masks_on_boxes_follow_the_perturbation():
+    """A mask predicted on each view's (hand) box, of a blob that moves with the crop, is consistent."""
+    from hoi_training.semihand.training import perturb_boxes
+
+    boxes = torch.tensor([[0.20, 0.15, 0.60, 0.85], [0.30, 0.25, 0.75, 0.60], [0.1, 0.2, 0.5, 0.6],
+                          [0.25, 0.2, 0.7, 0.8]], dtype=torch.float64)  # crop units; not square
+    centres = torch.tensor([[0.35, 0.45], [0.5, 0.4], [0.3, 0.4], [0.5, 0.5]], dtype=torch.float64)
+    cases = perturbation([90.0, 270.0, 0.0, 2.0], [[0, 0], [0, 0], [4, -3], [0, 0]])
+    moved_boxes = perturb_boxes(boxes, cases, 1)
+    size = 16
+    reference = blob_on_boxes(centres, boxes, size)
+    moved = blob_on_boxes(cases.apply_points(centres[:, None])[:, 0], moved_boxes, size)
+    target, valid = resample_box_mask(reference, boxes, moved_boxes, cases)
+    error = ((target - moved).abs() * valid).flatten(1).amax(-1)
+    # Quarter turns and translations map pixel centres onto pixel centres; a 2 degree turn resamples.
+    assert error[:3].max() < 1e-9 and error[3] < 0.05
+    assert valid[:3].min() == 1.0 and 0.5 < valid[3].mean() < 1.0  # the grown box has cells without a source
+    # Identity: the mask itself, everywhere valid.
+    same, everywhere = resample_box_mask(reference, boxes, boxes, Perturbation.identity(4, torch.float64))
+    torch.testing.assert_close(same, reference)
+    assert everywhere.min() == 1.0
+
+    pose = HandPose25D(uv=centres[:, None].expand(4, 21, 2), depth=torch.zeros(4, 21, dtype=torch.float64))
+    moved_pose = cases.apply_pose(pose)
+    loss = view_consistency_loss(HandViewPrediction(pose, reference, boxes),
+                                 HandViewPrediction(moved_pose, moved, moved_boxes), cases, depth_weight=10.0)
+    assert loss.mask[:3].max() < 1e-9 and loss.mask[3] < 0.01
+    # A mask that stays put on its grid is consistent under a translation (the box moves along),
+    # not under a quarter turn.
+    frozen = view_consistency_loss(HandViewPrediction(pose, reference, boxes),
+                                   HandViewPrediction(moved_pose, reference, moved_boxes), cases, depth_weight=10.0)
+    assert frozen.mask[:2].min() > 0.05 and frozen.mask[2] < 1e-9
+    with pytest.raises(ValueError, match="mask boxes"):
+        view_consistency_loss(HandViewPrediction(pose, reference, boxes), HandViewPrediction(moved_pose, moved),
+                              cases, depth_weight=10.0)
+    with pytest.raises(ValueError, match="mask_box"):
+        HandViewPrediction(pose, None, boxes)

@@ -138,7 +138,9 @@ def export_onnx(module: nn.Module, example_inputs: Mapping[str, torch.Tensor], o
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
             warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1")
-            torch.onnx.export(FlatOutputModule(module, input_names), tuple(example_inputs.values()), str(raw),
+            # The wrapper must be in eval mode too: the exporter restores the mode it found on
+            # the module it is given, recursively, which would put ``module`` back in training.
+            torch.onnx.export(FlatOutputModule(module, input_names).eval(), tuple(example_inputs.values()), str(raw),
                               dynamo=False, opset_version=opset, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=dynamic_axes, do_constant_folding=True)
         _finish_onnx(raw, path, props)

@@ -5,8 +5,8 @@ Loaded from ``config/models/*.yaml`` with :func:`load_model_config`. The shipped
 * ``hfl_r50.yaml`` - HFL-Net: harmonious two-stream ResNet-50 FPN, 256 px crops.
 * ``sho_r50.yaml`` - Semi-Hand-Object: single-stream ResNet-50 FPN with LeakyReLU and
   the CR transformer (object query), 512 px crops.
-* ``hfl_r18.yaml`` - HFL-Net's structure on ResNet-18 with 128-channel features, for
-  CPUs and Jetson-class robots.
+* ``hfl_r18.yaml`` - HFL-Net's structure on ResNet-18 with 64-channel features and
+  128 px crops, for CPUs and Jetson-class robots (the shipped checkpoint's model).
 * ``hfl_r18_dma.yaml`` - ``hfl_r18`` with the Dense Mutual Attention refinement stage
   (``refine: dma``, see :mod:`hoi_perception.models.refinement`).
 
@@ -87,13 +87,19 @@ class InteractionConfig:
 
 @dataclass
 class HandHeadConfig:
-    """SHO's hand decoder; its channel count is the backbone's ``fpn_channels``."""
+    """SHO's hand decoder; its channel count is the backbone's ``fpn_channels``.
+
+    ``mask_head`` adds a hand-mask output on the hand-box grid (the RoI size), which
+    SemiHand's mask consistency terms need; off (the default) the network, its state
+    dict and its exported graphs are those of a model without the option.
+    """
 
     hourglass_depth: int = 4
     encoder_rounds: int = 4
     encoder_blocks: int = 2
     regressor_hidden: int = 512
     confidence_radius: float = 2.0
+    mask_head: bool = False
 
     def validate(self) -> None:
         if min(self.hourglass_depth, self.encoder_rounds, self.encoder_blocks, self.regressor_hidden) < 1:

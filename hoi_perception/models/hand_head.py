@@ -10,7 +10,11 @@ Semi-Hand-Object's decoder, used unchanged by HFL-Net:
    them with four rounds of (2 residual blocks + 2x2 max-pool) to a vector;
 3. a regressor predicts 16 joint rotations in the continuous 6D form and 10 shape
    coefficients; the rotations become MANO's axis-angle pose, and a right-hand MANO
-   layer (flat hand mean, no PCA) gives vertices and joints, made root-relative.
+   layer (flat hand mean, no PCA) gives vertices and joints, made root-relative;
+4. optionally (``mask_head``), a small convolutional decoder on the same hourglass
+   features gives a hand-mask logit map on the hand-box grid. SemiHand predicts the
+   mask with the pose network's shared trunk, which ties the two tasks together and
+   is what its view and cross-modal consistency terms compare the pose with.
 
 2D joints are in *hand-box units*: (0, 0) is the hand box's top-left corner and
 (1, 1) its bottom-right; heatmap cell (i, j) has centre ((j + 0.5) / W, (i + 0.5) / H).
@@ -45,6 +49,8 @@ class HandDecoderOutput:
     rot6d: (B, 16, 6) the same rotations in 6D form (what the pose loss compares).
     betas: (B, 10) MANO shape.
     vertices: (B, 778, 3) and joints3d: (B, 21, 3) root-relative (wrist at the origin), metres.
+    mask_logits: (B, 1, H, W) hand-mask logits on the heatmap grid (the hand box), or None
+        without a mask head (the output is then absent from flattened and exported outputs).
     """
 
     heatmaps: torch.Tensor
@@ -55,6 +61,7 @@ class HandDecoderOutput:
     betas: torch.Tensor
     vertices: torch.Tensor
     joints3d: torch.Tensor
+    mask_logits: torch.Tensor | None = None
 
 
 class PreActBottleneck(nn.Module):
@@ -119,6 +126,21 @@ class HeatmapNet(nn.Module):
         return heatmaps, joints2d, confidence, features
 
 
+class MaskDecoder(nn.Module):
+    """Hourglass features (B, C, R, R) -> hand-mask logits (B, 1, R, R): a 3x3 conv to C/2
+    channels (BN, LeakyReLU) and a 1x1 conv to one logit per cell. It reads the features the
+    joint heatmaps come from, so the mask needs no resolution of its own and costs two convs."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        mid = channels // 2
+        self.body = nn.Sequential(nn.Conv2d(channels, mid, 3, padding=1), nn.BatchNorm2d(mid), nn.LeakyReLU(0.01),
+                                  nn.Conv2d(mid, 1, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.body(features)
+
+
 class HandEncoder(nn.Module):
     """Heatmaps and features to ``channels`` by 1x1 convs, summed; then ``num_rounds`` x
     (``blocks_per_round`` residuals + 2x2 max-pool); flattened."""
@@ -173,11 +195,13 @@ class HandDecoder(nn.Module):
         encoder_rounds, encoder_blocks: the encoder's (blocks + max-pool) rounds (4, 2).
         regressor_hidden: width of the MANO regressor's hidden layer (512).
         confidence_radius: radius in heatmap cells for ``joint_confidence`` (2).
+        mask_head: add :class:`MaskDecoder` and output ``mask_logits``; off, the decoder's
+            parameters and outputs are exactly those of a decoder built before the option.
     """
 
     def __init__(self, hand_model: nn.Module, channels: int = 256, roi_size: int = 32, hourglass_depth: int = 4,
                  encoder_rounds: int = 4, encoder_blocks: int = 2, regressor_hidden: int = 512,
-                 confidence_radius: float = 2.0) -> None:
+                 confidence_radius: float = 2.0, mask_head: bool = False) -> None:
         super().__init__()
         if channels < 2 or channels % 2:
             raise ValueError(f"HandDecoder channels: expected an even number >= 2, got {channels}")
@@ -194,6 +218,7 @@ class HandDecoder(nn.Module):
         self.encoder = HandEncoder(channels, encoder_rounds, encoder_blocks)
         encoded = channels * (roi_size // 2 ** encoder_rounds) ** 2
         self.regressor = MANORegressor(encoded, regressor_hidden)
+        self.mask_decoder = MaskDecoder(channels) if mask_head else None
         self.hand_model = hand_model
         for p in self.hand_model.parameters():
             p.requires_grad_(False)
@@ -207,6 +232,7 @@ class HandDecoder(nn.Module):
         pose = matrix_to_axis_angle(rot6d_to_matrix(rot6d)).flatten(1)  # (B, 48)
         mano = self.hand_model(global_orient=pose[:, :3], hand_pose=pose[:, 3:], betas=betas)
         root = mano.joints[:, :1]
+        mask_logits = None if self.mask_decoder is None else self.mask_decoder(features)
         return HandDecoderOutput(heatmaps=heatmaps, joints2d=joints2d, joint_confidence=confidence, pose=pose,
                                  rot6d=rot6d, betas=betas, vertices=mano.vertices - root,
-                                 joints3d=mano.joints - root)
+                                 joints3d=mano.joints - root, mask_logits=mask_logits)

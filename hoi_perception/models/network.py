@@ -51,8 +51,11 @@ class NetworkOutput:
     refinement: RefinementFeatures | None = None
 
     def flat(self) -> dict[str, torch.Tensor]:
-        """Named tensors in :data:`OUTPUT_NAMES` order (the ONNX outputs), then ``refinement_*`` if present."""
-        out = {f"hand_{f.name}": getattr(self.hand, f.name) for f in fields(self.hand)}
+        """Named tensors as the exporter names them (``flatten_outputs``): :data:`OUTPUT_NAMES` with
+        :data:`MASK_OUTPUT_NAME` after the other hand outputs when the mask head is on, then
+        ``refinement_*`` if present."""
+        out = {f"hand_{f.name}": getattr(self.hand, f.name) for f in fields(self.hand)
+               if getattr(self.hand, f.name) is not None}
         out.update({f"object_{f.name}": getattr(self.object, f.name) for f in fields(self.object)})
         if self.refinement is not None:
             out.update({f"refinement_{f.name}": getattr(self.refinement, f.name) for f in fields(self.refinement)
@@ -60,7 +63,10 @@ class NetworkOutput:
         return out
 
 
-OUTPUT_NAMES: tuple[str, ...] = (tuple(f"hand_{f.name}" for f in fields(HandDecoderOutput))
+# The hand-mask logits exist only with ``hand_head.mask_head``; OUTPUT_NAMES are the outputs every model has.
+MASK_OUTPUT_NAME = "hand_mask_logits"
+OUTPUT_NAMES: tuple[str, ...] = (tuple(f"hand_{f.name}" for f in fields(HandDecoderOutput)
+                                       if f"hand_{f.name}" != MASK_OUTPUT_NAME)
                                  + tuple(f"object_{f.name}" for f in fields(ObjectHeadOutput)))
 DETECTION_OUTPUT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Detections))
 
@@ -144,7 +150,8 @@ class HOINet(nn.Module):
         hh = config.hand_head
         self.hand_decoder = HandDecoder(default_hand_model() if hand_model is None else hand_model, channels,
                                         config.roi.output_size, hh.hourglass_depth, hh.encoder_rounds,
-                                        hh.encoder_blocks, hh.regressor_hidden, hh.confidence_radius)
+                                        hh.encoder_blocks, hh.regressor_hidden, hh.confidence_radius,
+                                        hh.mask_head)
         self.object_head = ObjectHead(channels, config.roi.output_size, config.object_head.num_blocks,
                                       config.object_head.offset_scale)
         # The detection head sees both streams' P2 side by side (hands from the hand stream,
@@ -161,8 +168,9 @@ class HOINet(nn.Module):
         fpns = ([self.backbone.hand_fpn, self.backbone.object_fpn] if isinstance(self.backbone, HarmoniousBackbone)
                 else [self.backbone.fpn])
         if config.new_layer_init == "hfl":
+            mask_decoder = self.hand_decoder.mask_decoder
             for module in (*fpns, self.interaction, self.hand_decoder.heatmap_net, self.hand_decoder.encoder,
-                           self.object_head.trunk):
+                           self.object_head.trunk, *([] if mask_decoder is None else [mask_decoder])):
                 init_new_layers(module)
         self.register_state_dict_post_hook(_drop_hand_model_from_state_dict)
         self.register_load_state_dict_pre_hook(_skip_hand_model_on_load)
@@ -228,16 +236,25 @@ class HOINet(nn.Module):
         return decode_detections(self.detect(frame), self.config.detection_head.max_detections, P2_STRIDE)
 
 
+def crop_output_names(config: ModelConfig) -> tuple[str, ...]:
+    """The crop network's output names in order: :data:`OUTPUT_NAMES`, with :data:`MASK_OUTPUT_NAME`
+    after the other hand outputs when the model has the mask head."""
+    if not config.hand_head.mask_head:
+        return OUTPUT_NAMES
+    hand = [n for n in OUTPUT_NAMES if n.startswith("hand_")]
+    return (*hand, MASK_OUTPUT_NAME, *OUTPUT_NAMES[len(hand):])
+
+
 class CropNetworkExport(nn.Module):
     """ONNX view of :meth:`HOINet.forward`: inputs (crop, hand_box, object_box), outputs a
-    tuple in :data:`OUTPUT_NAMES` order."""
+    tuple in :func:`crop_output_names` order."""
 
     input_names = ("crop", "hand_box", "object_box")
-    output_names = OUTPUT_NAMES
 
     def __init__(self, network: HOINet) -> None:
         super().__init__()
         self.network = network
+        self.output_names = crop_output_names(network.config)
 
     def forward(self, crop: torch.Tensor, hand_box: torch.Tensor, object_box: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:

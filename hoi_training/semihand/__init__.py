@@ -6,14 +6,17 @@ The pieces are pure functions and small ``nn.Module``s that the trainer composes
 * :mod:`~hoi_training.semihand.label_correction`: greedy registration onto template bone lengths (P);
 * :mod:`~hoi_training.semihand.selection`: confidence (eq. 8), selection, eq. 6 loss, eq. 7 update;
 * :mod:`~hoi_training.semihand.consistency`: 2.5D poses and distance (eq. 2), perturbations,
-  view-consistency loss (eq. 10), grayscale/erasing augmentation;
+  view-consistency loss (eq. 10, with masks on the crop or on each view's hand box),
+  grayscale/erasing augmentation;
 * :mod:`~hoi_training.semihand.circle_model`: circle hand model, radius fitting, eq. 11 loss;
-* :mod:`~hoi_training.semihand.config`: :class:`SemiHandConfig` (config/semihand.yaml).
+* :mod:`~hoi_training.semihand.config`: :class:`SemiHandConfig` (config/semihand.yaml);
+* :mod:`~hoi_training.semihand.training`: the terms inside ``hoi-train fit`` and the rounds.
 """
 
 from hoi_training.semihand.circle_model import (
     CircleHandModel,
     CrossModalLoss,
+    box_pixel_centres,
     cross_modal_consistency_loss,
     fit_circle_radii,
     load_circle_radii,
@@ -27,6 +30,7 @@ from hoi_training.semihand.consistency import (
     PerturbationConfig,
     ViewConsistencyLoss,
     pose_distance,
+    resample_box_mask,
     sample_perturbations,
     view_consistency_loss,
 )
@@ -57,6 +61,7 @@ __all__ = [
     "PseudoLabelState",
     "SemiHandConfig",
     "ViewConsistencyLoss",
+    "box_pixel_centres",
     "correct_hand_pose",
     "cross_modal_consistency_loss",
     "fit_circle_radii",
@@ -66,6 +71,7 @@ __all__ = [
     "pseudo_label_confidence",
     "pseudo_label_loss",
     "register_to_template",
+    "resample_box_mask",
     "rest_pose_template",
     "sample_perturbations",
     "save_circle_radii",

@@ -40,12 +40,16 @@ Loss (:func:`cross_modal_consistency_loss`), per sample:
 
 * model to data (eq. 12): mean over pixels of ``|R(G(uv)) - w|``;
 * data to model (eqs. 13-14): mean over pixels of ``w * max(sdf, 0) + (1 - w) * max(-sdf, 0)``
-  (box units): a hand pixel outside every circle costs its distance to the nearest
+  (units of ``uv``): a hand pixel outside every circle costs its distance to the nearest
   circle, a background pixel inside a circle costs its depth inside the deepest one.
   The paper defines it for a binary mask; the predicted soft mask weighs the two cases.
 
 Both are means over pixels rather than the paper's sums, so they do not depend on the
-mask resolution.
+mask resolution. The mask need not span the joints' unit square: ``mask_box`` places its
+grid anywhere in the joints' (isotropic) coordinates, e.g. the network's mask on the
+hand box of a square crop, with joints and box both in crop units. A non-square box
+gives non-square pixels; the soft edge is then ``softness_px`` times their geometric-mean
+side.
 """
 
 from __future__ import annotations
@@ -186,15 +190,21 @@ class CircleHandModel(torch.nn.Module):
         radii = self.image_scale(uv)[:, None] * self.radii_m.to(uv.dtype)[None]
         return centres, radii
 
+    def signed_distance_at(self, uv: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """(B, N) signed distance from points (B, N, 2) to the union of circles, both in uv's units."""
+        centres, radii = self.circles(uv)
+        if points.ndim != 3 or points.shape[0] != uv.shape[0] or points.shape[2] != 2:
+            raise ValueError(f"points: expected shape ({uv.shape[0]}, N, 2), got {tuple(points.shape)}")
+        # Direct differences, not the matrix-product expansion: exact in float32 and finite gradients at 0.
+        distances = torch.cdist(points.to(uv.dtype), centres, compute_mode="donot_use_mm_for_euclid_dist")
+        return (distances - radii[:, None, :]).min(dim=-1).values
+
     def signed_distance(self, uv: torch.Tensor, size: int) -> torch.Tensor:
         """(B, S, S) signed distance (box units) from each pixel centre to the union of circles."""
         if size < 1:
             raise ValueError(f"size: expected a positive mask size, got {size}")
-        centres, radii = self.circles(uv)
         grid = pixel_centres(size, uv).reshape(1, size * size, 2).expand(uv.shape[0], -1, -1)
-        # Direct differences, not the matrix-product expansion: exact in float32 and finite gradients at 0.
-        distances = torch.cdist(grid, centres, compute_mode="donot_use_mm_for_euclid_dist") - radii[:, None, :]
-        return distances.min(dim=-1).values.view(uv.shape[0], size, size)
+        return self.signed_distance_at(uv, grid).view(uv.shape[0], size, size)
 
     def render(self, uv: torch.Tensor, size: int) -> torch.Tensor:
         """R(G(uv)): (B, S, S) soft hand mask in [0, 1]."""
@@ -213,18 +223,38 @@ class CrossModalLoss:
     total: torch.Tensor  # scalar: mean over the batch of their sum
 
 
-def cross_modal_consistency_loss(model: CircleHandModel, uv: torch.Tensor, mask: torch.Tensor) -> CrossModalLoss:
+def box_pixel_centres(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, S * S, 2) (x, y) pixel centres, row-major, of an S x S grid laid over each box (B, 4)
+    (x0, y0, x1, y1); the unit box gives :func:`pixel_centres`."""
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"mask_box: expected boxes of shape (B, 4) (x0, y0, x1, y1), got {tuple(boxes.shape)}")
+    unit = pixel_centres(size, boxes).reshape(1, size * size, 2)
+    return boxes[:, None, :2] + unit * (boxes[:, None, 2:] - boxes[:, None, :2])
+
+
+def cross_modal_consistency_loss(model: CircleHandModel, uv: torch.Tensor, mask: torch.Tensor,
+                                 mask_box: torch.Tensor | None = None) -> CrossModalLoss:
     """SemiHand's eq. 11 with a stop-gradient on the mask: gradients reach only the 2D joints
     (and the radii, if they are trainable).
 
-    uv: (B, 21, 2) predicted 2D joints, box units; mask: (B, S, S) or (B, 1, S, S)
-    predicted hand probability in [0, 1].
+    uv: (B, 21, 2) predicted 2D joints; mask: (B, S, S) or (B, 1, S, S) predicted hand
+    probability in [0, 1]; mask_box: (B, 4) the box the mask grid spans, in uv's units
+    (None: the unit square, i.e. uv in the mask's box units).
     """
     _check_uv(uv)
     target = _check_masks(mask, uv.shape[0], "mask").detach().to(uv.dtype)
-    size = target.shape[-1]
-    sdf = model.signed_distance(uv, size)
-    rendered = torch.sigmoid(-sdf * (size / model.softness_px))
+    batch, size = uv.shape[0], target.shape[-1]
+    if mask_box is None:
+        mask_box = uv.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(batch, 4)
+    elif tuple(mask_box.shape) != (batch, 4):
+        raise ValueError(f"mask_box: expected shape ({batch}, 4) (x0, y0, x1, y1), got {tuple(mask_box.shape)}")
+    mask_box = mask_box.detach().to(uv.dtype)
+    sides = mask_box[:, 2:] - mask_box[:, :2]
+    if not bool((sides > 0).all()):
+        raise ValueError("mask_box: every box needs x1 > x0 and y1 > y0")
+    sdf = model.signed_distance_at(uv, box_pixel_centres(mask_box, size)).view(batch, size, size)
+    pixel = sides.prod(-1).sqrt() / size  # (B,) geometric-mean pixel side, uv units
+    rendered = torch.sigmoid(-sdf / (model.softness_px * pixel)[:, None, None])
     model_to_data = (rendered - target).abs().flatten(1).mean(-1)
     data_to_model = (target * F.relu(sdf) + (1.0 - target) * F.relu(-sdf)).flatten(1).mean(-1)
     return CrossModalLoss(model_to_data=model_to_data, data_to_model=data_to_model,

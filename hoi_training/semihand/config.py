@@ -68,7 +68,8 @@ class SelectionConfig:
 
 @dataclass
 class ViewConsistencyConfig:
-    """Eq. 10 on labelled and unlabelled crops; mask_weight scales its mask L1 term."""
+    """Eq. 10 on labelled and unlabelled crops; mask_weight scales its mask L1 term, which is
+    part of the loss when the model has the hand-mask head (``hand_head.mask_head``)."""
 
     enabled: bool = False
     mask_weight: float = 1.0
@@ -80,7 +81,8 @@ class ViewConsistencyConfig:
 
 @dataclass
 class CrossModalConfig:
-    """Eq. 11 between the predicted 2D joints and hand mask through the 55-circle model.
+    """Eq. 11 between the predicted 2D joints and hand mask through the 55-circle model; needs
+    the model's hand-mask head (``hand_head.mask_head``).
 
     radii_file: .npz written by ``circle_model.save_circle_radii``; None fits the radii on
         ``fit_frames`` labelled frames before training (``fit_circle_radii``).

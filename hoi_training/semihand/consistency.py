@@ -24,6 +24,13 @@ rounding. Pixels whose source lies outside the region spanned by the source's pi
 centres have no well-defined value; :meth:`Perturbation.valid_mask` marks the others,
 and the mask term of the loss ignores them.
 
+A network's mask may also live on a box of the crop (the hand box, as the hand head's
+mask does) rather than on the whole crop. Each view then has its own box, and the
+reference mask is resampled onto the perturbed view's box grid through the crop:
+perturbed-box pixel centre -> crop units -> inverse perturbation -> reference-box units
+(:func:`resample_box_mask`), with pixels whose source falls outside the reference grid's
+pixel centres left out as above.
+
 The pose distance is SemiHand's eq. 2, ``l(p1, p2) = |uv1 - uv2|^2 + lambda_d |d1 - d2|^2``,
 here averaged over the 21 joints (not summed) with uv in box units and d in metres, so
 ``lambda_d`` (``depth_weight``) converts squared metres into squared box units: 10
@@ -235,15 +242,22 @@ def sample_perturbations(batch_size: int, config: PerturbationConfig, generator:
 class HandViewPrediction:
     """What the network predicts for one view: the 2.5D pose and, optionally, the hand mask.
 
-    mask: (B, 1, S, S) hand probability in [0, 1] on the crop (any square resolution), or None.
+    mask: (B, 1, S, S) hand probability in [0, 1] (any square resolution), or None;
+    mask_box: (B, 4) the box (x0, y0, x1, y1) in crop units that the mask grid spans, or
+        None when it spans the whole crop.
     """
 
     pose: HandPose25D
     mask: torch.Tensor | None = None
+    mask_box: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.mask is not None:
             _check_tensor(self.mask, (self.pose.uv.shape[0], 1, None, None), "HandViewPrediction.mask")
+        if self.mask_box is not None:
+            if self.mask is None:
+                raise ValueError("HandViewPrediction.mask_box: given without a mask")
+            _check_tensor(self.mask_box, (self.pose.uv.shape[0], 4), "HandViewPrediction.mask_box")
 
 
 @dataclass
@@ -262,6 +276,35 @@ def masked_l1(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Te
     return per_pixel.flatten(1).sum(-1) / count.clamp(min=1.0)
 
 
+def resample_box_mask(mask: torch.Tensor, box: torch.Tensor, target_box: torch.Tensor, perturbation: Perturbation
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A mask on ``box`` of the original crop, resampled (bilinearly) onto the grid of
+    ``target_box`` in the perturbed crop; and (B, 1, S, S) 1 where a pixel's source lies
+    within the pixel centres of the source grid (see the module docstring).
+
+    mask: (B, 1, S, S); box, target_box: (B, 4) (x0, y0, x1, y1) in crop units.
+    """
+    batch = perturbation.batch_size
+    _check_tensor(mask, (batch, 1, None, None), "mask")
+    _check_tensor(box, (batch, 4), "box")
+    _check_tensor(target_box, (batch, 4), "target_box")
+    size = mask.shape[-1]
+    if mask.shape[-2] != size:
+        raise ValueError(f"mask: expected a square grid, got {tuple(mask.shape[-2:])}")
+    centres = (torch.arange(size, dtype=mask.dtype, device=mask.device) + 0.5) / size
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    unit = torch.stack([xs, ys], -1).reshape(1, size * size, 2)
+    target_box, box = target_box.to(mask.dtype), box.to(mask.dtype)
+    points = target_box[:, None, :2] + unit * (target_box[:, None, 2:] - target_box[:, None, :2])
+    source = perturbation.inverse().apply_points(points.to(perturbation.angle_deg.dtype)).to(mask.dtype)
+    in_box = (source - box[:, None, :2]) / (box[:, None, 2:] - box[:, None, :2]).clamp(min=1e-12)
+    grid = (in_box * 2.0 - 1.0).view(batch, size, size, 2)
+    resampled = F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    limit = 1.0 - 1.0 / size + _VALID_SLACK
+    valid = (grid.abs() <= limit).all(dim=-1)[:, None].to(mask.dtype)
+    return resampled, valid
+
+
 def view_consistency_loss(reference: HandViewPrediction, perturbed: HandViewPrediction, perturbation: Perturbation,
                           depth_weight: float, mask_weight: float = 1.0) -> ViewConsistencyLoss:
     """SemiHand's eq. 10: l(f(T(x)), T(f(x))) + mask_weight * |f_w(T(x)) - T(f_w(x))|_1.
@@ -270,7 +313,8 @@ def view_consistency_loss(reference: HandViewPrediction, perturbed: HandViewPred
     ``perturbation.apply_image(x)``. Gradients flow into both; pass ``reference.detach()``
     to use the original view as a fixed target. The mask term is the mean absolute
     difference over the pixels with a defined source (see :meth:`Perturbation.valid_mask`);
-    it needs masks in both predictions, and is None when neither has one.
+    it needs masks in both predictions, and is None when neither has one. Masks on boxes
+    (``mask_box``) are compared on the perturbed view's box grid (:func:`resample_box_mask`).
     """
     if perturbation.batch_size != reference.pose.uv.shape[0]:
         raise ValueError(f"perturbation: {perturbation.batch_size} perturbations for a batch of "
@@ -286,8 +330,13 @@ def view_consistency_loss(reference: HandViewPrediction, perturbed: HandViewPred
         if reference.mask.shape != perturbed.mask.shape:
             raise ValueError(f"masks: reference {tuple(reference.mask.shape)} and perturbed "
                              f"{tuple(perturbed.mask.shape)} differ")
-        target = perturbation.apply_image(reference.mask)
-        valid = perturbation.valid_mask(reference.mask.shape[-1], reference.mask)
+        if (reference.mask_box is None) != (perturbed.mask_box is None):
+            raise ValueError("view_consistency_loss: mask boxes must be given for both views or for neither")
+        if reference.mask_box is None:
+            target = perturbation.apply_image(reference.mask)
+            valid = perturbation.valid_mask(reference.mask.shape[-1], reference.mask)
+        else:
+            target, valid = resample_box_mask(reference.mask, reference.mask_box, perturbed.mask_box, perturbation)
         mask_term = masked_l1(perturbed.mask, target, valid)
         total = total + mask_weight * mask_term.mean()
     return ViewConsistencyLoss(pose=pose_term, mask=mask_term, total=total)

@@ -39,9 +39,20 @@ first eq. 6 term. Updated labels are stored in the pseudo-label set's own frame 
 stored crop's pixels and camera) and replace the stored ones as samples are loaded, so
 the training augmentation applies to them as to any label.
 
-The hand mask of eq. 10 and the cross-modal term (eq. 11) need a hand-mask output,
-which :class:`~hoi_perception.models.network.HOINet` does not have; the training config
-refuses ``cross_modal.enabled`` with that reason.
+Hand masks. With the hand head's optional mask head (``hand_head.mask_head``) the
+network predicts a hand mask on the hand-box grid, and
+
+* view consistency adds eq. 10's mask term: the reference view's mask (gradient
+  stopped) resampled onto the perturbed view's hand-box grid, L1 over the pixels with a
+  source, weighted by ``view_consistency.mask_weight``;
+* *cross-modal consistency* (eq. 11, ``cross_modal.enabled``) compares the 55-circle
+  hand model drawn from the predicted 2D joints with the predicted mask (gradient
+  stopped, so only the joints move), in crop units with the mask's grid on the hand
+  box. The circle radii come from ``cross_modal.radii_file`` or are fitted before
+  training on up to ``fit_frames`` labelled frames with hand masks
+  (:meth:`SemiHandTraining.fit_circle_radii`). It is scaled like view consistency.
+
+Cross-modal consistency without a mask head is refused with a :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -52,14 +63,24 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
+from torch.utils.data import Dataset
 
+from hoi_perception.config import ConfigError
 from hoi_perception.models.object_head import box_units_to_points
 from hoi_training.data.augment import AugmentConfig, evaluation_crop, mirror_sample
 from hoi_training.data.sample import HandObjectSample, collate_samples
 from hoi_training.losses import HandObjectTargets, LossOutput
 from hoi_training.pseudolabel.dataset import DATASET_NAME as PSEUDO_DATASET_NAME
 from hoi_training.pseudolabel.dataset import PseudoLabelDataset
+from hoi_training.semihand.circle_model import (
+    CircleHandModel,
+    RadiusFit,
+    cross_modal_consistency_loss,
+    fit_circle_radii,
+    load_circle_radii,
+)
 from hoi_training.semihand.config import SemiHandConfig
 from hoi_training.semihand.consistency import (
     HandPose25D,
@@ -77,6 +98,10 @@ log = logging.getLogger(__name__)
 TERM_PSEUDO_LABEL = "semihand_pseudo_label"
 TERM_LABEL_CORRECTION = "semihand_label_correction"
 TERM_VIEW_CONSISTENCY = "semihand_view_consistency"
+TERM_CROSS_MODAL = "semihand_cross_modal"
+# Side of the masks the circle radii are fitted on: crops are area-averaged down to it,
+# which keeps the fit's pixel-to-circle distances (frames x S^2 x 55) small.
+RADIUS_FIT_MASK_SIZE = 64
 PSEUDO_SAMPLE_PREFIX = f"{PSEUDO_DATASET_NAME}/"
 
 
@@ -157,25 +182,89 @@ class SemiHandTerms:
     pseudo_rows: torch.Tensor  # rows trained by eq. 6 instead of the supervised hand terms
 
 
+def labelled_mask_samples(datasets: Sequence[Dataset], count: int) -> list[HandObjectSample]:
+    """Up to ``count`` samples with 2D joints, a hand box and a hand mask, from frames spread
+    evenly over ``datasets`` (taken end to end), for fitting the circle radii."""
+    if count < 1:
+        raise ValueError(f"count: expected >= 1, got {count}")
+    sizes = [len(d) for d in datasets]
+    total = sum(sizes)
+    picks = sorted({int(i) for i in np.linspace(0, total - 1, num=min(count, total))}) if total else []
+    ends = np.cumsum(sizes)
+    samples = []
+    for index in picks:
+        part = int(np.searchsorted(ends, index, side="right"))
+        sample = datasets[part][index - (int(ends[part - 1]) if part else 0)]
+        if sample.joints_2d is not None and sample.hand_box is not None and sample.hand_mask is not None:
+            samples.append(sample)
+    return samples
+
+
 class SemiHandTraining:
     """The per-step part of SemiHand (see the module docstring).
 
     config: the run's ``semihand`` section (at least one switch on); hand_model: the
-    network's MANO layer (its rest pose is the correction template); crop_size: the
-    network's input size; supervised_2d_weight: ``loss.weights.joints2d`` of the run.
+    network's MANO layer (its rest pose is the correction template and the circle model's
+    scale reference); crop_size: the network's input size; supervised_2d_weight:
+    ``loss.weights.joints2d`` of the run; mask_head: whether the network predicts a hand
+    mask (``hand_head.mask_head``).
     """
 
     def __init__(self, config: SemiHandConfig, hand_model: nn.Module, crop_size: int,
-                 supervised_2d_weight: float) -> None:
+                 supervised_2d_weight: float, mask_head: bool = False) -> None:
         self.config = config
         self.crop_size = int(crop_size)
         self.supervised_2d_weight = float(supervised_2d_weight)
+        self.mask_head = bool(mask_head)
         self.template = rest_pose_template(hand_model)[0].float().cpu()
         self.rounds: PseudoLabelRounds | None = None
+        self.circle_model: CircleHandModel | None = None
+        self.circle_radii_ready = False
+        cross_modal = config.cross_modal
+        if cross_modal.enabled:
+            if not self.mask_head:
+                raise ConfigError("semihand.cross_modal.enabled: the cross-modal term needs a hand-mask output; "
+                                  "turn on the model's hand_head.mask_head")
+            radii = None if cross_modal.radii_file is None else load_circle_radii(cross_modal.radii_file)
+            # Radii are fixed during training (SemiHand pre-trains them on labelled data).
+            self.circle_model = CircleHandModel(self.template, radii, cross_modal.softness_px).requires_grad_(False)
+            self.circle_radii_ready = radii is not None
 
     @property
     def uses_perturbed_view(self) -> bool:
         return self.config.view_consistency.enabled
+
+    @property
+    def needs_circle_radii(self) -> bool:
+        """Cross-modal consistency is on and its radii still have to be fitted."""
+        return self.circle_model is not None and not self.circle_radii_ready
+
+    def fit_circle_radii(self, samples: Sequence[HandObjectSample], augment: AugmentConfig) -> RadiusFit:
+        """Fit the circle radii (:func:`~hoi_training.semihand.circle_model.fit_circle_radii`) on the
+        evaluation crops of labelled ``samples`` (left hands mirrored as in training), with
+        2D joints and hand masks in crop units."""
+        if self.circle_model is None:
+            raise RuntimeError("fit_circle_radii: semihand.cross_modal is off")
+        if not samples:
+            raise ValueError("semihand.cross_modal: no labelled frames with 2D joints and a hand mask to fit the "
+                             "circle radii on; give cross_modal.radii_file instead")
+        uv, masks = [], []
+        for sample in samples:
+            if augment.mirror_left_hands and sample.hand_side == "left":
+                sample = mirror_sample(sample)
+            crop, _ = evaluation_crop(sample, augment)
+            if crop.joints_2d is None or crop.hand_mask is None:
+                raise ValueError(f"sample {sample.sample_id}: expected 2D joints and a hand mask to fit radii on")
+            uv.append(torch.as_tensor(crop.joints_2d / augment.output_size, dtype=torch.float32))
+            masks.append(torch.as_tensor(crop.hand_mask, dtype=torch.float32))
+        stacked = torch.stack(masks)[:, None]
+        if stacked.shape[-1] > RADIUS_FIT_MASK_SIZE:
+            stacked = F.interpolate(stacked, size=(RADIUS_FIT_MASK_SIZE,) * 2, mode="area")
+        fit = fit_circle_radii(self.circle_model, torch.stack(uv), (stacked[:, 0] > 0.5).float())
+        self.circle_radii_ready = True
+        log.info("semihand cross-modal: circle radii fitted on %d labelled frames (mean IoU %.3f, factor %.2f)",
+                 len(samples), fit.fitted_iou, fit.scale_factor)
+        return fit
 
     def perturbed_view(self, image: torch.Tensor, hand_box: torch.Tensor, object_box: torch.Tensor) -> PerturbedView:
         return make_perturbed_view(image, hand_box, object_box, self.config)
@@ -192,15 +281,29 @@ class SemiHandTraining:
             raise RuntimeError("selection is on but no pseudo-label round has been started")
         return torch.tensor([self.rounds.keep(sid) for sid in sample_ids], dtype=torch.bool, device=device)
 
+    def _check_masks(self, mask_logits: torch.Tensor | None, perturbed_mask_logits: torch.Tensor | None,
+                     view: PerturbedView | None) -> None:
+        if not self.mask_head:
+            return
+        if mask_logits is None:
+            raise ValueError("the network has a mask head: its mask logits are needed")
+        if view is not None and perturbed_mask_logits is None:
+            raise ValueError("the network has a mask head: the perturbed view's mask logits are needed")
+
     def step_losses(self, crop: dict, hand_joints2d: torch.Tensor, hand_joints3d: torch.Tensor,
                     hand_box: torch.Tensor, view: PerturbedView | None = None,
                     perturbed_joints2d: torch.Tensor | None = None,
-                    perturbed_joints3d: torch.Tensor | None = None) -> SemiHandTerms:
+                    perturbed_joints3d: torch.Tensor | None = None, *,
+                    mask_logits: torch.Tensor | None = None,
+                    perturbed_mask_logits: torch.Tensor | None = None) -> SemiHandTerms:
         """The step's SemiHand terms from the network's hand outputs (float32, the batch's rows).
 
         hand_joints2d/3d: predictions on the batch's crops; perturbed_joints2d/3d: on
-        ``view``'s crops (needed when view consistency is on).
+        ``view``'s crops (needed when view consistency is on); mask_logits,
+        perturbed_mask_logits: the mask head's (B, 1, R, R) logits on the two views (needed
+        when the network has a mask head).
         """
+        self._check_masks(mask_logits, perturbed_mask_logits, view if self.uses_perturbed_view else None)
         device = hand_joints2d.device
         weight = crop["weight"].to(device)
         prediction = _pose_from_output(hand_joints2d, hand_joints3d, hand_box, self.crop_size)
@@ -208,6 +311,8 @@ class SemiHandTraining:
         total = hand_joints2d.new_zeros(())
         pseudo_rows = torch.zeros(0, dtype=torch.long, device=device)
         batch = hand_joints2d.shape[0]
+        consistency_scale = self.supervised_2d_weight * self.config.loss.consistency_weight
+        mask = None if mask_logits is None else torch.sigmoid(mask_logits)
         if self.config.pseudo_labels.enabled:
             pseudo_rows, label = batch_pseudo_labels(crop, self.crop_size)
             first = hand_joints2d.new_zeros(())
@@ -233,14 +338,32 @@ class SemiHandTraining:
         if self.config.view_consistency.enabled:
             if view is None or perturbed_joints2d is None or perturbed_joints3d is None:
                 raise ValueError("view consistency is on: the perturbed view and its predictions are needed")
-            reference = HandViewPrediction(prediction.detach())
-            perturbed = HandViewPrediction(_pose_from_output(perturbed_joints2d, perturbed_joints3d, view.hand_box,
-                                                             self.crop_size))
+            perturbed_pose = _pose_from_output(perturbed_joints2d, perturbed_joints3d, view.hand_box, self.crop_size)
+            if mask is None:
+                reference = HandViewPrediction(prediction.detach())
+                perturbed = HandViewPrediction(perturbed_pose)
+            else:
+                reference = HandViewPrediction(prediction.detach(), mask.detach(), hand_box / self.crop_size)
+                perturbed = HandViewPrediction(perturbed_pose, torch.sigmoid(perturbed_mask_logits),
+                                               view.hand_box / self.crop_size)
+            mask_weight = self.config.view_consistency.mask_weight
             consistency = view_consistency_loss(reference, perturbed, view.perturbation,
-                                                self.config.loss.depth_weight, self.config.view_consistency.mask_weight)
-            terms[TERM_VIEW_CONSISTENCY] = (self.supervised_2d_weight * self.config.loss.consistency_weight
-                                            * (consistency.pose * weight).mean())
+                                                self.config.loss.depth_weight, mask_weight)
+            per_sample = consistency.pose
+            if consistency.mask is not None:
+                per_sample = per_sample + mask_weight * consistency.mask
+            terms[TERM_VIEW_CONSISTENCY] = consistency_scale * (per_sample * weight).mean()
             total = total + terms[TERM_VIEW_CONSISTENCY]
+        if self.circle_model is not None:
+            if not self.circle_radii_ready:
+                raise RuntimeError("semihand.cross_modal: the circle radii have not been fitted (fit_circle_radii) "
+                                   "and no radii_file was given")
+            # The mask is detached inside the loss (stop-gradient of eq. 11).
+            cross_modal = cross_modal_consistency_loss(self.circle_model.to(device), prediction.uv, mask,
+                                                       hand_box.to(prediction.uv.dtype) / self.crop_size)
+            per_sample = cross_modal.model_to_data + cross_modal.data_to_model
+            terms[TERM_CROSS_MODAL] = consistency_scale * (per_sample * weight).mean()
+            total = total + terms[TERM_CROSS_MODAL]
         return SemiHandTerms(loss=LossOutput(total=total, terms={k: v.detach() for k, v in terms.items()}),
                              pseudo_rows=pseudo_rows)
 
