@@ -172,9 +172,11 @@ class TrainConfig:
                               "semihand off or use trainable: all")
 
     def _validate_semihand(self) -> None:
-        """SemiHand's rounds run as this config's epochs, at its learning rate and batch size: they must agree."""
+        """SemiHand's rounds run as this config's epochs, at its learning rate and batch size, and crop with
+        its diversity augmentation in place of ``augmentation``: they must agree with the run and the model."""
         semihand = self.semihand
-        if semihand.cross_modal.enabled and not self.model_config().hand_head.mask_head:
+        model = self.model_config()
+        if semihand.cross_modal.enabled and not model.hand_head.mask_head:
             raise ConfigError("semihand.cross_modal.enabled: the cross-modal term needs a hand-mask output, which "
                               "this network does not have; add hand_head.mask_head=true to model_overrides")
         if not semihand.pseudo_labels.enabled:
@@ -191,6 +193,14 @@ class TrainConfig:
         if self.batch_size != schedule.batch_size:
             raise ConfigError(f"batch_size ({self.batch_size}) must equal semihand.schedule.batch_size "
                               f"({schedule.batch_size})")
+        diversity = semihand.augmentation.diversity
+        if diversity.output_size != model.input_size:
+            raise ConfigError(f"semihand.augmentation.diversity.output_size ({diversity.output_size}) must equal the "
+                              f"model's input_size ({model.input_size}, from {self.model}): with pseudo_labels on, "
+                              "SemiHand's diversity augmentation makes the training crops")
+        if not diversity.mirror_left_hands:
+            raise ConfigError("semihand.augmentation.diversity.mirror_left_hands must be true: with pseudo_labels on "
+                              "it makes the training crops, and the network models right hands only")
 
     def model_config(self) -> ModelConfig:
         """The architecture: the model file with ``model_overrides`` applied."""

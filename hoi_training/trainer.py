@@ -2,15 +2,16 @@
 
 Batches: one dataset sample feeds both of the network's entry points. The crop
 network is trained on the augmented square crop (SHO/HFL's augmentation,
-:mod:`hoi_training.data.augment`), with crop-level targets: 2D joints in hand-box
-units, root-relative 3D joints and vertices, MANO pose and shape, control points in
-object-box units and the object mask resampled onto the object RoI grid. The
-detection head is trained on the *unaugmented full frame*, letterboxed to the same
-input size, with CenterNet targets for the hand box (right or left, as labelled) and
-the object box. Left hands are mirrored for the crop network only, since the detector
-must tell the two sides apart. A set entry with ``object_loss: false`` zeroes the
-object-term flags of its samples, and every flag is scaled by the sample's weight
-(1 for ground truth, the confidence for pseudo-labels).
+:mod:`hoi_training.data.augment`; with SemiHand's pseudo-label term, its diversity
+augmentation, :class:`~hoi_training.semihand.training.DiversityAugmenter`), with
+crop-level targets: 2D joints in hand-box units, root-relative 3D joints and vertices,
+MANO pose and shape, control points in object-box units and the object mask resampled
+onto the object RoI grid. The detection head is trained on the *unaugmented full
+frame*, letterboxed to the same input size, with CenterNet targets for the hand box
+(right or left, as labelled) and the object box. Left hands are mirrored for the crop
+network only, since the detector must tell the two sides apart. A set entry with
+``object_loss: false`` zeroes the object-term flags of its samples, and every flag is
+scaled by the sample's weight (1 for ground truth, the confidence for pseudo-labels).
 
 Distribution: launched with ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK), each process
 trains a DistributedDataParallel replica (gloo on CPU, nccl on CUDA) on its share of
@@ -77,6 +78,7 @@ from hoi_training.dma_losses import DMALoss, DMATargets
 from hoi_training.losses import DetectionTargetBatch, HandObjectTargets, LossOutput, detection_loss, hand_object_loss
 from hoi_training.pseudolabel.dataset import PseudoLabelDataset
 from hoi_training.semihand.training import (
+    DiversityAugmenter,
     PseudoLabelRounds,
     SemiHandTraining,
     drop_hand_supervision,
@@ -756,16 +758,21 @@ class Trainer:
             return None, None
         training = SemiHandTraining(semihand, self.network.hand_decoder.hand_model, self.model_config.input_size,
                                     self.config.loss.weights.joints2d, self.model_config.hand_head.mask_head)
+        # With the pseudo-label term, SemiHand's diversity augmentation makes every crop of the run.
+        crops = semihand.augmentation.diversity if semihand.pseudo_labels.enabled else self.config.augmentation
         if training.needs_circle_radii:
             labelled = [part.base for name, part in zip(names, self.dataset.parts)
                         if self.config.datasets[name].kind != "pseudo"]
-            training.fit_circle_radii(labelled_mask_samples(labelled, semihand.cross_modal.fit_frames),
-                                      self.config.augmentation)
+            training.fit_circle_radii(labelled_mask_samples(labelled, semihand.cross_modal.fit_frames), crops)
         if not semihand.pseudo_labels.enabled:
             return training, None
         pseudo = [part.base for name, part in zip(names, self.dataset.parts) if self.config.datasets[name].kind ==
                   "pseudo"]
-        return training, PseudoLabelRounds(training, pseudo, self.config.augmentation, self.config.batch_size)
+        rounds = PseudoLabelRounds(training, pseudo, crops, self.config.batch_size)
+        for name, part in zip(names, self.dataset.parts):  # section 3.4's split, per round for pseudo-labels
+            confident = rounds.confident if self.config.datasets[name].kind == "pseudo" else None
+            part.builder.augmenter = DiversityAugmenter(semihand.augmentation, self.config.seed, confident)
+        return training, rounds
 
     # -- bookkeeping
 

@@ -17,9 +17,12 @@ from hoi_training.data.augment import (
     crop_box_of,
     draw_crop_transform,
     evaluation_crop,
+    grayscale_and_erase_image,
     mirror_sample,
+    plain_crop,
 )
 from hoi_training.data.sample import HandObjectSample, SampleError
+from hoi_training.semihand.consistency import GrayscaleErasingConfig
 
 
 def make_sample(seed: int = 0, side: str = "right") -> HandObjectSample:
@@ -129,6 +132,75 @@ def test_augmentation_is_deterministic_per_seed():
     augmenter.set_epoch(1)
     assert not np.allclose(augmenter(sample).K, first.K)
     assert np.allclose(Augmenter(config, train=False)(sample).K, evaluation_crop(sample, config)[0].K)
+
+
+def test_generator_depends_on_seed_epoch_and_sample_only():
+    sample, other = make_sample(5), make_sample(6)
+    augmenter = Augmenter(AugmentConfig(output_size=96), seed=3)
+    first = augmenter.generator_for(sample).random(4)
+    np.testing.assert_array_equal(Augmenter(AugmentConfig(), seed=3).generator_for(sample).random(4), first)
+    assert not np.allclose(augmenter.generator_for(other).random(4), first)
+    assert not np.allclose(Augmenter(AugmentConfig(), seed=4).generator_for(sample).random(4), first)
+    augmenter.set_epoch(2)
+    assert not np.allclose(augmenter.generator_for(sample).random(4), first)
+    # The augmenter's view is augment_sample with that stream.
+    expected, _ = augment_sample(sample, augmenter.config, augmenter.generator_for(sample))
+    np.testing.assert_array_equal(augmenter(sample).image, expected.image)
+
+
+def test_plain_crop_mirrors_left_hands_and_adds_no_jitter():
+    config = AugmentConfig(output_size=64, mirror_left_hands=True)
+    right = make_sample(7)
+    crop, transform = plain_crop(right, config)
+    reference, reference_transform = evaluation_crop(right, config)
+    assert not transform.mirrored
+    np.testing.assert_array_equal(crop.image, reference.image)
+    np.testing.assert_array_equal(transform.image_to_crop, reference_transform.image_to_crop)
+    left = make_sample(7, side="left")
+    crop, transform = plain_crop(left, config)
+    mirrored, _ = evaluation_crop(mirror_sample(left), config)
+    assert transform.mirrored and crop.hand_side == "right"
+    np.testing.assert_array_equal(crop.image, mirrored.image)
+    np.testing.assert_allclose(crop.joints_3d, left.joints_3d * [-1.0, 1.0, 1.0])  # no rotation
+    assert max(reprojection_errors(crop)) < 1e-6
+    # Mirroring off: the left hand stays left, exactly the evaluation crop.
+    unmirrored, transform = plain_crop(left, replace(config, mirror_left_hands=False))
+    assert unmirrored.hand_side == "left" and not transform.mirrored
+    np.testing.assert_allclose(unmirrored.joints_2d, evaluation_crop(left, config)[0].joints_2d)
+
+
+def test_grayscale_is_the_luma_in_every_channel():
+    image = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    gray = grayscale_and_erase_image(image, GrayscaleErasingConfig(1.0, 0.0), np.random.default_rng(0))
+    luma = image.astype(np.float64) @ [0.299, 0.587, 0.114]
+    assert gray.dtype == np.uint8 and (gray == gray[..., :1]).all()
+    assert np.abs(gray[..., 0] - luma).max() <= 0.5 + 1e-3
+    untouched = grayscale_and_erase_image(image, GrayscaleErasingConfig(0.0, 0.0), np.random.default_rng(0))
+    np.testing.assert_array_equal(untouched, image)
+    with pytest.raises(ValueError, match="uint8"):
+        grayscale_and_erase_image(image.astype(np.float32), GrayscaleErasingConfig(), np.random.default_rng(0))
+
+
+def test_erasing_fills_one_rectangle_of_the_configured_area_deterministically():
+    image = np.random.default_rng(1).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    config = GrayscaleErasingConfig(0.0, 1.0, erasing_min_area=0.05, erasing_max_area=0.2)
+    fractions, aspects = [], []
+    for seed in range(40):
+        erased = grayscale_and_erase_image(image, config, np.random.default_rng(seed))
+        np.testing.assert_array_equal(erased, grayscale_and_erase_image(image, config, np.random.default_rng(seed)))
+        changed = (erased != image).any(-1)
+        rows, cols = np.nonzero(changed)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert changed.sum() == height * width  # one filled rectangle
+        # The target area is uniform in [0.05, 0.2] of the image; the sides are rounded to pixels.
+        slack = 0.5 * (height + width) + 0.25
+        assert 0.05 * 64 * 48 - slack <= height * width <= 0.2 * 64 * 48 + slack
+        fractions.append(height * width / (64 * 48))
+        aspects.append(height / width)
+    assert min(fractions) < 0.08 and max(fractions) > 0.17  # the whole range is drawn
+    assert 1 / 3.5 < min(aspects) < 0.6 and 1.7 < max(aspects) < 3.5
+    assert not np.array_equal(grayscale_and_erase_image(image, config, np.random.default_rng(99)),
+                              grayscale_and_erase_image(image, config, np.random.default_rng(0)))
 
 
 def test_jitter_ranges_follow_the_config():

@@ -47,7 +47,7 @@ TINY_CONFIG = {
         "wild_test": {"sequences": 1, "frames": FRAMES_PER_SEQUENCE},
         "train_config": "train/tiny_test.yaml",
         "train_overrides": ["batch_size=2", "workers=0", "cpu_threads=1", "log_interval=1", "image_interval=0",
-                            "optimizer.lr_decay=1.0"],
+                            "optimizer.lr_decay=1.0", "semihand.augmentation.diversity.output_size=32"],
         "supervised": {"epochs": 100, "max_steps": 2},
         "semi": {"epochs": 100, "max_steps": 2},
         "pseudolabel_overrides": ["batch_size=16", "sharding.units_per_shard=1", "tta.enabled=false"],

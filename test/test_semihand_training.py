@@ -1,4 +1,5 @@
-"""SemiHand in the trainer: off is bit-identical, view consistency, selection, correction, rounds."""
+"""SemiHand in the trainer: off is bit-identical, view consistency, selection, correction, rounds,
+the diversity/perturbation augmentation split."""
 
 from __future__ import annotations
 
@@ -8,21 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_pseudolabel_dataset import make_synthetic  # test/ is on sys.path under pytest
+from test_augment import make_sample, reprojection_errors  # test/ is on sys.path under pytest
+from test_pseudolabel_dataset import make_synthetic
 from test_pseudolabel_pipeline import oracle_job, write_tiny_checkpoint
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_perception.hand_model.mano import HandModel
 from hoi_perception.models.object_head import points_to_box_units
+from hoi_training.data.augment import Augmenter, plain_crop
 from hoi_training.data.sample import HandObjectSample, collate_samples
 from hoi_training.semihand.circle_model import box_pixel_centres, cross_modal_consistency_loss, save_circle_radii
-from hoi_training.semihand.config import SemiHandConfig
-from hoi_training.semihand.consistency import Perturbation
+from hoi_training.semihand.config import DiversityAugmentConfig, SemiHandConfig
+from hoi_training.semihand.consistency import GrayscaleErasingConfig, Perturbation
 from hoi_training.semihand.training import (
     TERM_CROSS_MODAL,
     TERM_LABEL_CORRECTION,
     TERM_PSEUDO_LABEL,
     TERM_VIEW_CONSISTENCY,
+    DiversityAugmenter,
     PerturbedView,
     SemiHandTraining,
     batch_pseudo_labels,
@@ -36,7 +40,7 @@ from hoi_training.trainer import Trainer, collate_examples
 TINY = "train/tiny_test.yaml"
 ROUNDS = ["semihand.pseudo_labels.enabled=true", "semihand.label_correction.enabled=true",
           "semihand.selection.enabled=true", "semihand.schedule.rounds=4", "semihand.schedule.batch_size=2",
-          "epochs=4"]
+          "epochs=4", "semihand.augmentation.diversity.output_size=32"]  # the tiny model's input
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +208,9 @@ def test_semihand_fit_logs_named_terms(data, tmp_path):
     ("semihand.cross_modal.enabled=true", "needs a hand-mask output"),
     ("epochs=3", "must equal semihand.schedule.rounds x epochs_per_round"),
     ("optimizer.lr=0.001", "must equal semihand.schedule.learning_rate"),
+    ("semihand.augmentation.diversity.output_size=64",
+     "semihand.augmentation.diversity.output_size (64) must equal the model's input_size (32, from "),
+    ("semihand.augmentation.diversity.mirror_left_hands=false", "diversity.mirror_left_hands must be true"),
 ])
 def test_semihand_config_errors(data, tmp_path, override, message):
     with pytest.raises(ConfigError) as info:
@@ -222,6 +229,92 @@ def test_shipped_semihand_config_loads(data):
     assert semihand.view_consistency.enabled and not semihand.cross_modal.enabled
     assert semihand.schedule.drop_round == 5 and config.epochs == 10
     assert semihand.selection.confidence_threshold == 1.5 / 64 ** 2
+    diversity = semihand.augmentation.diversity
+    assert diversity.output_size == config.model_config().input_size == 128 and diversity.mirror_left_hands
+    # A partial diversity section keeps SemiHand's defaults for the keys it leaves out.
+    partial = load_config(SemiHandConfig, {}, ["augmentation.diversity.rotation_deg=45"])
+    assert partial.augmentation.diversity.rotation_deg == 45.0
+    assert partial.augmentation.diversity.output_size == 128 and partial.augmentation.diversity.mirror_left_hands
+
+
+# ----------------------------------------------------------------------------- diversity augmentation (section 3.4)
+
+
+def diversity_config(grayscale: float, erasing: float) -> SemiHandConfig:
+    config = SemiHandConfig()
+    config.augmentation.diversity = DiversityAugmentConfig(output_size=64)
+    config.augmentation.diversity_appearance = GrayscaleErasingConfig(grayscale_probability=grayscale,
+                                                                      erasing_probability=erasing,
+                                                                      erasing_min_area=0.05, erasing_max_area=0.2)
+    return config
+
+
+LABEL_FIELDS = ("K", "hand_side", "hand_box", "object_box", "joints_2d", "joints_3d", "vertices_3d", "mano_pose",
+                "mano_shape", "mano_trans", "object_rotation", "object_translation", "object_control_points",
+                "object_points_2d", "hand_mask", "object_mask", "weight")
+
+
+def test_diversity_augmenter_changes_pixels_only():
+    sample = make_sample(3, side="left")
+    config = diversity_config(grayscale=1.0, erasing=1.0).augmentation
+    augmenter = DiversityAugmenter(config, seed=5)
+    out = augmenter(sample)
+    geometric = Augmenter(config.diversity, seed=5)(sample)  # the same draws without the appearance step
+    for name in LABEL_FIELDS:
+        np.testing.assert_array_equal(getattr(out, name), getattr(geometric, name), err_msg=name)
+    assert out.hand_side == "right" and max(reprojection_errors(out)) < 1e-6
+    assert out.image.shape == geometric.image.shape == (64, 64, 3)
+    changed = (out.image != geometric.image).any(-1)
+    assert changed.mean() > 0.5  # grayscale changes (nearly) every coloured pixel
+    np.testing.assert_array_equal(augmenter(sample).image, out.image)  # deterministic per (seed, epoch, sample)
+    augmenter.set_epoch(1)
+    assert not np.array_equal(augmenter(sample).image, out.image)
+    plain = DiversityAugmenter(diversity_config(grayscale=0.0, erasing=0.0).augmentation, seed=5)(sample)
+    np.testing.assert_array_equal(plain.image, geometric.image)
+    # A sample the round does not trust gets the plain crop; a trusted one the diversity view.
+    unsure = DiversityAugmenter(config, seed=5, confident=lambda sample_id: False)(sample)
+    reference, _ = plain_crop(sample, config.diversity)
+    for name in ("image", *LABEL_FIELDS):
+        np.testing.assert_array_equal(getattr(unsure, name), getattr(reference, name), err_msg=name)
+    trusted = DiversityAugmenter(config, seed=5, confident=lambda sample_id: True)(sample)
+    np.testing.assert_array_equal(trusted.image, out.image)
+
+
+def test_trainer_applies_diversity_to_labelled_and_confident_samples_only(data, tmp_path):
+    consistency_only = Trainer(lab_config(data, tmp_path, "semihand.view_consistency.enabled=true"))
+    augmenter = consistency_only.dataset.parts[0].builder.augmenter
+    assert type(augmenter) is Augmenter and augmenter.config == consistency_only.config.augmentation
+
+    config = semi_config(data, tmp_path, *ROUNDS, "semihand.augmentation.diversity_appearance.grayscale_probability=1",
+                         "semihand.augmentation.diversity_appearance.erasing_probability=0")
+    trainer = Trainer(config)
+    rounds = trainer.semihand_rounds
+    lab, wild = trainer.dataset.parts
+    assert isinstance(lab.builder.augmenter, DiversityAugmenter) and lab.builder.augmenter.confident is None
+    assert wild.builder.augmenter.confident == rounds.confident
+    assert rounds.augment is config.semihand.augmentation.diversity
+    with pytest.raises(RuntimeError, match="start_round"):
+        wild[0]
+    torch.manual_seed(0)
+    rounds.start_round(trainer.network, 1, torch.device("cpu"))
+    ordered = sorted(rounds.confidence, key=rounds.confidence.get)
+    low, high = ordered[0], ordered[-1]
+    config.semihand.selection.confidence_threshold = 0.5 * (rounds.confidence[low] + rounds.confidence[high])
+    torch.manual_seed(0)
+    rounds.start_round(trainer.network, 1, torch.device("cpu"))
+    assert rounds.confident(low) and not rounds.confident(high) and not rounds.confident("pseudo/never/scored")
+
+    def is_gray(image: np.ndarray) -> bool:
+        return bool((image == image[..., :1]).all())
+
+    assert is_gray(lab[0].crop.image) and is_gray(lab[1].crop.image)  # labelled: diversity
+    index = {wild.base.load(i).sample_id: i for i in range(len(wild.base))}
+    assert is_gray(wild[index[low]].crop.image)  # confidently pseudo-labelled: diversity
+    unsure = wild[index[high]].crop  # the rest: the crop the round scored, perturbed only in the step
+    assert not is_gray(unsure.image)
+    np.testing.assert_array_equal(unsure.image, plain_crop(wild.base[index[high]], rounds.augment)[0].image)
+    config.semihand.selection.enabled = False  # without selection every scored pseudo-label counts
+    assert rounds.confident(high) and is_gray(wild[index[high]].crop.image)
 
 
 # ----------------------------------------------------------------------------- hand masks (eq. 10 mask term, eq. 11)

@@ -8,12 +8,10 @@ import torch
 from hoi_perception.config import ConfigError
 from hoi_training.semihand.circle_model import box_pixel_centres
 from hoi_training.semihand.consistency import (
-    GrayscaleErasingConfig,
     HandPose25D,
     HandViewPrediction,
     Perturbation,
     PerturbationConfig,
-    grayscale_and_erase,
     pose_distance,
     resample_box_mask,
     sample_perturbations,
@@ -200,23 +198,6 @@ def test_bad_inputs_are_named():
         HandPose25D(uv=torch.zeros(1, 20, 2), depth=torch.zeros(1, 20))
     with pytest.raises(ValueError, match="Perturbation.translation"):
         Perturbation(angle_deg=torch.zeros(2), translation=torch.zeros(3, 2))
-
-
-def test_grayscale_and_erasing():
-    images = torch.rand(6, 3, 40, 40, generator=torch.Generator().manual_seed(2))
-    gray = grayscale_and_erase(images, GrayscaleErasingConfig(grayscale_probability=1.0, erasing_probability=0.0))
-    torch.testing.assert_close(gray[:, 0], 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])
-    assert torch.equal(gray[:, 0], gray[:, 2])
-    config = GrayscaleErasingConfig(grayscale_probability=0.0, erasing_probability=1.0, erasing_min_area=0.1,
-                                    erasing_max_area=0.2)
-    erased = grayscale_and_erase(images, config, torch.Generator().manual_seed(3))
-    changed = (erased != images).any(1).double().mean((-1, -2))
-    assert ((changed > 0.08) & (changed < 0.22)).all()  # area fraction, up to rounding of the sides
-    unchanged = grayscale_and_erase(images, GrayscaleErasingConfig(grayscale_probability=0.0,
-                                                                   erasing_probability=0.0))
-    assert torch.equal(unchanged, images)
-    with pytest.raises(ConfigError, match="erasing_min_area"):
-        grayscale_and_erase(images, GrayscaleErasingConfig(erasing_min_area=0.5, erasing_max_area=0.2))
 
 
 def blob_on_boxes(centres: torch.Tensor, boxes: torch.Tensor, size: int, sigma: float = 0.06) -> torch.Tensor:

@@ -22,13 +22,16 @@ tests check). Implementations that rotate the image about the crop centre and on
 
 Optionally (HFL-Net's treatment of DexYCB) left hands are mirrored into right hands
 first: image flipped, x negated in 3D, the y and z axis-angle components negated.
+
+SemiHand's diversity augmentation adds random grayscale and random erasing
+(:func:`grayscale_and_erase_image`) on top; they change pixels only.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -38,6 +41,10 @@ from hoi_perception.geometry.camera import box_union, crop_intrinsics, square_bo
 from hoi_training.data.sample import HandObjectSample, SampleError, rotate_sample_3d
 
 MIRROR_X = np.diag([-1.0, 1.0, 1.0])
+# ITU-R BT.601 luma weights (R, G, B) of the grayscale step.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+# Erased rectangles have a height / width ratio in [1 / ERASING_MAX_ASPECT, ERASING_MAX_ASPECT].
+ERASING_MAX_ASPECT = 3.0
 
 
 @dataclass
@@ -229,6 +236,44 @@ def jitter_appearance(image: np.ndarray, config: AugmentConfig, rng: np.random.G
     return np.round(out).astype(np.uint8)
 
 
+class GrayscaleErasingSettings(Protocol):
+    """What :func:`grayscale_and_erase_image` reads; SemiHand's
+    :class:`~hoi_training.semihand.consistency.GrayscaleErasingConfig` provides it (validated there)."""
+
+    grayscale_probability: float
+    erasing_probability: float
+    erasing_min_area: float
+    erasing_max_area: float
+
+
+def grayscale_and_erase_image(image: np.ndarray, settings: GrayscaleErasingSettings,
+                              rng: np.random.Generator) -> np.ndarray:
+    """Random grayscale, then random erasing, of one (H, W, 3) uint8 image (a new array).
+
+    With probability ``grayscale_probability`` every channel becomes the BT.601 luma; with
+    probability ``erasing_probability`` one rectangle, its area a fraction of the image
+    uniform in [erasing_min_area, erasing_max_area] and its height / width ratio
+    log-uniform in [1/3, 3] (sides rounded to pixels), is filled with uniform noise. Only
+    pixels change, so every label of a crop stays valid; the draws come from ``rng`` alone.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image: expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    out = image.copy()
+    if rng.random() < settings.grayscale_probability:
+        luma = image.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+        out[:] = np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
+    if rng.random() < settings.erasing_probability:
+        area = rng.uniform(settings.erasing_min_area, settings.erasing_max_area) * height * width
+        aspect = float(np.exp(rng.uniform(-1.0, 1.0) * np.log(ERASING_MAX_ASPECT)))
+        rect_h = min(height, max(1, round(np.sqrt(area * aspect))))
+        rect_w = min(width, max(1, round(np.sqrt(area / aspect))))
+        top = int(rng.integers(0, height - rect_h + 1))
+        left = int(rng.integers(0, width - rect_w + 1))
+        out[top:top + rect_h, left:left + rect_w] = rng.integers(0, 256, (rect_h, rect_w, 3), dtype=np.uint8)
+    return out
+
+
 def augment_sample(sample: HandObjectSample, config: AugmentConfig,
                    rng: np.random.Generator) -> tuple[HandObjectSample, CropTransform]:
     """One random training view of ``sample`` and the transform that made it."""
@@ -245,6 +290,20 @@ def evaluation_crop(sample: HandObjectSample, config: AugmentConfig) -> tuple[Ha
     """The deterministic crop used at test time: no jitter, rotation, colour change or mirroring."""
     transform = draw_crop_transform(sample, config, None)
     return apply_crop_transform(sample, transform), transform
+
+
+def plain_crop(sample: HandObjectSample, config: AugmentConfig) -> tuple[HandObjectSample, CropTransform]:
+    """The training crop without any random change: left hands mirrored first when
+    ``mirror_left_hands`` is set (as :func:`augment_sample` does), then the evaluation crop.
+
+    This is the view a network trained on mirrored crops is run on, e.g. to predict
+    pseudo-labels; ``transform.mirrored`` says whether the sample was mirrored.
+    """
+    mirrored = config.mirror_left_hands and sample.hand_side == "left"
+    if mirrored:
+        sample = mirror_sample(sample)
+    crop, transform = evaluation_crop(sample, config)
+    return crop, replace(transform, mirrored=mirrored)
 
 
 class Augmenter:
@@ -264,8 +323,11 @@ class Augmenter:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def generator_for(self, sample: HandObjectSample) -> np.random.Generator:
+        """The random stream of ``sample`` this epoch: a function of (seed, epoch, sample id) only."""
+        return np.random.default_rng([self.seed, self.epoch, zlib.crc32(sample.sample_id.encode())])
+
     def __call__(self, sample: HandObjectSample) -> HandObjectSample:
         if not self.train:
             return evaluation_crop(sample, self.config)[0]
-        rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(sample.sample_id.encode())])
-        return augment_sample(sample, self.config, rng)[0]
+        return augment_sample(sample, self.config, self.generator_for(sample))[0]

@@ -18,7 +18,10 @@ pseudo-labelled data get the *diversity* augmentation (the supervised crop, rota
 scale and colour jitter of :class:`~hoi_training.data.augment.AugmentConfig`, plus random
 grayscale and erasing); unlabelled data only the small *perturbation* (translation,
 small rotation or quarter turn), which is also what view consistency and the
-confidence's stability term apply.
+confidence's stability term apply. With ``pseudo_labels`` on, ``diversity`` replaces the
+training run's own ``augmentation`` for every crop of the run
+(:class:`~hoi_training.semihand.training.DiversityAugmenter`), so its ``output_size``
+must be the model's input size and left hands must be mirrored.
 """
 
 from __future__ import annotations
@@ -154,11 +157,23 @@ class ScheduleConfig:
 
 
 @dataclass
-class AugmentationConfig:
-    """Diversity augmentation (labelled and confidently pseudo-labelled data) and perturbation
-    augmentation (unlabelled data; also the T of view consistency and of the confidence)."""
+class DiversityAugmentConfig(AugmentConfig):
+    """SemiHand's diversity crop: SHO/HFL's supervised augmentation, with defaults for the
+    shipped hfl_r18 (128 px input) and left hands mirrored as in every training crop of
+    the right-hand network. A class of its own (not only a default instance) so that a
+    partial mapping such as ``diversity: {rotation_deg: 45}`` keeps these defaults."""
 
-    diversity: AugmentConfig = field(default_factory=AugmentConfig)
+    output_size: int = 128
+    mirror_left_hands: bool = True
+
+
+@dataclass
+class AugmentationConfig:
+    """Diversity augmentation (labelled and confidently pseudo-labelled data; used when
+    ``pseudo_labels`` is on) and perturbation augmentation (unlabelled data; also the T of
+    view consistency and of the confidence)."""
+
+    diversity: DiversityAugmentConfig = field(default_factory=DiversityAugmentConfig)
     diversity_appearance: GrayscaleErasingConfig = field(default_factory=GrayscaleErasingConfig)
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
 

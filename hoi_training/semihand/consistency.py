@@ -40,7 +40,6 @@ when the crop spans about 0.32 m at the hand (a 1.5x enlarged hand box).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -364,35 +363,3 @@ class GrayscaleErasingConfig:
             raise ConfigError("erasing_min_area, erasing_max_area: expected 0 < min <= max <= 1, got "
                               f"{self.erasing_min_area}, {self.erasing_max_area}")
 
-
-_ERASING_MAX_ASPECT = 3.0
-# ITU-R BT.601 luma weights.
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def grayscale_and_erase(images: torch.Tensor, config: GrayscaleErasingConfig,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Apply random grayscale and random erasing to (B, 3, H, W) float images in [0, 1] (new tensor)."""
-    config.validate()
-    _check_tensor(images, (None, 3, None, None), "images")
-    if not torch.is_floating_point(images):
-        raise TypeError(f"images: expected float images in [0, 1], got {images.dtype}")
-    batch, _, height, width = images.shape
-    out = images.clone()
-    gray = (torch.rand(batch, generator=generator) < config.grayscale_probability).to(images.device)
-    if bool(gray.any()):
-        luma = (out[gray] * out.new_tensor(_LUMA)[:, None, None]).sum(1, keepdim=True)
-        out[gray] = luma.expand(-1, 3, -1, -1)
-    erase = torch.rand(batch, generator=generator) < config.erasing_probability
-    for index in torch.nonzero(erase).flatten().tolist():
-        draws = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
-        area = (config.erasing_min_area + draws[0] * (config.erasing_max_area - config.erasing_min_area)) \
-            * height * width
-        aspect = math.exp((draws[1] * 2.0 - 1.0) * math.log(_ERASING_MAX_ASPECT))
-        rect_h = max(1, min(height, round(math.sqrt(area * aspect))))
-        rect_w = max(1, min(width, round(math.sqrt(area / aspect))))
-        top = int(draws[2] * (height - rect_h + 1))
-        left = int(draws[3] * (width - rect_w + 1))
-        noise = torch.rand(3, rect_h, rect_w, generator=generator, dtype=out.dtype)
-        out[index, :, top:top + rect_h, left:left + rect_w] = noise.to(out.device)
-    return out

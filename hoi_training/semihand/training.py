@@ -29,6 +29,15 @@ Per training step (:meth:`SemiHandTraining.step_losses`):
   supervised 2D weight. The original view is the target (gradient stopped), as for a
   pseudo-label.
 
+Augmentation of differing difficulty (section 3.4, :class:`DiversityAugmenter`). With the
+pseudo-label term on, the trainer crops every sample with SemiHand's ``diversity``
+augmentation in place of the run's ``augmentation``: labelled samples and the round's
+confidently pseudo-labelled ones (selected by eq. 8, or all scored ones without selection)
+get the random crop, rotation, scale and colour jitter plus random grayscale and erasing
+(``diversity_appearance``, pixels only, so every label stays valid); the other
+pseudo-labelled samples are unlabelled data for the round and get the plain crop the
+round scored them on, their only augmentation being view consistency's perturbation.
+
 Between rounds (:class:`PseudoLabelRounds`, Algorithm 1 lines 4 and 6): at the start of
 every round the network (eval mode) predicts on the plain evaluation crop of every
 pseudo-labelled sample and on a perturbed copy; from the second round on the
@@ -58,7 +67,7 @@ Cross-modal consistency without a mask head is refused with a :class:`ConfigErro
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -69,7 +78,7 @@ from torch.utils.data import Dataset
 
 from hoi_perception.config import ConfigError
 from hoi_perception.models.object_head import box_units_to_points
-from hoi_training.data.augment import AugmentConfig, evaluation_crop, mirror_sample
+from hoi_training.data.augment import AugmentConfig, Augmenter, augment_sample, grayscale_and_erase_image, plain_crop
 from hoi_training.data.sample import HandObjectSample, collate_samples
 from hoi_training.losses import HandObjectTargets, LossOutput
 from hoi_training.pseudolabel.dataset import DATASET_NAME as PSEUDO_DATASET_NAME
@@ -81,7 +90,7 @@ from hoi_training.semihand.circle_model import (
     fit_circle_radii,
     load_circle_radii,
 )
-from hoi_training.semihand.config import SemiHandConfig
+from hoi_training.semihand.config import AugmentationConfig, SemiHandConfig
 from hoi_training.semihand.consistency import (
     HandPose25D,
     HandViewPrediction,
@@ -250,9 +259,7 @@ class SemiHandTraining:
                              "circle radii on; give cross_modal.radii_file instead")
         uv, masks = [], []
         for sample in samples:
-            if augment.mirror_left_hands and sample.hand_side == "left":
-                sample = mirror_sample(sample)
-            crop, _ = evaluation_crop(sample, augment)
+            crop, _ = plain_crop(sample, augment)
             if crop.joints_2d is None or crop.hand_mask is None:
                 raise ValueError(f"sample {sample.sample_id}: expected 2D joints and a hand mask to fit radii on")
             uv.append(torch.as_tensor(crop.joints_2d / augment.output_size, dtype=torch.float32))
@@ -368,6 +375,38 @@ class SemiHandTraining:
                              pseudo_rows=pseudo_rows)
 
 
+# ----------------------------------------------------------------------------- diversity augmentation (section 3.4)
+
+
+class DiversityAugmenter(Augmenter):
+    """Dataset transform of runs with SemiHand's pseudo-label term (see the module docstring).
+
+    A sample gets the diversity augmentation, :func:`~hoi_training.data.augment.augment_sample`
+    with ``augmentation.diversity`` followed by
+    :func:`~hoi_training.data.augment.grayscale_and_erase_image` with
+    ``augmentation.diversity_appearance``, unless ``confident`` is given and says no for its
+    sample id; then it gets the plain crop (:func:`~hoi_training.data.augment.plain_crop`).
+    Labelled sets pass no ``confident``; pseudo-labelled sets pass
+    :meth:`PseudoLabelRounds.confident`. The draws are a function of (seed, epoch, sample id),
+    as :class:`~hoi_training.data.augment.Augmenter`'s, and the geometric ones are exactly
+    that augmenter's with the ``diversity`` config: the appearance step only adds pixels.
+    """
+
+    def __init__(self, augmentation: AugmentationConfig, seed: int = 0,
+                 confident: Callable[[str], bool] | None = None) -> None:
+        super().__init__(augmentation.diversity, seed=seed, train=True)
+        augmentation.diversity_appearance.validate()
+        self.appearance = augmentation.diversity_appearance
+        self.confident = confident
+
+    def __call__(self, sample: HandObjectSample) -> HandObjectSample:
+        if self.confident is not None and not self.confident(sample.sample_id):
+            return plain_crop(sample, self.config)[0]
+        rng = self.generator_for(sample)
+        out, _ = augment_sample(sample, self.config, rng)
+        return replace(out, image=grayscale_and_erase_image(out.image, self.appearance, rng))
+
+
 # ----------------------------------------------------------------------------- rounds (Algorithm 1)
 
 
@@ -426,6 +465,15 @@ class PseudoLabelRounds:
                            "round started?")
         return self._keep[sample_id]
 
+    def confident(self, sample_id: str) -> bool:
+        """Whether the sample trains as confidently pseudo-labelled data this round (section 3.4): it was
+        scored at the round's start and selected (every scored sample when selection is off)."""
+        if self.round_number == 0:
+            raise RuntimeError("no pseudo-label round has been started: call start_round before loading samples")
+        if sample_id not in self._keep:  # no 2.5D pseudo-label to score: unlabelled data
+            return False
+        return self._keep[sample_id] or not self.config.selection.enabled
+
     def apply(self, sample: HandObjectSample) -> HandObjectSample:
         """Dataset transform: the sample with its current (updated) pseudo-label."""
         stored = self.labels.get(sample.sample_id)
@@ -441,11 +489,9 @@ class PseudoLabelRounds:
                 continue
             width = sample.image.shape[1]
             root = sample.joints_3d[0].copy()
-            mirrored = self.augment.mirror_left_hands and sample.hand_side == "left"
-            if mirrored:
-                sample = mirror_sample(sample)
-            crop, transform = evaluation_crop(sample, self.augment)
-            views.append(_EvaluationView(crop, transform.image_to_crop, mirrored, width, root))
+            # The crop that DiversityAugmenter gives the samples this round does not select.
+            crop, transform = plain_crop(sample, self.augment)
+            views.append(_EvaluationView(crop, transform.image_to_crop, transform.mirrored, width, root))
         return views
 
     def _to_stored_frame(self, view: _EvaluationView, uv: np.ndarray, joints3d: np.ndarray
