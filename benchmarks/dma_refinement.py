@@ -638,6 +638,7 @@ def table_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "interaction_frames": interaction.get("frames_evaluated", 0),
         "hand_frames_labelled": hand.get("frames_labelled"),
         "hand_frames_evaluated": hand.get("frames_evaluated"),
+        "hand_root_relative_frames_evaluated": hand.get("root_relative_frames_evaluated"),
         "object_frames_labelled": obj.get("frames_labelled"),
         "object_missing_predictions": obj.get("missing_predictions"),
         "failures": summary.get("run", {}).get("failures", {}),
@@ -685,7 +686,8 @@ def format_results(results: dict[str, Any], out: Path) -> str:
         metrics = row["metrics"]
         cells = [_number(metrics[key]) for key, _ in COLUMNS]
         lines.append(f"| {row['label']} | " + " | ".join(cells)
-                     + f" | {metrics['hand_frames_evaluated']}/{metrics['hand_frames_labelled']} |")
+                     + f" | {metrics['hand_root_relative_frames_evaluated']} / {metrics['hand_frames_evaluated']} / "
+                     f"{metrics['hand_frames_labelled']} |")
     truth = results["ground_truth_interaction"]
     lines.append("| ground-truth meshes | - | - | - | - | " + " | ".join(
         _number(truth.get(key)) for key in ("mean_penetration_depth_mm", "max_penetration_depth_mm", "contact_pct"))
@@ -694,7 +696,8 @@ def format_results(results: dict[str, Any], out: Path) -> str:
     lines += ["", "Refinement on minus off: " + ", ".join(f"{header} {_signed(diff.get(key))}"
                                                           for key, header in COLUMNS) + ".", "",
               "MPJPE / MPVPE: camera frame (hand translation fitted from the predicted 2D joints, not from labels); "
-              "PA: after Procrustes alignment. ADD(-S)-0.1D: object model points within 10 % of the diameter (ADD-S "
+              "PA: after Procrustes alignment, also on frames whose translation fit failed (hand frames scored: "
+              "PA / camera / labelled). ADD(-S)-0.1D: object model points within 10 % of the diameter (ADD-S "
               "for symmetric objects). Penetration: per frame the mean depth of the hand vertices inside the object "
               "(DMA's code's measure) and the maximum depth; frames without penetration count 0. Contact: frames with "
               f"a hand vertex inside the object or within {_number(truth.get('contact_threshold_mm'), 1)} mm of its "

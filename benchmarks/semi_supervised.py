@@ -736,6 +736,7 @@ def table_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "add_adds_0.1d_pct": obj.get("add_adds_0.1d_pct"),
         "hand_frames_labelled": hand.get("frames_labelled"),
         "hand_frames_evaluated": hand.get("frames_evaluated"),
+        "hand_root_relative_frames_evaluated": hand.get("root_relative_frames_evaluated"),
         "object_frames_labelled": obj.get("frames_labelled"),
         "object_missing_predictions": obj.get("missing_predictions"),
     }
@@ -818,14 +819,15 @@ def format_results(results: dict[str, Any], out: Path) -> str:
             cells = [reason] + [""] * (len(COLUMNS))
         else:
             cells = [_number(metrics[key]) for key, _, _ in COLUMNS]
-            cells.append(f"{metrics['hand_frames_evaluated']}/{metrics['hand_frames_labelled']}")
+            cells.append(f"{metrics['hand_root_relative_frames_evaluated']} / {metrics['hand_frames_evaluated']} / "
+                         f"{metrics['hand_frames_labelled']}")
         lines.append(f"| {row['label']} | {row['pseudo_labels']} | " + " | ".join(cells) + " |")
     lines += ["", "PA: after Procrustes alignment (SHO's table-4 convention, HO-3D's aligned F-scores); camera: "
               "unaligned, camera-frame meshes with the fitted wrist translation. ADD(-S)-0.1D: object model points "
               "within 10% of the diameter (ADD-S for symmetric objects), pose from PnP on the predicted votes. Hand "
-              "means are over the frames a model was scored on: `hoi-train eval` counts a frame whose wrist "
-              "translation fit failed as a missing prediction and leaves it out of mean errors, so rows with "
-              "different 'hand frames scored' average over different frames.", ""]
+              "frames scored: PA / camera / labelled. A frame whose wrist translation fit failed still counts for "
+              "the PA metrics (they need only the wrist-relative hand) but not for the camera ones, so the two "
+              "kinds of means can average over different frames.", ""]
     comparison = results["comparison"]
     verdict = {True: "met", False: "not met", None: "undecided (a row has no number)"}[comparison["target_met"]]
     lines += ["## Target", "",

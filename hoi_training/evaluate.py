@@ -9,8 +9,11 @@ is fitted from the predicted 2D joints, the root-relative 3D joints and K
 (:mod:`hoi_perception.geometry.hand_translation`), the object pose from the votes by
 RANSAC EPnP (:mod:`hoi_perception.geometry.pnp`) with the object's control points from
 the object library. Left hands are mirrored into right hands before the network and
-the outputs mirrored back. A frame where a box is missing, or translation or PnP
-fails, is a missing prediction, which the report counts as such. A ``refine: dma``
+the outputs mirrored back. A frame without a hand or object box has no prediction,
+and one where PnP fails no object pose: the report counts them as missing
+predictions. Where the hand translation fit fails the hand is kept root-relative, so
+that root-relative and aligned hand metrics still score it while the camera-frame
+ones count it as missing (``missing_translations``). A ``refine: dma``
 model then refines the hand and the object together from that coarse estimate, in
 the crop's camera frame (:mod:`hoi_perception.models.refinement`), and the refined
 hand and object are scored, penetration and contact included.
@@ -114,11 +117,19 @@ class PreparedFrame:
 
 @dataclass
 class FramePrediction:
-    """Camera-frame estimate of one frame (None where the system produced none) and why not."""
+    """Camera-frame estimate of one frame (None where the system produced none) and why not; the hand is
+    root-relative where its translation could not be fitted."""
 
     hand: Hand3D | None
     object_pose: ObjectPose | None
     notes: list[str]
+
+
+def _unmirrored_hand(joints: np.ndarray, vertices: np.ndarray, mirrored: bool, root_relative: bool = False) -> Hand3D:
+    """A hand the network saw in the (possibly) mirrored camera, back in the original camera."""
+    if mirrored:
+        joints, vertices = joints @ MIRROR_X, vertices @ MIRROR_X
+    return Hand3D(joints, vertices, root_relative=root_relative)
 
 
 class Evaluator:
@@ -200,7 +211,11 @@ class Evaluator:
             return self.network(images.to(self.device), hand_boxes.to(self.device), object_boxes.to(self.device))
 
     def camera_frame(self, frame: PreparedFrame, output: NetworkOutput, i: int) -> FramePrediction:
-        """Hand translation and object PnP for batch element ``i``, un-mirrored to the original camera."""
+        """Hand translation and object PnP for batch element ``i``, un-mirrored to the original camera.
+
+        When the translation fit fails the hand is still returned, root-relative
+        (:attr:`Hand3D.root_relative`), so that the position-free hand metrics score it.
+        """
         notes: list[str] = []
         mirrored = frame.sample.hand_side == "left"
         crop = frame.crop
@@ -212,14 +227,13 @@ class Evaluator:
         translation = estimate_hand_translation(joints2d_image, joints_rel, frame.working.K,
                                                 hand.joint_confidence[i].cpu().double().numpy(),
                                                 config=self.config.hand_translation)
-        hand_pred = None
         if translation.success:
-            joints, vertices = joints_rel + translation.translation, vertices_rel + translation.translation
-            if mirrored:
-                joints, vertices = joints @ MIRROR_X, vertices @ MIRROR_X
-            hand_pred = Hand3D(joints, vertices)
+            hand_pred = _unmirrored_hand(joints_rel + translation.translation,
+                                         vertices_rel + translation.translation, mirrored)
         else:
             notes.append(f"hand translation: {translation.reason}")
+            wrist = joints_rel[0]
+            hand_pred = _unmirrored_hand(joints_rel - wrist, vertices_rel - wrist, mirrored, root_relative=True)
 
         object_pred = None
         model = self.library.get(frame.sample.object_name) if frame.sample.object_name in self.library else None
@@ -230,11 +244,10 @@ class Evaluator:
                                           crop.K, self.config.pnp)
             if pnp.success:
                 rotation, position = pnp.rotation, pnp.translation
-                if self.graphs is not None and hand_pred is not None:
+                if self.graphs is not None and translation.success:
                     joints, vertices, rotation, position = self.refine(frame, output, i, model, vertices_rel +
                                                                        translation.translation, rotation, position)
-                    hand_pred = Hand3D(joints @ MIRROR_X if mirrored else joints,
-                                       vertices @ MIRROR_X if mirrored else vertices)
+                    hand_pred = _unmirrored_hand(joints, vertices, mirrored)
                 if mirrored:
                     rotation, position = MIRROR_X @ rotation @ MIRROR_X, MIRROR_X @ position
                 object_pred = ObjectPose(rotation, position)

@@ -119,6 +119,9 @@ class TrainConfig:
     # for a refine: dma model (the refiner then starts untrained), whose weights start the run.
     imagenet_weights: Path | None = None
     init_checkpoint: Path | None = None
+    # State-dict prefixes of init_checkpoint left out: those modules keep their fresh
+    # initialisation (e.g. [detection_head.] to retrain a head whose layout changed).
+    init_exclude: list[str] = field(default_factory=list)
     # What the optimiser updates. "all": every weight (DMA trains its two stages end to end,
     # section 3). "refiner": a refine: dma model's refiner only; the first stage keeps the
     # weights of init_checkpoint and runs as at inference (BatchNorm on its running
@@ -147,6 +150,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1 step, got {getattr(self, name)}")
         if self.image_interval < 0:
             raise ConfigError(f"image_interval must be >= 0 (0 disables image grids), got {self.image_interval}")
+        if self.init_exclude and self.init_checkpoint is None:
+            raise ConfigError(f"init_exclude {self.init_exclude} leaves parts of init_checkpoint out, but no "
+                              "init_checkpoint is set")
         if not self.augmentation.mirror_left_hands:
             raise ConfigError("augmentation.mirror_left_hands must be true: the network models right hands only, "
                               "and left hands are mirrored before it at run time as in training")

@@ -603,7 +603,7 @@ def check_model_config(checkpoint: dict[str, Any], path: str | Path, expected: M
         f"'{expected.name}' ({source}); they differ in {', '.join(differing[:8])}")
 
 
-def load_initial_weights(network: HOINet, path: str | Path, source: str) -> None:
+def load_initial_weights(network: HOINet, path: str | Path, source: str, exclude: Sequence[str] = ()) -> None:
     """Start ``network`` from the weights of checkpoint ``path`` (a training or released checkpoint).
 
     The checkpoint must have been made for the same model config, or for the same model
@@ -611,19 +611,25 @@ def load_initial_weights(network: HOINet, path: str | Path, source: str) -> None
     hfl_r18 for an hfl_r18_dma run) or a hand-mask head (SemiHand's cross-modal term on
     a checkpoint trained without it). Every other weight is loaded; an added part keeps
     its initialisation (the refiner's zero output layers make the refined model start as
-    the first stage).
+    the first stage). Weights under an ``exclude`` prefix are not loaded either.
     """
     data = read_checkpoint(path)
+    if exclude:
+        unknown = [p for p in exclude if not any(k.startswith(p) for k in network.state_dict())]
+        if unknown:
+            raise ConfigError(f"init_exclude: {unknown} match no weight of model '{network.config.name}'")
+        data = {**data, "model": {k: v for k, v in data["model"].items() if not k.startswith(tuple(exclude))}}
     expected = network.config
     try:
         saved = from_dict(ModelConfig, data["model_config"], f"checkpoint '{path}': model_config")
     except ConfigError as exc:
         raise CheckpointMismatchError(str(exc)) from None
     added = _added_parts(saved, expected)
-    if not added:
+    if not added and not exclude:
         check_model_config(data, path, expected, source)
         network.load_state_dict(data["model"])
         return
+    added.update({f"'{prefix}' (init_exclude)": prefix for prefix in exclude})
     # Compare with the added parts' settings taken from this network: only they may differ.
     aligned = replace(saved, name=expected.name, refine=expected.refine, dma=expected.dma,
                       hand_head=replace(saved.hand_head, mask_head=expected.hand_head.mask_head))
@@ -707,7 +713,7 @@ class Trainer:
         if config.imagenet_weights is not None:
             self.network.load_imagenet_weights(config.imagenet_weights)
         if config.init_checkpoint is not None:
-            load_initial_weights(self.network, config.init_checkpoint, config_source)
+            load_initial_weights(self.network, config.init_checkpoint, config_source, config.init_exclude)
         self.frozen_first_stage = config.trainable == "refiner"
         if self.frozen_first_stage:
             freeze_first_stage(self.network)

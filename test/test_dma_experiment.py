@@ -120,6 +120,21 @@ def test_a_checkpoint_without_the_hand_mask_head_starts_a_model_with_it(tiny_set
     assert all(torch.equal(state[k], base[k].to(state[k].dtype)) for k in base)
 
 
+def test_init_exclude_leaves_a_module_at_its_fresh_initialisation(tiny_set, tmp_path):
+    base = released_base(tmp_path / "base.pt")
+    config = tiny_train_config(tiny_set, tmp_path / "run", f"init_checkpoint={tmp_path / 'base.pt'}",
+                               'init_exclude=["detection_head."]', dma=False)
+    state = Trainer(config).network.state_dict()
+    head = [k for k in state if k.startswith("detection_head.")]
+    assert head and all(torch.equal(state[k], base[k].to(state[k].dtype)) for k in state if k not in head)
+    assert not torch.equal(state[head[0]], base[head[0]].to(state[head[0]].dtype))
+    with pytest.raises(ConfigError, match=r"init_exclude: \['detector\.'\] match no weight"):
+        Trainer(tiny_train_config(tiny_set, tmp_path / "typo", f"init_checkpoint={tmp_path / 'base.pt'}",
+                                  'init_exclude=["detector."]', dma=False))
+    with pytest.raises(ConfigError, match="no init_checkpoint is set"):
+        tiny_train_config(tiny_set, tmp_path / "none", 'init_exclude=["detection_head."]', dma=False).validate()
+
+
 def test_training_the_refiner_alone_needs_a_refiner_and_a_first_stage(tiny_set, tmp_path):
     with pytest.raises(ConfigError, match="trainable: refiner needs a model with a refinement stage"):
         tiny_train_config(tiny_set, tmp_path, "trainable=refiner", f"init_checkpoint={tmp_path / 'x.pt'}",

@@ -87,6 +87,7 @@ def summary(ball):
 def test_hand_counts_and_errors(summary):
     hand = summary["hand"]
     assert (hand["frames_labelled"], hand["frames_evaluated"], hand["missing_predictions"]) == (4, 3, 1)
+    assert (hand["root_relative_frames_evaluated"], hand["missing_translations"]) == (3, 0)
     assert hand["mpjpe_mm"] == pytest.approx(10 / 3)
     assert hand["mpvpe_mm"] == pytest.approx(10 / 3)
     for key in ("root_relative_mpjpe_mm", "pa_mpjpe_mm", "scale_translation_mpjpe_mm", "pa_mpvpe_mm"):
@@ -160,6 +161,51 @@ def test_interaction_wiring_with_a_penetrating_vertex():
     assert inter["max_penetration_depth_mm"] == pytest.approx(50.0)
     assert inter["mean_penetration_depth_mm"] == pytest.approx(50.0)
     assert inter["contact_pct"] == 100.0 and inter["contact_threshold_mm"] == pytest.approx(1.0)
+
+
+def test_root_relative_hand_is_scored_only_by_position_free_metrics(ball):
+    wrist = GT_HAND.joints[0]
+    # The true shape at twice its size about the wrist, position unknown.
+    doubled = Hand3D(2 * (GT_HAND.joints - wrist), 2 * (GT_HAND.vertices - wrist), root_relative=True)
+    acc = EvaluationAccumulator()
+    acc.add(EvaluationFrame("s/0000", FrameAnnotation(SHIFTED_HAND), FrameAnnotation(GT_HAND),
+                            sequence_id="s", frame_index=0))
+    # An object pose next to the root-relative hand: interaction must not score it.
+    acc.add(EvaluationFrame("s/0001", FrameAnnotation(doubled, _pose([0.0, 0.0, 0.0])),
+                            FrameAnnotation(GT_HAND, _pose(OBJ_T)), object_model=ball,
+                            sequence_id="s", frame_index=1))
+    acc.add(EvaluationFrame("s/0002", FrameAnnotation(SHIFTED_HAND), FrameAnnotation(GT_HAND),
+                            sequence_id="s", frame_index=2))
+    acc.add(EvaluationFrame("s/0003", FrameAnnotation(), FrameAnnotation(GT_HAND)))
+    summary = acc.summary()
+    hand = summary["hand"]
+    assert (hand["frames_labelled"], hand["missing_predictions"], hand["missing_translations"]) == (4, 1, 1)
+    assert (hand["frames_evaluated"], hand["mesh_frames_evaluated"]) == (2, 2)
+    assert (hand["root_relative_frames_evaluated"], hand["root_relative_mesh_frames_evaluated"]) == (3, 3)
+    # Camera frame: the two shifted frames only.
+    assert hand["mpjpe_mm"] == pytest.approx(10.0) and hand["mpvpe_mm"] == pytest.approx(10.0)
+    assert hand["f_score_5mm_pct"] == pytest.approx(0.0) and hand["f_score_15mm_pct"] == pytest.approx(100.0)
+    assert hand["acceleration_error_triplets"] == 0  # frame 1 has no camera-frame joints
+    # Root-relative: 0 on the shifted frames; on the doubled one each joint is off by its distance from the
+    # wrist, on the lattice 100 mm x (0..9, then sqrt(k^2 + 1) for k = 0..9, then 2).
+    distances = 100 * np.array(list(range(10)) + [np.hypot(k, 1) for k in range(10)] + [2.0])
+    assert hand["root_relative_mpjpe_mm"] == pytest.approx(distances.mean() / 3)
+    # Similarity and scale-translation alignment undo the doubling.
+    for key in ("pa_mpjpe_mm", "scale_translation_mpjpe_mm", "pa_mpvpe_mm"):
+        assert hand[key] == pytest.approx(0.0, abs=1e-4), key
+    assert hand["pa_f_score_5mm_pct"] == pytest.approx(100.0) and hand["pa_f_score_15mm_pct"] == pytest.approx(100.0)
+    # Root-relative PCK: the wrist is always correct, every other joint in 2 of 3 frames (the doubled frame's
+    # errors are all >= 100 mm); ~1e-17 m rounding may fail the 0 mm threshold, up to half a step.
+    assert hand["pck_auc_joints_root_relative_pct"] == pytest.approx(100 * (1 + 20 * 2 / 3) / 21, abs=100 * 0.5 / 99)
+    assert summary["object"]["frames_evaluated"] == 1 and summary["interaction"]["frames_evaluated"] == 0
+
+
+def test_root_relative_hand_must_start_at_the_wrist_and_cannot_be_ground_truth():
+    with pytest.raises(ValueError, match="wrist"):
+        Hand3D(GT_HAND.joints, root_relative=True)
+    centred = Hand3D(GT_HAND.joints - GT_HAND.joints[0], root_relative=True)
+    with pytest.raises(ValueError, match="ground-truth hand must be in the camera frame"):
+        EvaluationAccumulator().add(EvaluationFrame("a", FrameAnnotation(GT_HAND), FrameAnnotation(centred)))
 
 
 def test_empty_accumulator_reports_nothing_scored():
@@ -249,4 +295,9 @@ def test_ho3d_submission_rejects_bad_inputs(tmp_path):
     no_mesh[names[1]] = Hand3D(hands[names[1]].joints)
     with pytest.raises(ValueError, match="778 mesh vertices"):
         write_ho3d_submission(tmp_path / "a.zip", no_mesh, names)
+    wrist_relative = dict(hands)
+    hand = hands[names[2]]
+    wrist_relative[names[2]] = Hand3D(hand.joints - hand.joints[0], hand.vertices - hand.joints[0], root_relative=True)
+    with pytest.raises(ValueError, match="wrist-relative"):
+        write_ho3d_submission(tmp_path / "a.zip", wrist_relative, names)
     assert not (tmp_path / "a.zip").exists()

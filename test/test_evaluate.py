@@ -53,6 +53,18 @@ class OracleEvaluator(Evaluator):
             (batch, 21, grid, grid), 0.9)))
 
 
+class UnplacedOracleEvaluator(OracleEvaluator):
+    """The oracle with every joint confidence 0, so the translation fit fails on every frame, and the
+    root-relative joints and vertices twice their true size: a known root-relative error and no
+    Procrustes or scale-translation error."""
+
+    def run_network(self, frames: list[PreparedFrame]) -> NetworkOutput:
+        output = super().run_network(frames)
+        hand = dataclasses.replace(output.hand, joint_confidence=torch.zeros_like(output.hand.joint_confidence),
+                                   joints3d=2 * output.hand.joints3d, vertices=2 * output.hand.vertices)
+        return dataclasses.replace(output, hand=hand)
+
+
 def _run_config(root: Path, *overrides: str) -> EvaluationRunConfig:
     return load_config(EvaluationRunConfig, {"dataset": {"kind": "synthetic", "config": {"root": str(root)}},
                                              "device": "cpu", "metrics": {"interaction_metrics": False}},
@@ -85,16 +97,52 @@ def test_left_hands_are_mirrored_through_the_network_and_back(tiny_set, tiny_net
     assert summary["object"]["frames_labelled"] == 0
 
 
+def test_failed_translation_keeps_the_root_relative_hand_mirrored_back(tiny_set, tiny_network):
+    dataset = SyntheticDataset(SyntheticConfig(tiny_set))
+    right = [dataset[i] for i in range(2)]
+    left = [dataclasses.replace(mirror_sample(dataset[i]), object_rotation=None, object_translation=None)
+            for i in range(2, 4)]
+    evaluator = UnplacedOracleEvaluator(tiny_network, _run_config(tiny_set), load_object_library(None),
+                                        torch.device("cpu"))
+    samples = right + left
+    frames = evaluator.prepare(samples)
+    output = evaluator.run_network(frames)
+    for i, (sample, frame) in enumerate(zip(samples, frames)):
+        prediction = evaluator.camera_frame(frame, output, i)
+        assert prediction.hand.root_relative and prediction.notes[0].startswith("hand translation:")
+        # Twice the true hand about the wrist, in the sample's own (left or right) camera.
+        np.testing.assert_allclose(prediction.hand.joints, 2 * (sample.joints_3d - sample.joints_3d[0]), atol=1e-6)
+        np.testing.assert_allclose(prediction.hand.vertices, 2 * (sample.vertices_3d - sample.joints_3d[0]),
+                                   atol=1e-6)
+
+    evaluator.evaluate_batch(samples)
+    hand = evaluator.summary()["hand"]
+    assert (hand["frames_labelled"], hand["missing_predictions"], hand["missing_translations"]) == (4, 0, 4)
+    assert (hand["frames_evaluated"], hand["mesh_frames_evaluated"]) == (0, 0)
+    assert (hand["root_relative_frames_evaluated"], hand["root_relative_mesh_frames_evaluated"]) == (4, 4)
+    for key in ("mpjpe_mm", "mpvpe_mm", "f_score_5mm_pct", "pck_auc_joints_pct", "acceleration_error_mm_per_frame_sq"):
+        assert hand[key] is None, key
+    # Doubling about the wrist: each joint's root-relative error is its distance from the wrist.
+    expected = np.mean([np.linalg.norm(s.joints_3d - s.joints_3d[0], axis=1).mean() for s in samples]) * 1000
+    assert hand["root_relative_mpjpe_mm"] == pytest.approx(expected, rel=1e-5)
+    for key in ("pa_mpjpe_mm", "scale_translation_mpjpe_mm", "pa_mpvpe_mm"):
+        assert hand[key] == pytest.approx(0.0, abs=1e-3), key
+    assert hand["pa_f_score_5mm_pct"] == pytest.approx(100.0)
+    assert evaluator.summary()["run"]["failures"]["hand translation"] == 4
+
+
 def test_untrained_network_is_scored_and_failures_are_counted(tiny_set, tiny_network):
     dataset = SyntheticDataset(SyntheticConfig(tiny_set))
     summary = evaluate_dataset(tiny_network, dataset, _run_config(tiny_set, "max_frames=3", "batch_size=2"),
                                device=torch.device("cpu"))
     hand, obj = summary["hand"], summary["object"]
     assert summary["frames"] == 3
-    assert hand["frames_labelled"] == 3 and hand["frames_evaluated"] + hand["missing_predictions"] == 3
+    assert hand["frames_labelled"] == 3 and hand["missing_predictions"] == 0  # the network always has a shape
+    assert hand["frames_evaluated"] + hand["missing_translations"] == 3 and hand["root_relative_frames_evaluated"] == 3
+    assert hand["pa_mpjpe_mm"] is not None
     assert obj["frames_labelled"] == 3 and obj["frames_evaluated"] + obj["missing_predictions"] == 3
     failures = summary["run"]["failures"]
-    assert sum(failures.values()) == hand["missing_predictions"] + obj["missing_predictions"]
+    assert sum(failures.values()) == hand["missing_translations"] + obj["missing_predictions"]
 
 
 def test_eval_command_writes_reports_for_both_box_sources(tiny_set, tiny_network, tmp_path):

@@ -89,6 +89,9 @@ def write_ho3d_submission(out_zip: str | Path, predictions: Mapping[str, Hand3D]
             raise TypeError(f"prediction for '{name}': expected Hand3D, got {type(hand).__name__}")
         if hand.vertices is None:
             raise ValueError(f"prediction for '{name}': the submission needs the 778 mesh vertices")
+        if hand.root_relative:
+            raise ValueError(f"prediction for '{name}': the hand is wrist-relative (its translation fit failed); "
+                             "the submission needs camera-frame coordinates")
         if np.all(hand.joints[:, 2] < 0) or np.all(hand.vertices[:, 2] < 0):
             raise ValueError(f"prediction for '{name}': the hand would lie behind the OpenGL camera; "
                              "give OpenCV camera coordinates (hand at positive z)")

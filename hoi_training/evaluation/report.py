@@ -14,6 +14,15 @@ PnP failure); such frames are counted (``missing_predictions``), count as failur
 in ADD(-S)-0.1D accuracies and AUCs, score IoU 0, and are left out of mean errors,
 which cannot be defined for them.
 
+A predicted hand may be root-relative (:attr:`Hand3D.root_relative`: its shape is
+known but its camera-frame translation is not). It is scored by the measures that do
+not depend on the hand's position - root-relative MPJPE, Procrustes-aligned joint and
+mesh errors and F-scores, HO-3D scale-translation alignment - and counted in
+``missing_translations`` and left out of the camera-frame ones (MPJPE, MPVPE,
+unaligned F-scores, acceleration, interaction). The hand section says how many frames
+each group used: ``frames_evaluated`` / ``mesh_frames_evaluated`` (camera frame) and
+``root_relative_frames_evaluated`` / ``root_relative_mesh_frames_evaluated``.
+
 Units in the summary follow the field: millimetres (``_mm``), degrees (``_deg``),
 percentages (``_pct``). Hand joints are in HO-3D order (MANO's 16 joints, then the
 thumb, index, middle, ring and pinky tips) and all 3D quantities share one camera
@@ -39,6 +48,7 @@ from hoi_training.evaluation import metrics as m
 
 _MM = 1000.0
 _PCT = 100.0
+_ROOT_TOLERANCE_M = 1e-9  # a root-relative hand's wrist offset from the origin that counts as rounding
 
 
 # ----------------------------------------------------------------------------- per-frame records
@@ -62,15 +72,29 @@ def _box(name: str, value: Any) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Hand3D:
-    """A hand in the camera frame, metres: 21 joints in HO-3D order and optionally the 778 MANO vertices."""
+    """A hand in metres along the camera's axes: 21 joints in HO-3D order and optionally the 778 MANO vertices.
+
+    By default the points are camera-frame positions. ``root_relative=True`` marks a hand
+    whose position in the camera is unknown (e.g. a prediction whose translation fit
+    failed): the wrist (joint 0) sits at the origin, and only metrics that do not depend
+    on the hand's position (root-relative and aligned errors) may use it.
+    """
 
     joints: np.ndarray
     vertices: np.ndarray | None = None
+    root_relative: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "joints", _points("hand joints", self.joints, m.NUM_HAND_JOINTS))
         if self.vertices is not None:
             object.__setattr__(self, "vertices", _points("hand vertices", self.vertices, m.NUM_MANO_VERTICES))
+        if not isinstance(self.root_relative, (bool, np.bool_)):
+            raise TypeError(f"hand root_relative: expected a bool, got {type(self.root_relative).__name__}")
+        object.__setattr__(self, "root_relative", bool(self.root_relative))
+        wrist = self.joints[m.HO3D_WRIST]
+        if self.root_relative and not np.allclose(wrist, 0.0, rtol=0.0, atol=_ROOT_TOLERANCE_M):
+            raise ValueError(f"root-relative hand: expected the wrist (joint {m.HO3D_WRIST}) at the origin, "
+                             f"got {wrist.tolist()}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -256,6 +280,7 @@ class EvaluationAccumulator:
         self._frame_ids: set[str] = set()
         self._hand_labelled = 0
         self._hand_missing = 0
+        self._hand_without_translation = 0
         self._joints = _PointErrorStats(thresholds)
         self._joints_root_relative = _PointErrorStats(thresholds)
         self._joints_procrustes = _PointErrorStats(thresholds)
@@ -291,22 +316,33 @@ class EvaluationAccumulator:
         gt, pred = frame.ground_truth.hand, frame.prediction.hand
         if gt is None:
             return
+        if gt.root_relative:
+            raise ValueError(f"frame '{frame.frame_id}': the ground-truth hand must be in the camera frame, "
+                             "got a root-relative one")
         self._hand_labelled += 1
         if pred is None:
             self._hand_missing += 1
             return
-        self._joints.add(m.point_errors(pred.joints, gt.joints))
+        # Position-free measures: root-relative, Procrustes and HO-3D scale-translation alignment (which moves
+        # the predicted wrist onto the ground truth) give the same error wherever the prediction sits.
         self._joints_root_relative.add(m.point_errors(m.root_relative(pred.joints), m.root_relative(gt.joints)))
         self._joints_procrustes.add(m.point_errors(m.procrustes_align(pred.joints, gt.joints), gt.joints))
         self._joints_scale_translation.add(
             m.point_errors(m.scale_translation_align_ho3d(pred.joints, gt.joints), gt.joints))
-        if gt.vertices is not None and pred.vertices is not None:
+        has_mesh = gt.vertices is not None and pred.vertices is not None
+        thresholds = self.config.f_score_thresholds_m
+        if has_mesh:
             aligned = m.procrustes_align(pred.vertices, gt.vertices)
-            self._vertices.add(m.point_errors(pred.vertices, gt.vertices))
             self._vertices_procrustes.add(m.point_errors(aligned, gt.vertices))
-            thresholds = self.config.f_score_thresholds_m
-            self._f_scores.append(m.f_scores(pred.vertices, gt.vertices, thresholds)[0])
             self._f_scores_aligned.append(m.f_scores(aligned, gt.vertices, thresholds)[0])
+        if pred.root_relative:
+            self._hand_without_translation += 1
+            return
+        # Camera-frame measures need the predicted hand's position.
+        self._joints.add(m.point_errors(pred.joints, gt.joints))
+        if has_mesh:
+            self._vertices.add(m.point_errors(pred.vertices, gt.vertices))
+            self._f_scores.append(m.f_scores(pred.vertices, gt.vertices, thresholds)[0])
         if frame.sequence_id is not None:
             frames = self._sequences[frame.sequence_id]
             if frame.frame_index in frames:
@@ -332,9 +368,12 @@ class EvaluationAccumulator:
     def _hand_summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "frames_labelled": self._hand_labelled,
-            "frames_evaluated": self._joints.frames,
             "missing_predictions": self._hand_missing,
+            "missing_translations": self._hand_without_translation,
+            "frames_evaluated": self._joints.frames,
             "mesh_frames_evaluated": self._vertices.frames,
+            "root_relative_frames_evaluated": self._joints_root_relative.frames,
+            "root_relative_mesh_frames_evaluated": self._vertices_procrustes.frames,
             "mpjpe_mm": _scaled(self._joints.mean(), _MM),
             "root_relative_mpjpe_mm": _scaled(self._joints_root_relative.mean(), _MM),
             "pa_mpjpe_mm": _scaled(self._joints_procrustes.mean(), _MM),
@@ -455,7 +494,7 @@ class EvaluationAccumulator:
     def _add_interaction(self, frame: EvaluationFrame) -> None:
         pred, model = frame.prediction, frame.object_model
         if (not self.config.interaction_metrics or model is None or model.mesh is None or pred.hand is None
-                or pred.hand.vertices is None or pred.object_pose is None):
+                or pred.hand.root_relative or pred.hand.vertices is None or pred.object_pose is None):
             return
         # Distances are rigid-invariant: bring the hand into the object frame (x = R^T (x_cam - t)) so the
         # mesh's search structures, built once, serve every frame.
