@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -56,11 +55,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-import yaml
 
-from benchmarks.semi_supervised import SplitSize, StageError, StageLog, TrainingLength, command_line
+from benchmarks.experiment_runs import (
+    RESULTS_STEM,
+    STAGE_LOG_FILE,
+    SplitSize,
+    StageError,
+    StageLog,
+    Timing,
+    TrainingLength,
+    claim_output_folder,
+    commands_section,
+    cpu_name,
+    evaluation_step,
+    experiment_parser,
+    require,
+    run_driver,
+    run_stages,
+    select_scale,
+    shown,
+    synthetic_data_step,
+    synthetic_evaluation_config,
+    training_step,
+    write_resolved_config,
+    written_after,
+)
 from hoi_perception.atomic import atomic_save_with, atomic_write_json, atomic_write_text
 from hoi_perception.config import ConfigError, load_config, read_yaml, resolve_config_path, to_dict
 from hoi_perception.models.dma.refiner import DMAConfig
@@ -68,9 +88,6 @@ from hoi_perception.models.dma.refiner import DMAConfig
 log = logging.getLogger("dma_refinement")
 
 STAGES = ("data", "base", "refine", "evaluate", "latency", "report")
-EXPERIMENT_FILE = "experiment.json"
-STAGE_LOG_FILE = "stages.json"
-RESULTS_STEM = "results"
 REFINER_PREFIX = "refiner."
 FIRST_STAGE_FORMAT = "hoi_perception_first_stage/1"
 
@@ -212,73 +229,31 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, scale: str, out: str | Path, config_source: str,
                  publish: Path | None = None) -> None:
-        if scale not in config.scales:
-            raise ConfigError(f"--scale '{scale}' is not defined in {config_source}; defined: {sorted(config.scales)}")
+        self.scale = select_scale(config.scales, scale, config_source)
         self.config = config
         self.scale_name = scale
-        self.scale = config.scales[scale]
         self.config_source = config_source
         self.publish = publish  # the report is also written to publish.json / publish.md
         self.out = Path(out)
         self.layout = ExperimentLayout(self.out.resolve())
         self.settings = {"scale": scale, "seeds": to_dict(config.seeds), "trainable": config.trainable,
                          "scale_config": to_dict(self.scale)}
-        self._check_output_folder()
-        self.log = StageLog(self.layout.root / STAGE_LOG_FILE)
-
-    def _check_output_folder(self) -> None:
-        root = self.layout.root
-        if root.exists() and not root.is_dir():
-            raise NotADirectoryError(f"--out '{self.out}' exists and is not a folder")
-        recorded = root / EXPERIMENT_FILE
-        if recorded.is_file():
-            saved = json.loads(recorded.read_text())
-            if saved != self.settings:
-                differing = sorted(k for k in self.settings if saved.get(k) != self.settings[k])
-                raise ConfigError(f"--out '{self.out}' holds an experiment run with other settings (differing: "
-                                  f"{', '.join(differing)}); use another --out to run these settings")
-        elif root.is_dir() and any(root.iterdir()):
-            raise FileExistsError(f"--out '{self.out}' holds other files and no {EXPERIMENT_FILE}; use an empty or "
-                                  "new folder")
-        else:
-            root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(recorded, self.settings)
+        claim_output_folder(self.layout.root, self.out, self.settings)
+        self.log = StageLog(self.layout.root / STAGE_LOG_FILE, log)
 
     def run(self, stages: Sequence[str] = STAGES) -> dict[str, str]:
         """Run ``stages`` (in pipeline order, whatever order they are given in); returns step -> outcome."""
-        unknown = [s for s in stages if s not in STAGES]
-        if unknown:
-            raise ValueError(f"--stages: unknown stage(s) {unknown}; expected some of {list(STAGES)}")
-        actions = {"data": self.generate_data, "base": self.train_base, "refine": self.train_refiner,
-                   "evaluate": self.evaluate, "latency": self.measure_latency, "report": self.write_report}
-        for stage in STAGES:
-            if stage in stages:
-                actions[stage]()
+        run_stages(stages, {"data": self.generate_data, "base": self.train_base, "refine": self.train_refiner,
+                            "evaluate": self.evaluate, "latency": self.measure_latency, "report": self.write_report})
         return dict(self.log.this_run)
-
-    def _require(self, path: Path, stage: str, producer: str) -> None:
-        if not path.exists():
-            raise StageError(f"stage '{stage}' needs {path}, which the '{producer}' stage writes; run it first "
-                             f"(--stages {producer})")
 
     # -- data
 
     def generate_data(self) -> None:
-        from hoi_training.synth.config import SynthConfig
-        from hoi_training.synth.generator import generate_dataset
-
         for split, size, seed in (("train", self.scale.train, self.config.seeds.train),
                                   ("test", self.scale.test, self.config.seeds.test)):
-            out = self.layout.data(split)
-            command = command_line("hoi-train", "synth", "--out", out, "--sequences", size.sequences, "--frames",
-                                   size.frames, "--seed", seed, "--domain", "lab",
-                                   *_flags("--set", self.scale.synth_overrides))
-
-            def work(out: Path = out, size: SplitSize = size, seed: int = seed) -> None:
-                config = load_config(SynthConfig, "synth.yaml", self.scale.synth_overrides)
-                generate_dataset(config, out, sequences=size.sequences, frames=size.frames, seed=seed, domain="lab")
-
-            self.log.run(f"data/{split}", command, lambda out=out: (out / "manifest.json").is_file(), work)
+            synthetic_data_step(self.log, f"data/{split}", self.layout.data(split), size, seed, "lab",
+                                self.scale.synth_overrides)
 
     # -- training
 
@@ -306,44 +281,27 @@ class Experiment:
             length = scale.refiner_training
         overrides += [f"epochs={length.epochs}", f"max_steps={length.max_steps}", *scale.train_overrides]
         config = load_config(TrainConfig, data, overrides)
-        path = self.layout.config_file(f"train_{name}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, f"# {name}: written by benchmarks/dma_refinement.py (scale {self.scale_name})\n"
-                          + yaml.safe_dump(to_dict(config), sort_keys=False))
-        return path
+        return write_resolved_config(self.layout.config_file(f"train_{name}"), config,
+                                     f"{name}: written by benchmarks/dma_refinement.py (scale {self.scale_name})")
 
     def _train(self, name: str) -> None:
-        from hoi_training.trainer import NON_FINITE_EXIT_CODE, fit_main
-
-        run, checkpoint = self.layout.run(name), self.layout.checkpoint(name)
-        step = f"train/{name}"
-        config_path = self.training_config(name)
-        command = command_line("hoi-train", "fit", "--config", config_path, "--out", run)
-
-        def work() -> None:
-            code = fit_main(config_path, (), resume=checkpoint.is_file(), out_dir=run)
-            if code == NON_FINITE_EXIT_CODE:
-                raise StageError(f"{step}: training stopped on a non-finite loss (see the log); {checkpoint} holds "
-                                 "the last good state")
-            if code != 0:
-                raise StageError(f"{step}: hoi-train fit returned {code}")
-
-        self.log.run(step, command, lambda: self.log.done(step) and checkpoint.is_file(), work)
+        training_step(self.log, f"train/{name}", self.training_config(name), self.layout.run(name),
+                      self.layout.checkpoint(name))
 
     def train_base(self) -> None:
         if self.scale.base_training is None:
             return  # the scale names a trained first stage
-        self._require(self.layout.data("train") / "manifest.json", "base", "data")
+        require(self.layout.data("train") / "manifest.json", "base", "data")
         self._train("base")
 
     def train_refiner(self) -> None:
-        self._require(self.layout.data("train") / "manifest.json", "refine", "data")
+        require(self.layout.data("train") / "manifest.json", "refine", "data")
         base = self.base_checkpoint()
         if not base.is_file():
             if self.scale.base_checkpoint is not None:
                 raise StageError(f"refine: the base checkpoint {base} does not exist; release the trained first "
                                  "stage there first (hoi-train release, see README) or point base_checkpoint at it")
-            self._require(base, "refine", "base")
+            require(base, "refine", "base")
         self._train("refiner")
 
     # -- evaluation
@@ -354,7 +312,7 @@ class Experiment:
         from hoi_training.trainer import read_checkpoint
 
         refined = self.layout.checkpoint("refiner")
-        self._require(refined, "evaluate", "refine")
+        require(refined, "evaluate", "refine")
         out = self.layout.first_stage
 
         def work() -> None:
@@ -366,37 +324,20 @@ class Experiment:
                      "source": str(refined), "step": data.get("step")}
             atomic_save_with(out, lambda handle: torch.save(state, handle))
 
-        self.log.run("first_stage", None, lambda: _newer(out, refined), work)
+        self.log.run("first_stage", None, lambda: written_after(out, refined), work)
 
     def evaluation_config(self) -> Path:
         """Write the resolved evaluation config (test split, ground-truth boxes) and return its path."""
-        from hoi_training.evaluate import EvaluationRunConfig
-
-        data = {"dataset": {"kind": "synthetic", "config": {"root": str(self.layout.data("test"))}},
-                "boxes": "ground_truth"}
-        config = load_config(EvaluationRunConfig, data, self.scale.evaluation_overrides)
-        path = self.layout.config_file("eval_test")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
-        return path
+        return synthetic_evaluation_config(self.layout.config_file("eval_test"), self.layout.data("test"),
+                                           self.scale.evaluation_overrides)
 
     def evaluate(self) -> None:
-        from hoi_training.evaluate import eval_main
-
-        self._require(self.layout.data("test") / "manifest.json", "evaluate", "data")
+        require(self.layout.data("test") / "manifest.json", "evaluate", "data")
         self.write_first_stage()
         config_path = self.evaluation_config()
         for row, checkpoint in ((OFF, self.layout.first_stage), (ON, self.layout.checkpoint("refiner"))):
-            out, metrics = self.layout.evaluation(row), self.layout.metrics(row)
-            command = command_line("hoi-train", "eval", "--checkpoint", checkpoint, "--data", config_path, "--out",
-                                   out)
-
-            def work(checkpoint: Path = checkpoint, out: Path = out) -> None:
-                code = eval_main(checkpoint, config_path, out)
-                if code != 0:
-                    raise StageError(f"eval of {checkpoint} returned {code}")
-
-            self.log.run(f"eval/{row.name}", command, lambda m=metrics, c=checkpoint: _newer(m, c), work)
+            evaluation_step(self.log, f"eval/{row.name}", checkpoint, config_path, self.layout.evaluation(row),
+                            self.layout.metrics(row))
         self.log.run("eval/ground_truth", None, lambda: self.layout.ground_truth.is_file(),
                      lambda: atomic_write_json(self.layout.ground_truth, self.ground_truth_interaction(config_path)))
 
@@ -438,16 +379,16 @@ class Experiment:
 
     def measure_latency(self) -> None:
         refined, first_stage = self.layout.checkpoint("refiner"), self.layout.first_stage
-        self._require(refined, "latency", "refine")
-        self._require(first_stage, "latency", "evaluate")
-        self._require(self.layout.data("test") / "manifest.json", "latency", "data")
+        require(refined, "latency", "refine")
+        require(first_stage, "latency", "evaluate")
+        require(self.layout.data("test") / "manifest.json", "latency", "data")
         out = self.layout.latency
 
         def work() -> None:
             atomic_write_json(out, measure_refinement_latency(first_stage, refined, self.latency_object(),
                                                               self.scale.latency, out.parent))
 
-        self.log.run("latency", None, lambda: _newer(out, refined), work)
+        self.log.run("latency", None, lambda: written_after(out, refined), work)
 
     def latency_object(self) -> str:
         """The object of the test split's first frame: the refine graph is exported per object."""
@@ -463,8 +404,8 @@ class Experiment:
 
         layout = self.layout
         for row in ROWS:
-            self._require(layout.metrics(row), "report", "evaluate")
-        self._require(layout.latency, "report", "latency")
+            require(layout.metrics(row), "report", "evaluate")
+        require(layout.latency, "report", "latency")
         rows = [{"name": row.name, "label": row.label,
                  "metrics": table_metrics(json.loads(layout.metrics(row).read_text()))} for row in ROWS]
         base_path = self.base_checkpoint()
@@ -477,7 +418,7 @@ class Experiment:
             "seeds": to_dict(self.config.seeds),
             "trainable": self.config.trainable,
             "scale_config": to_dict(self.scale),
-            "base_checkpoint": {"path": str(_shown(base_path)), "model": base["model_config"].get("name"),
+            "base_checkpoint": {"path": str(shown(base_path)), "model": base["model_config"].get("name"),
                                 "step": base.get("step")},
             "refined_model": {"model": refined["model_config"].get("name"), "refiner_steps": refined.get("step"),
                               "refiner_parameters": sum(t.numel() for k, t in refined["model"].items()
@@ -502,22 +443,6 @@ class Experiment:
         return results
 
 
-def _flags(flag: str, values: Sequence[str]) -> list[str]:
-    return [item for value in values for item in (flag, value)]
-
-
-def _newer(output: Path, source: Path) -> bool:
-    """``output`` exists and was written after ``source`` (a retrained model invalidates what came from it)."""
-    return output.is_file() and source.is_file() and output.stat().st_mtime >= source.stat().st_mtime
-
-
-def _shown(path: Path) -> Path:
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
-
-
 def same_weights(base: dict[str, torch.Tensor], first_stage: dict[str, torch.Tensor]) -> bool:
     """Whether the first stage holds exactly the base checkpoint's tensors (compared in float32: a released
     base stores fp16, which float32 holds exactly)."""
@@ -528,20 +453,6 @@ def same_weights(base: dict[str, torch.Tensor], first_stage: dict[str, torch.Ten
 
 
 # ----------------------------------------------------------------------------- latency
-
-
-@dataclass
-class Timing:
-    """Milliseconds per call: median and 10-90 % spread of the timed runs."""
-
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-
-    @classmethod
-    def of(cls, seconds: Sequence[float]) -> Timing:
-        ms = np.asarray(seconds) * 1e3
-        return cls(float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)))
 
 
 def measure_refinement_latency(first_stage: Path, refined: Path, object_name: str, config: LatencyConfig,
@@ -591,17 +502,7 @@ def measure_refinement_latency(first_stage: Path, refined: Path, object_name: st
                            "refined_total_over_first_stage": (on + refine) / off}
     return {"object": object_name, "batch": 1, "threads": config.threads, "warmup": config.warmup,
             "runs": config.runs, "torch_version": torch.__version__, "onnxruntime_version": ort.__version__,
-            "cpu": _cpu_name(), "timings": timings, "ratios": ratios}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            "cpu": cpu_name(), "timings": timings, "ratios": ratios}
 
 
 # ----------------------------------------------------------------------------- results
@@ -739,16 +640,11 @@ def format_results(results: dict[str, Any], out: Path) -> str:
               f"{' '.join(cfg['model_overrides'])}; {' '.join(cfg['train_overrides'])}; "
               f"{cfg['refiner_training']['max_steps'] or str(cfg['refiner_training']['epochs']) + ' epochs'} steps.",
               "- Evaluation overrides: " + (" ".join(cfg["evaluation_overrides"]) or "none") + ".", ""]
-    lines += ["## Commands", "", "Rerun (resumes; finished steps are skipped):", "", "```",
-              command_line("PYTHONPATH=.", "python", "benchmarks/dma_refinement.py", "--config", results["config"],
-                           "--out", out, "--scale", scale), "```", "",
-              "Each step, its equivalent command where there is one (paths relative to the folder the script ran "
-              "from) and its wall time (n/a: finished by an earlier invocation that did not record it):", "",
-              "| step | wall s | command |", "| --- | --- | --- |"]
-    for step, entry in sorted(results["steps"].items(), key=lambda item: STEP_ORDER.index(item[0])):
-        command = entry.get("command")
-        lines.append(f"| {step} | {_number(entry.get('wall_s'))} | " + (f"`{command}`" if command else "in the script")
-                     + " |")
+    lines += commands_section("benchmarks/dma_refinement.py", results, out, STEP_ORDER,
+                              "Each step, its equivalent command where there is one (paths relative to the folder the "
+                              "script ran from) and its wall time (n/a: finished by an earlier invocation that did not "
+                              "record it):",
+                              lambda entry: f"`{entry['command']}`" if entry.get("command") else "in the script")
     return "\n".join(lines) + "\n"
 
 
@@ -767,13 +663,8 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="experiments/dma_refinement.yaml",
-                        help="experiment config (default config/experiments/dma_refinement.yaml)")
-    parser.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
-    parser.add_argument("--scale", default="smoke", help="a scale of the config: smoke (seconds) or cpu (the real run)")
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), metavar="STAGE",
-                        help=f"stages to run, any of {' '.join(STAGES)} (default: all)")
+    parser = experiment_parser(__doc__.split("\n\n")[0], "experiments/dma_refinement.yaml",
+                               "a scale of the config: smoke (seconds) or cpu (the real run)", STAGES)
     parser.add_argument("--publish", type=Path, default=None, metavar="STEM",
                         help="also write the report to STEM.json and STEM.md (e.g. benchmarks/results/dma_refinement)")
     return parser
@@ -781,17 +672,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # No logger names: the stage log is semi_supervised's StageLog, whose messages would carry its name.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
+
+    def run() -> dict[str, str]:
         config = load_experiment_config(args.config)
-        experiment = Experiment(config, args.scale, args.out, str(args.config), args.publish)
-        outcome = experiment.run(args.stages)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, StageError) as exc:
-        log.error("%s", exc)
-        return 2
-    log.info("steps: %s", ", ".join(f"{k} {v}" for k, v in outcome.items()) or "none")
-    return 0
+        return Experiment(config, args.scale, args.out, str(args.config), args.publish).run(args.stages)
+
+    return run_driver(log, run)
 
 
 if __name__ == "__main__":

@@ -21,30 +21,25 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
+import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hoi_perception.models.backbones import count_parameters
-from hoi_perception.models.config import ModelConfig, load_model_config
-from hoi_perception.models.network import CropNetworkExport, DetectionExport, HOINet
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: benchmarks.experiment_runs lives in the checkout
+
+from benchmarks.experiment_runs import Timing, cpu_name  # noqa: E402
+from hoi_perception.models.backbones import count_parameters  # noqa: E402
+from hoi_perception.models.config import ModelConfig, load_model_config  # noqa: E402
+from hoi_perception.models.network import CropNetworkExport, DetectionExport, HOINet  # noqa: E402
+
 DEFAULT_CONFIGS = ("hfl_r50", "sho_r50", "hfl_r18")
-
-
-@dataclass
-class Timing:
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
 
 
 @dataclass
@@ -67,11 +62,6 @@ class ConfigResult:
     parameters_heads: int
     crop: PathResult
     detect: PathResult
-
-
-def _timing(samples_s: list[float]) -> Timing:
-    ms = np.asarray(samples_s) * 1e3
-    return Timing(float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)))
 
 
 def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> bytes:
@@ -114,8 +104,8 @@ def _measure(module: torch.nn.Module, args: tuple[torch.Tensor, ...], threads: i
                 elapsed = time.perf_counter() - start
                 if i >= warmup:
                     onnx_samples.append(elapsed)
-    return PathResult(flops.get_total_flops() / 1e9, _timing(torch_samples),
-                      _timing(onnx_samples) if session is not None else None)
+    return PathResult(flops.get_total_flops() / 1e9, Timing.of(torch_samples),
+                      Timing.of(onnx_samples) if session is not None else None)
 
 
 def benchmark_config(name: str, threads: int, warmup: int, runs: int, with_onnx: bool) -> ConfigResult:
@@ -141,16 +131,6 @@ def _fmt_time(t: Timing | None) -> str:
     return "-" if t is None else f"{t.median_ms:.1f} ({t.p10_ms:.0f}-{t.p90_ms:.0f})"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def write_report(results: list[ConfigResult], path: Path, threads: int, warmup: int, runs: int,
                  load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> str:
     wait_policy = os.environ.get("OMP_WAIT_POLICY", "")
@@ -160,7 +140,7 @@ def write_report(results: list[ConfigResult], path: Path, threads: int, warmup: 
         "Produced by `" + (f"OMP_WAIT_POLICY={wait_policy} " if wait_policy else "")
         + f"python benchmarks/network_latency.py --runs {runs} --warmup {warmup} --threads {threads}`.",
         "",
-        f"- CPU: {_cpu_name()}, {os.cpu_count()} logical cores; {threads} threads for PyTorch "
+        f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; {threads} threads for PyTorch "
         "(`torch.set_num_threads`) and ONNX Runtime (`intra_op_num_threads`).",
         f"- torch {torch.__version__}, onnxruntime {ort.__version__}, ONNX opset 17 (TorchScript exporter), "
         "randomly initialised weights.",

@@ -61,57 +61,46 @@ import hashlib
 import json
 import logging
 import math
-import shlex
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from benchmarks.experiment_runs import (
+    RESULTS_STEM,
+    STAGE_LOG_FILE,
+    SplitSize,
+    StageError,
+    StageLog,
+    TrainingLength,
+    claim_output_folder,
+    command_line,
+    commands_section,
+    evaluation_step,
+    experiment_parser,
+    repeated_flag,
+    require,
+    run_driver,
+    run_stages,
+    select_scale,
+    synthetic_data_step,
+    synthetic_evaluation_config,
+    training_step,
+    write_resolved_config,
+)
 from hoi_perception.atomic import atomic_write_json, atomic_write_text
 from hoi_perception.config import ConfigError, load_config, read_yaml, to_dict
 
 log = logging.getLogger("semi_supervised")
 
 STAGES = ("data", "supervised", "pseudolabel", "semi", "evaluate", "report")
-EXPERIMENT_FILE = "experiment.json"
 BASE_CHECKPOINT_FILE = "base_checkpoint.json"
-STAGE_LOG_FILE = "stages.json"
-RESULTS_STEM = "results"
 PSEUDO_SET = "pseudo_wild"
 LAB_SET = "lab"
 
 
 # ----------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class SplitSize:
-    """How many synthetic sequences of how many frames a split holds."""
-
-    sequences: int
-    frames: int
-
-    def validate(self) -> None:
-        if self.sequences < 1 or self.frames < 1:
-            raise ConfigError(f"sequences and frames must be >= 1, got {self.sequences} and {self.frames}")
-
-
-@dataclass
-class TrainingLength:
-    """A run's length: whole epochs, ended earlier by ``max_steps`` optimiser steps when > 0."""
-
-    epochs: int
-    max_steps: int = 0
-
-    def validate(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.max_steps < 0:
-            raise ConfigError(f"max_steps must be >= 0 (0: whole epochs), got {self.max_steps}")
 
 
 @dataclass
@@ -241,11 +230,7 @@ STEP_ORDER = ("data/lab", "data/wild", "data/wild_test", f"train/{SUPERVISED.nam
               *(f"train/{row.name}" for row in ALL_ROWS[1:]), *(f"eval/{row.name}" for row in ALL_ROWS))
 
 
-class StageError(RuntimeError):
-    """A stage cannot run (its input is missing) or its tool reported a failure."""
-
-
-# ----------------------------------------------------------------------------- layout and bookkeeping
+# ----------------------------------------------------------------------------- layout
 
 
 @dataclass(frozen=True)
@@ -285,61 +270,6 @@ class ExperimentLayout:
         return self.evaluation(row) / "metrics.json"
 
 
-class StageLog:
-    """``stages.json``: per step, whether it is done, its wall time and the equivalent command.
-
-    A step skipped on a rerun keeps the wall time of the invocation that finished it.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.entries: dict[str, dict[str, Any]] = (json.loads(path.read_text())["steps"] if path.is_file() else {})
-        self.this_run: dict[str, str] = {}  # step -> "ran" | "skipped" | "not trained", for this invocation
-
-    def done(self, step: str) -> bool:
-        return self.entries.get(step, {}).get("status") == "done"
-
-    def run(self, step: str, command: str | None, finished: Callable[[], bool], work: Callable[[], Any]) -> None:
-        """Run ``work`` unless ``finished()`` says the output is already there; record the outcome."""
-        if finished():
-            log.info("%s: output exists, skipped", step)
-            self.entries.setdefault(step, {"status": "done", "wall_s": None, "command": command})
-            self.this_run[step] = "skipped"
-            self._save()
-            return
-        log.info("%s: running", step)
-        start = time.perf_counter()
-        work()
-        self.entries[step] = {"status": "done", "wall_s": time.perf_counter() - start, "command": command}
-        self.this_run[step] = "ran"
-        self._save()
-
-    def note(self, step: str, status: str, reason: str) -> None:
-        """Record a step that was deliberately not run (e.g. no pseudo-label kept)."""
-        self.entries[step] = {"status": status, "wall_s": None, "command": None, "reason": reason}
-        self.this_run[step] = status
-        self._save()
-
-    def _save(self) -> None:
-        atomic_write_json(self.path, {"steps": self.entries})
-
-
-def command_line(*parts: Any) -> str:
-    """A shell command; paths under the working directory are shown relative to it, as typed from there."""
-    return " ".join(shlex.quote(str(_shown(p) if isinstance(p, Path) else p)) for p in parts)
-
-
-def _shown(path: Path) -> Path:
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
-
-
-def _set_flags(flag: str, overrides: Iterable[str]) -> list[str]:
-    return [item for value in overrides for item in (flag, value)]
-
-
 # ----------------------------------------------------------------------------- the experiment
 
 
@@ -347,11 +277,9 @@ class Experiment:
     """The stages of one scale of the experiment in one output folder."""
 
     def __init__(self, config: ExperimentConfig, scale: str, out: str | Path, config_source: str) -> None:
-        if scale not in config.scales:
-            raise ConfigError(f"--scale '{scale}' is not defined in {config_source}; defined: {sorted(config.scales)}")
+        self.scale = select_scale(config.scales, scale, config_source)
         self.config = config
         self.scale_name = scale
-        self.scale = config.scales[scale]
         self.config_source = config_source
         self.out = Path(out)
         self.layout = ExperimentLayout(self.out.resolve())
@@ -359,38 +287,15 @@ class Experiment:
         self.settings = {"scale": scale, "seeds": to_dict(config.seeds), "scale_config": to_dict(self.scale),
                          "pseudo_dataset_weight": config.pseudo_dataset_weight,
                          "pseudo_sample_weight": config.pseudo_sample_weight}
-        self._check_output_folder()
-        self.log = StageLog(self.layout.root / STAGE_LOG_FILE)
+        claim_output_folder(self.layout.root, self.out, self.settings)
+        self.log = StageLog(self.layout.root / STAGE_LOG_FILE, log)
         self._base_digest: str | None = None
-
-    def _check_output_folder(self) -> None:
-        root = self.layout.root
-        if root.exists() and not root.is_dir():
-            raise NotADirectoryError(f"--out '{self.out}' exists and is not a folder")
-        recorded = root / EXPERIMENT_FILE
-        if recorded.is_file():
-            saved = json.loads(recorded.read_text())
-            if saved != self.settings:
-                differing = sorted(k for k in self.settings if saved.get(k) != self.settings[k])
-                raise ConfigError(f"--out '{self.out}' holds an experiment run with other settings (differing: "
-                                  f"{', '.join(differing)}); use another --out to run these settings")
-        elif root.is_dir() and any(root.iterdir()):
-            raise FileExistsError(f"--out '{self.out}' holds other files and no {EXPERIMENT_FILE}; use an empty or "
-                                  "new folder")
-        else:
-            root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(recorded, self.settings)
 
     def run(self, stages: Sequence[str] = STAGES) -> dict[str, str]:
         """Run ``stages`` (in pipeline order, whatever order they are given in); returns step -> outcome."""
-        unknown = [s for s in stages if s not in STAGES]
-        if unknown:
-            raise ValueError(f"--stages: unknown stage(s) {unknown}; expected some of {list(STAGES)}")
-        actions = {"data": self.generate_data, "supervised": self.train_supervised, "pseudolabel": self.pseudolabel,
-                   "semi": self.train_semi, "evaluate": self.evaluate, "report": self.write_report}
-        for stage in STAGES:
-            if stage in stages:
-                actions[stage]()
+        run_stages(stages, {"data": self.generate_data, "supervised": self.train_supervised,
+                            "pseudolabel": self.pseudolabel, "semi": self.train_semi, "evaluate": self.evaluate,
+                            "report": self.write_report})
         return dict(self.log.this_run)
 
     # -- where the models start
@@ -453,23 +358,8 @@ class Experiment:
         for split, domain, size, seed, bags in (("lab", "lab", self.scale.lab, seeds.lab, False),
                                                 ("wild", "wild", self.scale.wild, seeds.wild, True),
                                                 ("wild_test", "wild", self.scale.wild_test, seeds.wild_test, False)):
-            self._generate(split, domain, size, seed, bags)
-
-    def _generate(self, split: str, domain: str, size: SplitSize, seed: int, bags: bool) -> None:
-        from hoi_training.synth.config import SynthConfig
-        from hoi_training.synth.generator import generate_dataset
-
-        out = self.layout.data(split)
-        command = command_line("hoi-train", "synth", "--out", out, "--sequences", size.sequences, "--frames",
-                               size.frames, "--seed", seed, "--domain", domain, *(["--bag"] if bags else []),
-                               *_set_flags("--set", self.scale.synth_overrides))
-
-        def work() -> None:
-            config = load_config(SynthConfig, "synth.yaml", self.scale.synth_overrides)
-            generate_dataset(config, out, sequences=size.sequences, frames=size.frames, seed=seed, domain=domain,
-                             write_bags=bags)
-
-        self.log.run(f"data/{split}", command, lambda: (out / "manifest.json").is_file(), work)
+            synthetic_data_step(self.log, f"data/{split}", self.layout.data(split), size, seed, domain,
+                                self.scale.synth_overrides, bags=bags)
 
     # -- training
 
@@ -516,40 +406,22 @@ class Experiment:
             raise ConfigError(f"{row.name}: {per_epoch} batches per epoch x {config.epochs} epochs end before "
                               f"max_steps ({length.max_steps}); every row of scale '{self.scale_name}' must train "
                               f"exactly max_steps steps: raise the scale's epochs")
-        path = layout.config_file(f"train_{row.name}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, f"# {row.label}: written by benchmarks/semi_supervised.py (scale "
-                                f"{self.scale_name})\n" + yaml.safe_dump(to_dict(config), sort_keys=False))
-        return path
+        return write_resolved_config(layout.config_file(f"train_{row.name}"), config,
+                                     f"{row.label}: written by benchmarks/semi_supervised.py (scale {self.scale_name})")
 
     def _train(self, row: Row) -> None:
-        from hoi_training.trainer import NON_FINITE_EXIT_CODE, fit_main
-
-        run, checkpoint = self.layout.run(row), self.layout.checkpoint(row)
-        step = f"train/{row.name}"
-        config_path = self.training_config(row)
-        command = command_line("hoi-train", "fit", "--config", config_path, "--out", run)
-
-        def work() -> None:
-            resume = checkpoint.is_file()  # an interrupted run continues from its last checkpoint
-            code = fit_main(config_path, (), resume=resume, out_dir=run)
-            if code == NON_FINITE_EXIT_CODE:
-                raise StageError(f"{step}: training stopped on a non-finite loss (see the log); {checkpoint} holds "
-                                 "the last good state")
-            if code != 0:
-                raise StageError(f"{step}: hoi-train fit returned {code}")
-
-        self.log.run(step, command, lambda: self.log.done(step) and checkpoint.is_file(), work)
+        training_step(self.log, f"train/{row.name}", self.training_config(row), self.layout.run(row),
+                      self.layout.checkpoint(row))
 
     def _require_initial_weights(self, rows: Iterable[Row], stage: str) -> None:
         kinds = {self.starts_from(row) for row in rows}
         if "base_checkpoint" in kinds:
             self.check_base_checkpoint(stage)
         if "supervised" in kinds:
-            self._require(self.layout.checkpoint(SUPERVISED), stage, "supervised")
+            require(self.layout.checkpoint(SUPERVISED), stage, "supervised")
 
     def train_supervised(self) -> None:
-        self._require(self.layout.data("lab") / "manifest.json", "supervised", "data")
+        require(self.layout.data("lab") / "manifest.json", "supervised", "data")
         self._require_initial_weights([SUPERVISED], "supervised")
         self._train(SUPERVISED)
 
@@ -562,7 +434,7 @@ class Experiment:
                 for name in filters}
 
     def train_semi(self) -> None:
-        self._require(self.layout.pseudo / "manifest.json", "semi", "pseudolabel")
+        require(self.layout.pseudo / "manifest.json", "semi", "pseudolabel")
         semi_rows = self.rows[1:]
         self._require_initial_weights(semi_rows, "semi")
         counts = self.pseudo_label_counts()
@@ -584,12 +456,12 @@ class Experiment:
         if self.from_base:
             self.check_base_checkpoint("pseudolabel")
         else:
-            self._require(self.pseudo_label_model, "pseudolabel", "supervised")
+            require(self.pseudo_label_model, "pseudolabel", "supervised")
         checkpoint = self.pseudo_label_model
-        self._require(bags, "pseudolabel", "data")
+        require(bags, "pseudolabel", "data")
         overrides = self.scale.pseudolabel_overrides
         command = command_line("hoi-train", "pseudolabel", "--checkpoint", checkpoint, "--source", "bag", "--input",
-                               bags, "--out", out, *_set_flags("--set", overrides))
+                               bags, "--out", out, *repeated_flag("--set", overrides))
 
         def work() -> None:
             if pseudolabel_main(checkpoint, "bag", bags, out, None, overrides) != 0:
@@ -606,39 +478,19 @@ class Experiment:
 
     def evaluation_config(self) -> Path:
         """Write the resolved evaluation config (wild_test, ground-truth boxes) and return its path."""
-        from hoi_training.evaluate import EvaluationRunConfig
-
-        data = {"dataset": {"kind": "synthetic", "config": {"root": str(self.layout.data("wild_test"))}},
-                "boxes": "ground_truth"}
-        config = load_config(EvaluationRunConfig, data, self.scale.evaluation_overrides)
-        path = self.layout.config_file("eval_wild_test")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
-        return path
+        return synthetic_evaluation_config(self.layout.config_file("eval_wild_test"), self.layout.data("wild_test"),
+                                           self.scale.evaluation_overrides)
 
     def evaluate(self) -> None:
-        from hoi_training.evaluate import eval_main
-
-        self._require(self.layout.data("wild_test") / "manifest.json", "evaluate", "data")
+        require(self.layout.data("wild_test") / "manifest.json", "evaluate", "data")
         config_path = self.evaluation_config()
         for row in self.rows:
-            checkpoint, out = self.layout.checkpoint(row), self.layout.evaluation(row)
-            metrics = self.layout.metrics(row)
+            checkpoint = self.layout.checkpoint(row)
             if not (self.log.done(f"train/{row.name}") and checkpoint.is_file()):
                 log.info("eval/%s: no finished model, skipped", row.name)
                 continue
-            command = command_line("hoi-train", "eval", "--checkpoint", checkpoint, "--data", config_path, "--out",
-                                   out)
-
-            def finished(checkpoint: Path = checkpoint, metrics: Path = metrics) -> bool:
-                return metrics.is_file() and metrics.stat().st_mtime >= checkpoint.stat().st_mtime
-
-            def work(checkpoint: Path = checkpoint, out: Path = out) -> None:
-                code = eval_main(checkpoint, config_path, out)
-                if code != 0:
-                    raise StageError(f"eval of {checkpoint} returned {code}")
-
-            self.log.run(f"eval/{row.name}", command, finished, work)
+            evaluation_step(self.log, f"eval/{row.name}", checkpoint, config_path, self.layout.evaluation(row),
+                            self.layout.metrics(row))
 
     # -- report
 
@@ -647,7 +499,7 @@ class Experiment:
         from hoi_training.pseudolabel.dataset import read_manifest
 
         layout = self.layout
-        self._require(layout.pseudo / "manifest.json", "report", "pseudolabel")
+        require(layout.pseudo / "manifest.json", "report", "pseudolabel")
         counts = self.pseudo_label_counts()
         rows = []
         for row in self.rows:
@@ -688,11 +540,6 @@ class Experiment:
         if not row.rounds or not self.log.done(f"train/{row.name}") or not path.is_file():
             return None
         return int(read_yaml(path)["semihand"]["schedule"]["rounds"])
-
-    def _require(self, path: Path, stage: str, producer: str) -> None:
-        if not path.exists():
-            raise StageError(f"stage '{stage}' needs {path}, which the '{producer}' stage writes; run it first "
-                             f"(--stages {producer})")
 
 
 def batches_per_epoch(config: Any) -> int:
@@ -867,15 +714,11 @@ def format_results(results: dict[str, Any], out: Path) -> str:
                 if any(row["rounds"] is not None for row in results["rows"]) else []),
               "- Pseudo-labelling overrides: " + (" ".join(cfg["pseudolabel_overrides"]) or "none") + ".",
               "- Evaluation overrides: " + (" ".join(cfg["evaluation_overrides"]) or "none") + ".", ""]
-    lines += ["## Commands", "", "Rerun (resumes; finished steps are skipped):", "", "```",
-              command_line("PYTHONPATH=.", "python", "benchmarks/semi_supervised.py", "--config", results["config"],
-                           "--out", out, "--scale", scale), "```", "",
-              "Each step and its equivalent `hoi-train` command (paths relative to the folder the script ran from), "
-              "with its wall time (n/a: finished by an earlier invocation that did not record it):", "",
-              "| step | wall s | command |", "| --- | --- | --- |"]
-    for step, entry in sorted(results["steps"].items(), key=lambda item: STEP_ORDER.index(item[0])):
-        command = entry.get("command") or entry.get("reason", "")
-        lines.append(f"| {step} | {_number(entry.get('wall_s'))} | `{command}` |")
+    lines += commands_section("benchmarks/semi_supervised.py", results, out, STEP_ORDER,
+                              "Each step and its equivalent `hoi-train` command (paths relative to the folder the "
+                              "script ran from), with its wall time (n/a: finished by an earlier invocation that did "
+                              "not record it):",
+                              lambda entry: f"`{entry.get('command') or entry.get('reason', '')}`")
     return "\n".join(lines) + "\n"
 
 
@@ -897,30 +740,19 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="experiments/semi_supervised.yaml",
-                        help="experiment config (default config/experiments/semi_supervised.yaml)")
-    parser.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
-    parser.add_argument("--scale", default="smoke",
-                        help="a scale of the config: smoke (plumbing, minutes), cpu (fine-tunes the released model, "
-                        "~35 min on 2 cores) or full (GPU)")
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), metavar="STAGE",
-                        help=f"stages to run, any of {' '.join(STAGES)} (default: all)")
-    return parser
+    return experiment_parser(__doc__.split("\n\n")[0], "experiments/semi_supervised.yaml",
+                             "a scale of the config: smoke (plumbing, minutes), cpu (fine-tunes the released model, "
+                             "~35 min on 2 cores) or full (GPU)", STAGES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def run() -> dict[str, str]:
         config = load_experiment_config(args.config)
-        experiment = Experiment(config, args.scale, args.out, str(args.config))
-        outcome = experiment.run(args.stages)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, StageError) as exc:
-        log.error("%s", exc)
-        return 2
-    log.info("steps: %s", ", ".join(f"{k} {v}" for k, v in outcome.items()) or "none")
-    return 0
+        return Experiment(config, args.scale, args.out, str(args.config)).run(args.stages)
+
+    return run_driver(log, run)
 
 
 if __name__ == "__main__":
