@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,7 +150,13 @@ def test_model_metadata_round_trip_and_refusal():
 
 
 def test_code_version_names_the_package_or_commit():
-    assert re.fullmatch(r"(\d+\.\d+\.\d+\S*|git-[0-9a-f]{4,}|unknown)", code_version())
+    version = code_version()
+    assert re.fullmatch(r"(\d+\.\d+\.\d+\S*|git-[0-9a-f]{4,}\S*|unknown)", version)
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists():  # a checkout with edits to tracked files is marked as such
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True).stdout
+        assert version.endswith(".dirty") == bool(status.strip())
 
 
 def test_export_main_refuses_bad_checkpoints_and_arguments(tmp_path):

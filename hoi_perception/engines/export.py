@@ -221,7 +221,9 @@ class ModelMetadata:
 
 
 def code_version() -> str:
-    """The installed package version and, in a git checkout, the commit (``0.1.0+gabc1234``)."""
+    """The installed package version and, in a git checkout, the commit (``0.1.0+gabc1234``),
+    marked ``.dirty`` when tracked files differ from it (the commit alone would then not
+    reproduce the run)."""
     try:
         version: str | None = importlib.metadata.version("hoi_perception")
     except importlib.metadata.PackageNotFoundError:
@@ -236,6 +238,13 @@ def code_version() -> str:
             result = None
         if result is not None and result.returncode == 0:
             commit = result.stdout.strip()
+            try:
+                status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                        capture_output=True, text=True, timeout=5, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                status = None
+            if status is not None and status.returncode == 0 and status.stdout.strip():
+                commit += ".dirty"
     if version and commit:
         return f"{version}+g{commit}"
     if version or commit:
