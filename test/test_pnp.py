@@ -171,6 +171,11 @@ def test_pose_failure_reasons():
     assert "behind" in pose_failure_reason(np.eye(3), np.array([0, 0, 0.05]), control, 0.01)  # box straddles z=0
     assert "non-finite" in pose_failure_reason(np.full((3, 3), np.nan), np.zeros(3), control, 0.01)
     assert "not a rotation" in pose_failure_reason(np.diag([1.0, 1.0, -1.0]), np.array([0, 0, 1.0]), control, 0.01)
+    far = np.array([0, 0, 1e12])  # what near-degenerate votes produced from a weak model
+    assert "beyond max_depth_m = 10 m" in pose_failure_reason(np.eye(3), far, control, 0.01, 10.0)
+    assert pose_failure_reason(np.eye(3), np.array([0, 0, 9.5]), control, 0.01, 10.0) == ""
+    with pytest.raises(ConfigError, match="max_depth_m"):
+        load_config(PnPConfig, {"min_depth_m": 2.0, "max_depth_m": 1.0})
 
 
 def test_non_finite_points_and_bad_inputs():

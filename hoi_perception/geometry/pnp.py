@@ -18,6 +18,7 @@ is then measured in crop pixels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -41,6 +42,9 @@ class PnPConfig:
     ransac_confidence: float = 0.99
     refine: bool = True  # Levenberg-Marquardt on the RANSAC inliers
     min_depth_m: float = 0.01  # every posed control point must lie at least this far in front
+    # ... and no farther than this: a pose from near-degenerate votes can land kilometres
+    # away with a small reprojection error; a hand-held object is within arm's reach.
+    max_depth_m: float = 10.0
 
     def validate(self) -> None:
         if not 0.0 <= self.confidence_threshold < 1.0:
@@ -58,8 +62,8 @@ class PnPConfig:
             raise ConfigError(f"ransac_iterations must be >= 1, got {self.ransac_iterations}")
         if not 0.0 < self.ransac_confidence < 1.0:
             raise ConfigError(f"ransac_confidence must be in (0, 1), got {self.ransac_confidence}")
-        if self.min_depth_m < 0:
-            raise ConfigError(f"min_depth_m must be >= 0, got {self.min_depth_m}")
+        if not 0 <= self.min_depth_m < self.max_depth_m:
+            raise ConfigError(f"need 0 <= min_depth_m < max_depth_m, got {self.min_depth_m}, {self.max_depth_m}")
 
 
 @dataclass
@@ -123,8 +127,9 @@ def select_votes(votes: np.ndarray, confidence: np.ndarray, config: PnPConfig | 
 
 
 def pose_failure_reason(rotation: np.ndarray, translation: np.ndarray, points_3d: np.ndarray,
-                        min_depth_m: float) -> str:
-    """Why a solver's pose is unusable ('' when it is usable): non-finite, not a rotation, behind the camera."""
+                        min_depth_m: float, max_depth_m: float = math.inf) -> str:
+    """Why a solver's pose is unusable ('' when it is usable): non-finite, not a rotation, behind the
+    camera or beyond ``max_depth_m``."""
     if not (np.all(np.isfinite(rotation)) and np.all(np.isfinite(translation))):
         return "non-finite pose"
     if abs(np.linalg.det(rotation) - 1.0) > 1e-3:
@@ -132,6 +137,9 @@ def pose_failure_reason(rotation: np.ndarray, translation: np.ndarray, points_3d
     depths = (points_3d @ rotation.T + translation)[:, 2]
     if np.min(depths) < min_depth_m:
         return f"pose puts the object behind the camera (nearest control point at z = {np.min(depths):.3f} m)"
+    if np.max(depths) > max_depth_m:
+        return f"pose puts the object beyond max_depth_m = {max_depth_m:g} m (farthest control point at z = " \
+               f"{np.max(depths):.3g} m)"
     return ""
 
 
@@ -182,7 +190,7 @@ def solve_pnp(points_3d: np.ndarray, points_2d: np.ndarray, K: np.ndarray,
         rvec, tvec = cv2.solvePnPRefineLM(obj[inliers], img[inliers], K, dist, rvec.copy(), tvec.copy())
     rotation = cv2.Rodrigues(rvec)[0]
     translation = tvec.reshape(3)
-    reason = pose_failure_reason(rotation, translation, obj, config.min_depth_m)
+    reason = pose_failure_reason(rotation, translation, obj, config.min_depth_m, config.max_depth_m)
     if reason:
         return PnPResult.failure(reason, n)
     projected = cv2.projectPoints(obj[inliers], rvec, tvec, K, dist)[0].reshape(-1, 2)
