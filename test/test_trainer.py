@@ -181,8 +181,8 @@ def test_fit_runs_end_to_end_and_writes_a_complete_run(tiny_set, tmp_path):
     assert saved["datasets"]["synthetic"]["config"]["root"] == str(tiny_set)
     # The export path reads the checkpoint as a network.
     network = load_network_checkpoint(out / "checkpoints" / "last.pt")
-    assert torch.equal(network.state_dict()["detection_head.heatmap.2.bias"],
-                       checkpoint["model"]["detection_head.heatmap.2.bias"])
+    assert torch.equal(network.state_dict()["detection_head.heatmap.3.bias"],
+                       checkpoint["model"]["detection_head.heatmap.3.bias"])
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

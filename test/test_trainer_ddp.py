@@ -57,7 +57,7 @@ def test_two_gloo_processes_keep_identical_parameters(tiny_set, tmp_path):
 
     torch.manual_seed(initial.seed)
     untrained = HOINet(initial.model_config()).state_dict()
-    assert not torch.equal(untrained["detection_head.size.2.weight"], ranks[0]["model"]["detection_head.size.2.weight"])
+    assert not torch.equal(untrained["detection_head.size.3.weight"], ranks[0]["model"]["detection_head.size.3.weight"])
     checkpoint = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["step"] == 2 and checkpoint["world_size"] == 2
     for name, tensor in checkpoint["model"].items():
