@@ -158,24 +158,18 @@ def write_report(results: list[ConfigResult], path: Path, threads: int, warmup: 
             "of small operators per crop) far more than ONNX Runtime. `OMP_WAIT_POLICY=PASSIVE` avoids it"
             + (" and was set for this run." if wait_policy.upper() == "PASSIVE" else
                "; without it, as here, the PyTorch/ORT ratios overstate ONNX Runtime's advantage."))
-    lines += [
-        "",
-        "## Crop network (`HOINet.forward`: backbone, RoIAlign, interaction, hand decoder incl. MANO, object head)",
-        "",
-        "| config | input | GFLOPs | PyTorch ms | ONNX Runtime ms | PyTorch / ORT |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        speed = "-" if r.crop.onnx_speedup is None else f"{r.crop.onnx_speedup:.2f}x"
-        lines.append(f"| {r.config.name} | {r.config.input_size} | {r.crop.gflops:.1f} | "
-                     f"{_fmt_time(r.crop.torch_time)} | {_fmt_time(r.crop.onnx_time)} | {speed} |")
-    lines += ["", "## Detector (`HOINet.detect_top_k` on the letterboxed frame, same backbone)", "",
-              "| config | input | GFLOPs | PyTorch ms | ONNX Runtime ms | PyTorch / ORT |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for r in results:
-        speed = "-" if r.detect.onnx_speedup is None else f"{r.detect.onnx_speedup:.2f}x"
-        lines.append(f"| {r.config.name} | {r.config.input_size} | {r.detect.gflops:.1f} | "
-                     f"{_fmt_time(r.detect.torch_time)} | {_fmt_time(r.detect.onnx_time)} | {speed} |")
+    graphs = (("crop", "Crop network (`HOINet.forward`: backbone, RoIAlign, interaction, hand decoder incl. MANO, "
+                        "object head)"),
+              ("detect", "Detector (`HOINet.detect_top_k` on the letterboxed frame, same backbone)"))
+    for attribute, title in graphs:
+        lines += ["", f"## {title}", "",
+                  "| config | input | GFLOPs | PyTorch ms | ONNX Runtime ms | PyTorch / ORT |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in results:
+            graph = getattr(r, attribute)
+            speed = "-" if graph.onnx_speedup is None else f"{graph.onnx_speedup:.2f}x"
+            lines.append(f"| {r.config.name} | {r.config.input_size} | {graph.gflops:.1f} | "
+                         f"{_fmt_time(graph.torch_time)} | {_fmt_time(graph.onnx_time)} | {speed} |")
     lines += ["", "## Parameters (trainable; the MANO layer is fixed and not counted)", "",
               "| config | total | backbone (ResNet + FPN) | interaction | heads (hand, object, detection) |",
               "| --- | --- | --- | --- | --- |"]

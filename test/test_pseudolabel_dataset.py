@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_pseudolabel_pipeline import oracle_job, write_tiny_checkpoint  # test/ is on sys.path under pytest
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_perception.hand_model.mano import HandModel
@@ -28,15 +27,9 @@ def make_synthetic(out: Path, domain: str, sequences: int, frames: int, seed: in
     return out
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("pseudo_data")
-    lab = make_synthetic(root / "lab", "lab", 1, 4, 0)
-    wild = make_synthetic(root / "wild", "wild", 2, 4, 5)  # a right and a left hand
-    checkpoint = write_tiny_checkpoint(root / "tiny.pt", wild)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        labels = oracle_job(wild, checkpoint, root / "labels", monkeypatch)
-    return {"lab": lab, "wild": wild, "labels": labels}
+@pytest.fixture
+def data(oracle_pseudo_data) -> dict[str, Path]:
+    return oracle_pseudo_data
 
 
 def stored_rows(labels: Path) -> dict[str, np.ndarray]:

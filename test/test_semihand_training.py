@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 from test_augment import make_sample, reprojection_errors  # test/ is on sys.path under pytest
-from test_pseudolabel_dataset import make_synthetic
-from test_pseudolabel_pipeline import oracle_job, write_tiny_checkpoint
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_perception.hand_model.mano import HandModel
@@ -43,15 +41,9 @@ ROUNDS = ["semihand.pseudo_labels.enabled=true", "semihand.label_correction.enab
           "epochs=4", "semihand.augmentation.diversity.output_size=32"]  # the tiny model's input
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("semihand_data")
-    lab = make_synthetic(root / "lab", "lab", 1, 4, 0)
-    wild = make_synthetic(root / "wild", "wild", 2, 4, 5)  # a right and a left hand
-    checkpoint = write_tiny_checkpoint(root / "tiny.pt", wild)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        labels = oracle_job(wild, checkpoint, root / "labels", monkeypatch)
-    return {"lab": lab, "labels": labels}
+@pytest.fixture
+def data(oracle_pseudo_data) -> dict[str, Path]:
+    return oracle_pseudo_data
 
 
 def lab_config(data, tmp_path, *extra: str) -> TrainConfig:
