@@ -5,8 +5,10 @@ or from the network's own detection head (``boxes: detected``, what a robot gets
 the square crop around them is the deterministic evaluation crop; the crop network
 predicts root-relative hand joints and mesh and the object's control-point votes.
 Camera-frame outputs then come from geometry, not from labels: the hand translation
-is fitted from the predicted 2D joints, the root-relative 3D joints and K
-(:mod:`hoi_perception.geometry.hand_translation`), the object pose from the votes by
+is fitted from the predicted 2D joints, the root-relative 3D joints and K, or, where
+that fit fails and ``hand_translation.box_fallback`` is on, from the hand box the crop
+was cut around (:func:`hoi_perception.geometry.hand_translation.locate_hand`; the run
+summary counts each method), the object pose from the votes by
 RANSAC EPnP (:mod:`hoi_perception.geometry.pnp`) with the object's control points from
 the object library. Left hands are mirrored into right hands before the network and
 the outputs mirrored back. A frame without a hand or object box has no prediction,
@@ -39,7 +41,7 @@ from tqdm import tqdm
 
 from hoi_perception.config import ConfigError, from_dict, load_config, to_dict
 from hoi_perception.engines.export import load_network_checkpoint
-from hoi_perception.geometry.hand_translation import HandTranslationConfig, estimate_hand_translation
+from hoi_perception.geometry.hand_translation import HandTranslationConfig, locate_hand
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.detection_head import DetectionSelectionConfig, letterbox_image, select_detections
 from hoi_perception.models.network import HOINet, NetworkOutput
@@ -123,6 +125,7 @@ class FramePrediction:
     hand: Hand3D | None
     object_pose: ObjectPose | None
     notes: list[str]
+    hand_translation_method: str = ""  # "joints" or "box" (HandTranslationResult.method) when fitted
 
 
 def _unmirrored_hand(joints: np.ndarray, vertices: np.ndarray, mirrored: bool, root_relative: bool = False) -> Hand3D:
@@ -146,6 +149,7 @@ class Evaluator:
         self.accumulator = EvaluationAccumulator(config.metrics)
         self._models: dict[str, ObjectModel] = {}
         self.failures: dict[str, int] = {}
+        self.translation_methods: dict[str, int] = {}
         self.graphs = ObjectGraphCache(network.config.dma.object_nodes) if network.refiner is not None else None
 
     def object_model(self, name: str) -> ObjectModel:
@@ -224,9 +228,10 @@ class Evaluator:
         joints2d_image = frame.transform.crop_to_image(joints2d_crop)
         joints_rel = hand.joints3d[i].cpu().double().numpy()
         vertices_rel = hand.vertices[i].cpu().double().numpy()
-        translation = estimate_hand_translation(joints2d_image, joints_rel, frame.working.K,
-                                                hand.joint_confidence[i].cpu().double().numpy(),
-                                                config=self.config.hand_translation)
+        height, width = frame.working.image.shape[:2]
+        translation = locate_hand(joints2d_image, joints_rel, vertices_rel, frame.working.hand_box, frame.working.K,
+                                  hand.joint_confidence[i].cpu().double().numpy(), image_size=(width, height),
+                                  config=self.config.hand_translation)
         if translation.success:
             hand_pred = _unmirrored_hand(joints_rel + translation.translation,
                                          vertices_rel + translation.translation, mirrored)
@@ -253,7 +258,8 @@ class Evaluator:
                 object_pred = ObjectPose(rotation, position)
             else:
                 notes.append(f"PnP: {pnp.reason}")
-        return FramePrediction(hand_pred, object_pred, notes)
+        return FramePrediction(hand_pred, object_pred, notes,
+                               translation.method if translation.success else "")
 
     def refine(self, frame: PreparedFrame, output: NetworkOutput, i: int, model: LibraryObject,
                hand_vertices: np.ndarray, rotation: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -295,6 +301,9 @@ class Evaluator:
         if prediction is not None:
             for note in prediction.notes:
                 self._fail(note.split(":")[0])
+            method = prediction.hand_translation_method
+            if method:
+                self.translation_methods[method] = self.translation_methods.get(method, 0) + 1
         sequence_id, frame_index = None, None
         if sample.frame.isdigit():
             sequence_id, frame_index = f"{sample.dataset}/{sample.sequence}", int(sample.frame)
@@ -316,7 +325,8 @@ class Evaluator:
 
     def summary(self) -> dict[str, Any]:
         summary = self.accumulator.summary()
-        summary["run"] = {"boxes": self.config.boxes, "failures": dict(sorted(self.failures.items()))}
+        summary["run"] = {"boxes": self.config.boxes, "failures": dict(sorted(self.failures.items())),
+                          "hand_translation_methods": dict(sorted(self.translation_methods.items()))}
         return summary
 
 

@@ -510,8 +510,14 @@ class RefinementTraining:
             sub = NetworkOutput(hand=_select(output.hand, rows), object=_select(output.object, rows))
             camera = crop["K"][rows]
             control_points = crop["object_control_points"][rows]
+            # The box fallback fits the box the labelled mesh projects to (what a detector finds).
+            mesh = (targets.vertices[rows] + root[rows, None]).double()
+            projected = mesh @ camera.double().transpose(1, 2)
+            projected = projected[..., :2] / projected[..., 2:].clamp_min(1e-6)
+            fit_box = torch.cat([projected.amin(1), projected.amax(1)], dim=1)
             coarse = solve_crop_geometry(sub, hand_box[rows].cpu().numpy(), object_box[rows].cpu().numpy(),
-                                         camera.cpu().numpy(), control_points.cpu().numpy())
+                                         camera.cpu().numpy(), control_points.cpu().numpy(),
+                                         hand_fit_box=fit_box.cpu().numpy())
             like = sub.hand.vertices
             translation = torch.as_tensor(coarse.hand_translation, dtype=like.dtype, device=like.device)
             translation = torch.where(torch.as_tensor(coarse.hand_solved, device=like.device)[:, None], translation,

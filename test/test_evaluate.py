@@ -102,8 +102,8 @@ def test_failed_translation_keeps_the_root_relative_hand_mirrored_back(tiny_set,
     right = [dataset[i] for i in range(2)]
     left = [dataclasses.replace(mirror_sample(dataset[i]), object_rotation=None, object_translation=None)
             for i in range(2, 4)]
-    evaluator = UnplacedOracleEvaluator(tiny_network, _run_config(tiny_set), load_object_library(None),
-                                        torch.device("cpu"))
+    evaluator = UnplacedOracleEvaluator(tiny_network, _run_config(tiny_set, "hand_translation.box_fallback=false"),
+                                        load_object_library(None), torch.device("cpu"))
     samples = right + left
     frames = evaluator.prepare(samples)
     output = evaluator.run_network(frames)
@@ -129,6 +129,31 @@ def test_failed_translation_keeps_the_root_relative_hand_mirrored_back(tiny_set,
         assert hand[key] == pytest.approx(0.0, abs=1e-3), key
     assert hand["pa_f_score_5mm_pct"] == pytest.approx(100.0)
     assert evaluator.summary()["run"]["failures"]["hand translation"] == 4
+
+
+class DiffuseOracleEvaluator(OracleEvaluator):
+    """The oracle with every joint confidence 0 (diffuse heatmaps): only the hand box can place the hand."""
+
+    def run_network(self, frames: list[PreparedFrame]) -> NetworkOutput:
+        output = super().run_network(frames)
+        hand = dataclasses.replace(output.hand, joint_confidence=torch.zeros_like(output.hand.joint_confidence))
+        return dataclasses.replace(output, hand=hand)
+
+
+def test_box_fallback_places_hands_whose_joint_fit_fails(tiny_set, tiny_network):
+    dataset = SyntheticDataset(SyntheticConfig(tiny_set))
+    left = [dataclasses.replace(mirror_sample(dataset[i]), object_rotation=None, object_translation=None)
+            for i in range(2, 4)]
+    samples = [dataset[0], dataset[1], *left]
+    evaluator = DiffuseOracleEvaluator(tiny_network, _run_config(tiny_set), load_object_library(None),
+                                       torch.device("cpu"))
+    evaluator.evaluate_batch(samples)
+    summary = evaluator.summary()
+    # The labelled box is the box of the projected mesh, so the exact mesh placed by it is exact.
+    assert summary["hand"]["frames_evaluated"] == 4 and summary["hand"]["missing_translations"] == 0
+    assert summary["hand"]["mpjpe_mm"] < 0.5 and summary["hand"]["mpvpe_mm"] < 0.5
+    assert summary["run"]["hand_translation_methods"] == {"box": 4}
+    assert "hand translation" not in summary["run"]["failures"]
 
 
 def test_untrained_network_is_scored_and_failures_are_counted(tiny_set, tiny_network):

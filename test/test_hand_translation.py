@@ -3,7 +3,12 @@ import pytest
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_perception.geometry.camera import project
-from hoi_perception.geometry.hand_translation import HandTranslationConfig, estimate_hand_translation
+from hoi_perception.geometry.hand_translation import (
+    HandTranslationConfig,
+    estimate_hand_translation,
+    fit_translation_to_box,
+    locate_hand,
+)
 
 K = np.array([[605.0, 0.0, 321.0], [0.0, 603.0, 239.0], [0.0, 0.0, 1.0]])
 TRUE_T = np.array([0.06, -0.04, 0.48])
@@ -161,3 +166,83 @@ def test_bad_inputs_raise():
         estimate_hand_translation(uv, joints, K, depth=np.zeros((2, 3, 4)))
     with pytest.raises(ConfigError, match="min_joints"):
         load_config(HandTranslationConfig, {"min_joints": 1})
+
+
+def _mesh(seed=0, count=300):
+    """A hand-sized root-relative vertex cloud (wrist at the origin), metres."""
+    rng = np.random.default_rng(100 + seed)
+    vertices = rng.uniform([-0.05, -0.10, -0.03], [0.05, 0.01, 0.03], size=(count, 3))
+    vertices[0] = 0.0
+    return vertices
+
+
+def _box(points_cam):
+    uv = project(points_cam, K)
+    return np.concatenate([uv.min(0), uv.max(0)])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_box_fit_recovers_the_translation_of_the_projected_mesh(seed):
+    vertices = _mesh(seed)
+    box = _box(vertices + TRUE_T)
+    result = fit_translation_to_box(vertices, box, K, image_size=(640, 480))
+    assert result.success and result.method == "box", result.reason
+    np.testing.assert_allclose(result.translation, TRUE_T, atol=1e-8)
+    assert result.reprojection_error_px < 1e-6
+
+
+def test_box_fit_leaves_out_clipped_sides():
+    vertices = _mesh(3)
+    t = np.array([-0.30, 0.02, 0.5])  # the hand hangs over the image's left edge
+    box = _box(vertices + t)
+    assert box[0] < 0
+    clipped = box.copy()
+    clipped[0] = 0.0
+    result = fit_translation_to_box(vertices, clipped, K, image_size=(640, 480))
+    assert result.success, result.reason
+    np.testing.assert_allclose(result.translation, t, atol=1e-6)
+    # Without the image size the clipped side is taken as the hand's extent: a wrong, smaller hand farther away.
+    naive = fit_translation_to_box(vertices, clipped, K)
+    assert naive.translation[2] < t[2] - 0.02 or naive.translation[2] > t[2] + 0.02
+
+
+def test_box_fit_needs_three_free_sides_and_a_valid_box():
+    vertices = _mesh(4)
+    corner = fit_translation_to_box(vertices, np.array([0.0, 0.0, 100.0, 80.0]), K, image_size=(640, 480))
+    assert not corner.success and "clipped by the image border on 2 sides" in corner.reason
+    empty = fit_translation_to_box(vertices, np.array([50.0, 50.0, 50.0, 90.0]), K)
+    assert not empty.success and "empty" in empty.reason
+    with pytest.raises(ValueError, match="box"):
+        fit_translation_to_box(vertices, np.zeros(3), K)
+
+
+def test_locate_hand_falls_back_on_the_box_when_the_joint_fit_fails():
+    joints, vertices = _hand(5), _mesh(5)
+    uv = project(joints + TRUE_T, K)
+    box = _box(vertices + TRUE_T)
+    confident = locate_hand(uv, joints, vertices, box, K)
+    assert confident.success and confident.method == "joints"
+    diffuse = np.full(21, 0.02)  # below min_joint_confidence: the joint fit fails
+    fallback = locate_hand(uv, joints, vertices, box, K, diffuse, image_size=(640, 480))
+    assert fallback.success and fallback.method == "box"
+    assert "too few confident joints" in fallback.reason
+    np.testing.assert_allclose(fallback.translation, TRUE_T, atol=1e-8)
+    off = locate_hand(uv, joints, vertices, box, K, diffuse, config=HandTranslationConfig(box_fallback=False))
+    assert not off.success and off.method == "joints"
+    no_box = locate_hand(uv, joints, vertices, None, K, diffuse)
+    assert not no_box.success
+
+
+def test_box_fallback_uses_depth_at_the_reprojected_joints():
+    joints, vertices = _hand(6), _mesh(6)
+    true_cam = joints + TRUE_T
+    depth = _depth_image(true_cam, radius_px=6)
+    # A hand predicted 15 % too small: its box fit lands too far; depth brings it back.
+    small_joints, small_vertices = 0.85 * joints, 0.85 * vertices
+    box = _box(vertices + TRUE_T)
+    diffuse = np.zeros(21)
+    plain = locate_hand(project(true_cam, K), small_joints, small_vertices, box, K, diffuse)
+    with_depth = locate_hand(project(true_cam, K), small_joints, small_vertices, box, K, diffuse, depth=depth)
+    assert plain.success and with_depth.success and with_depth.depth_used
+    assert abs(plain.translation[2] - TRUE_T[2]) > 0.05
+    assert abs(with_depth.translation[2] - TRUE_T[2]) < 0.02

@@ -15,6 +15,13 @@ when an aligned depth image exists ``tz`` is re-estimated from it: the robust
 joint depth, after which tx, ty are re-fitted with tz fixed. A system whose joints
 all see the hand from one direction (too few confident joints, a collapsed 2D
 skeleton) is ill-conditioned and reported as a failure, never as a guess.
+
+A weakly trained or occluded hand can have a usable mesh but 2D joints too diffuse
+to trust. :func:`locate_hand` then falls back on the hand's box (detected, tracked,
+or labelled: the box of the projected mesh): the translation whose projected mesh
+has that box, which fixes the depth from the hand's predicted size, as a
+weak-perspective crop camera does, but with the full pinhole model. Box sides on the
+image border are clipped, not the hand's extent, and are left out of the fit.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ class HandTranslationConfig:
     depth_gate_fraction: float = 0.3  # readings implying a tz this far (relative) from the 2D-only tz are ignored
     depth_max_deviation_m: float = 0.04  # joints whose offset is this far from the median are occluded/outliers
     joint_surface_offset_m: float = 0.008  # depth sees the skin, about a finger radius in front of the joint
+    # Box fallback (locate_hand): when the joint fit fails, fit the projected mesh to the hand box.
+    box_fallback: bool = True
+    box_border_px: float = 1.0  # box sides this close to the image border are clipped and not fitted
 
     def validate(self) -> None:
         if not 0.0 <= self.min_joint_confidence < 1.0:
@@ -65,6 +75,8 @@ class HandTranslationConfig:
             raise ConfigError(f"depth_gate_fraction must be > 0, got {self.depth_gate_fraction}")
         if self.depth_max_deviation_m <= 0:
             raise ConfigError(f"depth_max_deviation_m must be > 0, got {self.depth_max_deviation_m}")
+        if self.box_border_px < 0:
+            raise ConfigError(f"box_border_px must be >= 0, got {self.box_border_px}")
 
 
 @dataclass
@@ -72,13 +84,16 @@ class HandTranslationResult:
     """Camera-frame translation of the root-relative hand (NaN when ``success`` is False).
 
     ``reprojection_error_px`` is the confidence-weighted RMS pixel error of the
-    used joints; ``depth_joints`` how many joints had a consistent depth reading, and
-    ``depth_note`` why depth was not used when one was given.
+    used joints (of the fitted box sides for ``method`` "box"); ``depth_joints`` how
+    many joints had a consistent depth reading, and ``depth_note`` why depth was not
+    used when one was given. ``method`` says what fixed the translation: "joints" (the
+    2D joints) or "box" (the hand box, after the joint fit failed for ``reason``).
     """
 
     success: bool
     translation: np.ndarray
     reason: str = ""
+    method: str = "joints"
     reprojection_error_px: float = float("nan")
     condition_number: float = float("nan")
     depth_used: bool = False
@@ -86,8 +101,9 @@ class HandTranslationResult:
     depth_note: str = ""
 
     @classmethod
-    def failure(cls, reason: str, condition_number: float = float("nan")) -> HandTranslationResult:
-        return cls(False, np.full(3, np.nan), reason, condition_number=condition_number)
+    def failure(cls, reason: str, condition_number: float = float("nan"), method: str = "joints"
+                ) -> HandTranslationResult:
+        return cls(False, np.full(3, np.nan), reason, method, condition_number=condition_number)
 
 
 def _check_inputs(joints2d: np.ndarray, joints3d: np.ndarray, K: np.ndarray,
@@ -255,3 +271,114 @@ def _refine_with_depth(result: HandTranslationResult, uv: np.ndarray, xyz: np.nd
     result.translation = _fit_xy_given_z(tz, uv[w > 0], xyz[w > 0], K, w[w > 0])
     result.depth_used = True
     result.depth_joints = int(consistent.sum())
+
+
+def fit_translation_to_box(vertices3d: np.ndarray, box: np.ndarray, K: np.ndarray,
+                           image_size: tuple[int, int] | None = None,
+                           config: HandTranslationConfig | None = None) -> HandTranslationResult:
+    """Translation t such that the pixel box of ``vertices3d + t`` is ``box``.
+
+    ``vertices3d`` (N,3) root-relative metres in the camera's axes; ``box`` (x1, y1, x2, y2)
+    pixels; ``image_size`` (width, height), when given, marks sides on the image border as
+    clipped. Each fitted side is the projection of the mesh's extreme vertex on that side, so
+    Gauss-Newton re-picks the extreme vertices every step. Needs three unclipped sides.
+    """
+    config = config or HandTranslationConfig()
+    xyz = np.asarray(vertices3d, dtype=np.float64)
+    box = np.asarray(box, dtype=np.float64).reshape(-1)
+    K = np.asarray(K, dtype=np.float64)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) < 2:
+        raise ValueError(f"vertices3d: expected shape (N >= 2, 3) root-relative metres, got {xyz.shape}")
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ValueError(f"K: expected a finite 3x3 camera matrix with positive focal lengths, got {K.tolist()}")
+    if box.shape != (4,):
+        raise ValueError(f"box: expected (x1, y1, x2, y2) pixels, got shape {box.shape}")
+    if not np.all(np.isfinite(xyz)):
+        return HandTranslationResult.failure("non-finite vertices", method="box")
+    if not (np.all(np.isfinite(box)) and box[2] > box[0] and box[3] > box[1]):
+        return HandTranslationResult.failure(f"empty or non-finite hand box {box.tolist()}", method="box")
+    # Sides in order x1, y1, x2, y2: axis (0: u, 1: v) and whether the side is the minimum.
+    fitted = np.ones(4, dtype=bool)
+    if image_size is not None:
+        width, height = image_size
+        margin = config.box_border_px
+        fitted = np.array([box[0] > margin, box[1] > margin, box[2] < width - margin, box[3] < height - margin])
+    if fitted.sum() < 3:
+        return HandTranslationResult.failure(
+            f"hand box {np.round(box, 1).tolist()} is clipped by the image border on {4 - int(fitted.sum())} sides "
+            "(three free sides are needed)", method="box")
+
+    # Start: depth from the size along each axis whose two sides are free, centre on the box centre.
+    focal = np.array([K[0, 0], K[1, 1]])
+    extent3d = xyz[:, :2].max(0) - xyz[:, :2].min(0)
+    extent2d = box[2:] - box[:2]
+    both = fitted[:2] & fitted[2:]
+    depths = focal * extent3d / extent2d
+    tz = float(np.mean(depths[both])) if both.any() else float(np.mean(depths))
+    tz -= float(np.mean(xyz[:, 2]))
+    centre = (0.5 * (box[:2] + box[2:]) - K[:2, 2]) / focal
+    mid = 0.5 * (xyz[:, :2].max(0) + xyz[:, :2].min(0))
+    t = np.array([*(centre * (tz + np.mean(xyz[:, 2])) - mid), tz])
+
+    fx, fy = focal
+    residual = np.zeros(4)
+    for _ in range(max(config.refine_iterations, 1) * 4):
+        p = xyz + t
+        z = p[:, 2]
+        if np.any(z < config.min_depth_m):
+            break
+        pu, pv = _reprojection(t, xyz, K)
+        extremes = [int(np.argmin(pu)), int(np.argmin(pv)), int(np.argmax(pu)), int(np.argmax(pv))]
+        rows, residual = [], np.zeros(4)
+        for side, k in enumerate(extremes):
+            if side % 2 == 0:
+                residual[side] = pu[k] - box[side]
+                rows.append([fx / z[k], 0.0, -fx * p[k, 0] / z[k] ** 2])
+            else:
+                residual[side] = pv[k] - box[side]
+                rows.append([0.0, fy / z[k], -fy * p[k, 1] / z[k] ** 2])
+        J = np.asarray(rows)[fitted]
+        step = np.linalg.lstsq(J, -residual[fitted], rcond=None)[0]
+        t = t + step
+        if np.linalg.norm(step) < 1e-10:
+            break
+    if not np.all(np.isfinite(t)):
+        return HandTranslationResult.failure("box fit diverged", method="box")
+    nearest = float(np.min((xyz + t)[:, 2]))
+    if nearest < config.min_depth_m:
+        return HandTranslationResult.failure(
+            f"box fit puts the hand behind or at the camera (nearest vertex at z = {nearest:.3f} m)", method="box")
+    pu, pv = _reprojection(t, xyz, K)
+    projected = np.array([pu.min(), pv.min(), pu.max(), pv.max()])
+    rms = float(np.sqrt(np.mean((projected - box)[fitted] ** 2)))
+    return HandTranslationResult(True, t, method="box", reprojection_error_px=rms)
+
+
+def locate_hand(joints2d: np.ndarray, joints3d: np.ndarray, vertices3d: np.ndarray, box: np.ndarray | None,
+                K: np.ndarray, joint_confidence: np.ndarray | None = None, depth: np.ndarray | None = None,
+                depth_scale: float = 1.0, image_size: tuple[int, int] | None = None,
+                config: HandTranslationConfig | None = None) -> HandTranslationResult:
+    """The hand's translation from its 2D joints, or from its box when that fit fails.
+
+    Arguments as :func:`estimate_hand_translation` and :func:`fit_translation_to_box`
+    (``vertices3d`` root-relative like ``joints3d``). With ``config.box_fallback`` off or
+    no ``box``, the joint fit's result is returned as it is. A box fit keeps the joint
+    fit's failure in ``reason``; with a depth image, its depth is re-estimated at the
+    joints the box fit reprojects.
+    """
+    config = config or HandTranslationConfig()
+    fit = estimate_hand_translation(joints2d, joints3d, K, joint_confidence, depth=depth, depth_scale=depth_scale,
+                                    config=config)
+    if fit.success or not config.box_fallback or box is None:
+        return fit
+    boxed = fit_translation_to_box(vertices3d, box, K, image_size, config)
+    if not boxed.success:
+        boxed.reason = f"joints: {fit.reason}; box: {boxed.reason}"
+        return boxed
+    boxed.reason = fit.reason
+    if depth is not None:
+        xyz = np.asarray(joints3d, dtype=np.float64)
+        pu, pv = _reprojection(boxed.translation, xyz, np.asarray(K, dtype=np.float64))
+        _refine_with_depth(boxed, np.stack([pu, pv], 1), xyz, np.asarray(K, dtype=np.float64),
+                           np.ones(len(xyz)), depth, depth_scale, config)
+    return boxed

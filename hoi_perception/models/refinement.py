@@ -45,7 +45,7 @@ import torch
 from scipy.spatial import ConvexHull
 from torch import nn
 
-from hoi_perception.geometry.hand_translation import HandTranslationConfig, estimate_hand_translation
+from hoi_perception.geometry.hand_translation import HandTranslationConfig, locate_hand
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.config import ModelConfig
 from hoi_perception.models.dma.features import pool_global_feature
@@ -225,26 +225,31 @@ class CoarseCropGeometry:
 def solve_crop_geometry(output: NetworkOutput, hand_box: np.ndarray, object_box: np.ndarray,
                         camera_matrix: np.ndarray, control_points: np.ndarray,
                         translation_config: HandTranslationConfig | None = None,
-                        pnp_config: PnPConfig | None = None) -> CoarseCropGeometry:
+                        pnp_config: PnPConfig | None = None, hand_fit_box: np.ndarray | None = None
+                        ) -> CoarseCropGeometry:
     """Hand translation and object PnP of a batch of crops, in crop pixels with the crop cameras.
 
     hand_box, object_box (B, 4) crop pixels; camera_matrix (B, 3, 3) crop camera matrices
     (:func:`crop_camera_matrix`); control_points (B, 21, 3) the objects' control points in
     the network frame (mirrored for mirrored crops). This is the geometry the runtime
     does on full frames, done on crops so that training and evaluation see the same
-    coarse input the refiner gets at run time.
+    coarse input the refiner gets at run time. ``hand_fit_box`` (B, 4) is the box the hand's
+    mesh projects to, for the translation's box fallback (default ``hand_box``; a rotated
+    training crop's hand box is the bounding box of a rotated box, looser than the hand).
     """
     hand, obj = output.hand, output.object
     batch = hand.joints2d.shape[0]
     arrays = {name: np.asarray(value, dtype=np.float64) for name, value in
               (("hand_box", hand_box), ("object_box", object_box), ("camera_matrix", camera_matrix),
                ("control_points", control_points))}
+    arrays["hand_fit_box"] = arrays["hand_box"] if hand_fit_box is None else np.asarray(hand_fit_box, np.float64)
     for name, shape in (("hand_box", (batch, 4)), ("object_box", (batch, 4)), ("camera_matrix", (batch, 3, 3)),
-                        ("control_points", (batch, 21, 3))):
+                        ("control_points", (batch, 21, 3)), ("hand_fit_box", (batch, 4))):
         if arrays[name].shape != shape:
             raise ValueError(f"solve_crop_geometry: {name} expected shape {shape}, got {arrays[name].shape}")
     joints2d = box_units_to_points(hand.joints2d.detach().double().cpu().numpy(), arrays["hand_box"])
     joints_rel = hand.joints3d.detach().double().cpu().numpy()
+    vertices_rel = hand.vertices.detach().double().cpu().numpy()
     confidence = hand.joint_confidence.detach().double().cpu().numpy()
     votes = votes_to_pixels(obj.votes.detach().double().cpu().numpy(), arrays["object_box"])
     vote_confidence = obj.confidence.detach().double().cpu().numpy()
@@ -253,7 +258,8 @@ def solve_crop_geometry(output: NetworkOutput, hand_box: np.ndarray, object_box:
     hand_failures, object_failures = [""] * batch, [""] * batch
     for i in range(batch):
         K = arrays["camera_matrix"][i]  # noqa: N806
-        fit = estimate_hand_translation(joints2d[i], joints_rel[i], K, confidence[i], config=translation_config)
+        fit = locate_hand(joints2d[i], joints_rel[i], vertices_rel[i], arrays["hand_fit_box"][i], K, confidence[i],
+                          config=translation_config)
         if fit.success:
             translation[i] = fit.translation
         else:

@@ -47,7 +47,7 @@ import torch
 from hoi_perception.config import ConfigError, from_dict, read_yaml, resolve_config_path
 from hoi_perception.engines.base import InferenceEngine, create_engine
 from hoi_perception.geometry.camera import box_union, crop_intrinsics, project, square_box
-from hoi_perception.geometry.hand_translation import estimate_hand_translation
+from hoi_perception.geometry.hand_translation import locate_hand
 from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_boxes, mirror_points_3d
 from hoi_perception.geometry.pnp import PnPResult, select_votes, solve_pnp
 from hoi_perception.hand_model.mano import HandModel, HandModelConfig
@@ -470,7 +470,7 @@ class Estimator:
 
         depth_scale = MILLIMETRES if depth is not None and depth.dtype == np.uint16 else 1.0
         start = time.perf_counter()
-        hands = [self._hand_estimate(job, outputs, i, K, depth, depth_scale)
+        hands = [self._hand_estimate(job, outputs, i, K, depth, depth_scale, (width, height))
                  for i, job in enumerate(jobs) if job.hand is not None]
         timings["translation"] = _ms(start)
 
@@ -533,7 +533,7 @@ class Estimator:
         return jobs
 
     def _hand_estimate(self, job: _CropJob, outputs: Mapping[str, np.ndarray], i: int, K: np.ndarray,
-                       depth: np.ndarray | None, depth_scale: float) -> _HandEstimate:
+                       depth: np.ndarray | None, depth_scale: float, image_size: tuple[int, int]) -> _HandEstimate:
         g = job.geometry
         joints_crop = box_units_to_points(outputs["hand_joints2d"][i:i + 1].astype(np.float64), g.hand_box[None])[0]
         joints_rel = outputs["hand_joints3d"][i].astype(np.float64)
@@ -544,8 +544,9 @@ class Estimator:
                 mirror_axis_angle(pose)
         joints2d = g.to_image(joints_crop)
         confidence = outputs["hand_joint_confidence"][i].astype(np.float64)
-        fit = estimate_hand_translation(joints2d, joints_rel, K, confidence, depth=depth, depth_scale=depth_scale,
-                                        config=self.config.hand_translation)
+        fit = locate_hand(joints2d, joints_rel, vertices_rel, job.hand.box, K, confidence,  # type: ignore[union-attr]
+                          depth=depth, depth_scale=depth_scale, image_size=image_size,
+                          config=self.config.hand_translation)
         return _HandEstimate(job.hand, job.hand.box.copy(), joints2d, joints_rel, vertices_rel, pose,  # type: ignore[arg-type]
                              outputs["hand_betas"][i].astype(np.float64), confidence,
                              fit.translation if fit.success else None, fit.reason, crop_index=i)
