@@ -543,7 +543,13 @@ def table_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "object_frames_labelled": obj.get("frames_labelled"),
         "object_missing_predictions": obj.get("missing_predictions"),
         "failures": summary.get("run", {}).get("failures", {}),
+        "hand_translation_methods": summary.get("run", {}).get("hand_translation_methods", {}),
     }
+
+
+def _methods(metrics: dict[str, Any]) -> str:
+    counts = metrics.get("hand_translation_methods") or {}
+    return ", ".join(f"{n} from the {m}" for m, n in sorted(counts.items())) or "none"
 
 
 def compare_rows(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
@@ -596,7 +602,9 @@ def format_results(results: dict[str, Any], out: Path) -> str:
     diff = results["differences"]
     lines += ["", "Refinement on minus off: " + ", ".join(f"{header} {_signed(diff.get(key))}"
                                                           for key, header in COLUMNS) + ".", "",
-              "MPJPE / MPVPE: camera frame (hand translation fitted from the predicted 2D joints, not from labels); "
+              "MPJPE / MPVPE: camera frame, the hand translation fitted from the predicted 2D joints, or from the "
+              "hand box where that fit fails (`hand_translation.box_fallback`), never from labels (first stage: "
+              f"{_methods(results['rows'][0]['metrics'])}); "
               "PA: after Procrustes alignment, also on frames whose translation fit failed (hand frames scored: "
               "PA / camera / labelled). ADD(-S)-0.1D: object model points within 10 % of the diameter (ADD-S "
               "for symmetric objects). Penetration: per frame the mean depth of the hand vertices inside the object "
