@@ -35,7 +35,7 @@ from scipy.spatial.transform import Rotation
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hoi_perception.bag_io import typestore  # noqa: E402
+from hoi_perception.bag_io import SerializedMessage, typestore  # noqa: E402
 from hoi_perception.config import to_dict  # noqa: E402
 from hoi_perception.engines.base import EngineConfig, InferenceEngine  # noqa: E402
 from hoi_perception.engines.export import export_main  # noqa: E402
@@ -175,7 +175,8 @@ def main() -> int:
         typestore = typestore()
 
         def write(self, topic, msg, log_time_ns):
-            self.typestore.serialize_cdr(msg, msg.__msgtype__)
+            if not isinstance(msg, SerializedMessage):  # fast paths arrive serialised
+                self.typestore.serialize_cdr(msg, msg.__msgtype__)
 
     writer = EstimateBagWriter(SerializingBag(), {s: estimator.hand_faces(s) for s in ("right", "left")},
                                estimator.object_model.control_points, OBJECT_NAME, overlay=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,17 @@ def camera_info_msg(ts: Typestore, K: np.ndarray, width: int, height: int, nanos
                       roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
+@dataclass(frozen=True)
+class SerializedMessage:
+    """A message already serialised to CDR bytes (a fast path for large messages) and its type."""
+
+    msgtype: str
+    data: bytes
+
+
 class BagWriter:
-    """Typed rosbag2 writer: connections are created on first use of a topic."""
+    """Typed rosbag2 writer: connections are created on first use of a topic. Messages are
+    rosbags message objects or :class:`SerializedMessage` s."""
 
     def __init__(self, writer: Writer, ts: Typestore):
         self._writer = writer
@@ -84,11 +94,15 @@ class BagWriter:
         self._connections: dict[str, object] = {}
 
     def write(self, topic: str, msg, nanoseconds: int) -> None:
+        if isinstance(msg, SerializedMessage):
+            msgtype, data = msg.msgtype, msg.data
+        else:
+            msgtype, data = msg.__msgtype__, self.typestore.serialize_cdr(msg, msg.__msgtype__)
         conn = self._connections.get(topic)
         if conn is None:
-            conn = self._writer.add_connection(topic, msg.__msgtype__, typestore=self.typestore)
+            conn = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
             self._connections[topic] = conn
-        self._writer.write(conn, int(nanoseconds), self.typestore.serialize_cdr(msg, msg.__msgtype__))
+        self._writer.write(conn, int(nanoseconds), data)
 
 
 @contextmanager

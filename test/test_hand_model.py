@@ -25,6 +25,7 @@ from hoi_perception.hand_model.mano import (
     HandModel,
     HandModelConfig,
     MANOFileError,
+    NumpyHandPoser,
     load_mano_arrays,
     resolve_mano_file,
 )
@@ -286,3 +287,23 @@ def test_joint_order_conversions():
         ho3d_to_simple(np.zeros((16, 3)))
     with pytest.raises(ValueError, match="joint order must be one of"):
         reorder_joints(joints, "ho3d", "openpose")
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_numpy_poser_matches_the_torch_model(side):
+    model = HandModel(side, HandModelConfig(flat_hand_mean=False))  # a non-zero pose mean is added too
+    poser = NumpyHandPoser(model)
+    orient, hand_pose = random_pose(4, seed=3, scale=0.7)
+    orient[0], hand_pose[0] = 0.0, 0.0  # the rest pose: Rodrigues at angle zero
+    betas = torch.randn(4, 10, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        expected = model(global_orient=orient, hand_pose=hand_pose, betas=betas)
+    vertices, joints = poser(torch.cat([orient, hand_pose], 1).double().numpy(), betas.double().numpy())
+    assert vertices.shape == (4, 778, 3) and joints.shape == (4, 21, 3)
+    # float64 against smplx's float32: agreement to float32 rounding (well under a micrometre).
+    np.testing.assert_allclose(vertices, expected.vertices.double().numpy(), atol=1e-6)
+    np.testing.assert_allclose(joints, expected.joints.double().numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="pose"):
+        poser(np.zeros((1, 45)), np.zeros((1, 10)))
+    with pytest.raises(ValueError, match="betas"):
+        poser(np.zeros((2, 48)), np.zeros((1, 10)))

@@ -254,6 +254,22 @@ def test_mesh_marker_expands_mano_faces(ts, hdr):
     np.testing.assert_allclose([[c.r, c.g, c.b, c.a] for c in coloured.colors[:3]], per_vertex[faces[0]])
 
 
+@pytest.mark.parametrize("distro", ["humble", "jazzy"])
+@pytest.mark.parametrize("namespace", ["hand_mesh_right", "hand_mesh_left_", "m"])
+def test_serialised_mesh_marker_is_byte_identical_to_the_typestore(distro, namespace, hdr):
+    store = ri.hoi_typestore(distro)
+    hand = make_hand()
+    faces = np.random.default_rng(6).integers(0, 778, size=(MANO_FACES, 3))
+    for color in ((0.2, 0.4, 0.6, 0.8), np.random.default_rng(7).uniform(size=(778, 4))):
+        marker = ri.hand_mesh_marker(store, hdr, hand.vertices_cam, faces, color, namespace=namespace, marker_id=2)
+        expected = bytes(store.serialize_cdr(marker, marker.__msgtype__))
+        fast = ri.hand_mesh_marker_cdr(store, hdr, hand.vertices_cam, faces, color, namespace=namespace, marker_id=2)
+        assert fast.msgtype == "visualization_msgs/msg/Marker" and fast.data == expected
+        back = store.deserialize_cdr(fast.data, fast.msgtype)
+        np.testing.assert_array_equal(np.array([[p.x, p.y, p.z] for p in back.points]).reshape(MANO_FACES, 3, 3),
+                                      hand.vertices_cam[faces])
+
+
 def test_skeleton_joint_and_box_markers(ts, hdr):
     hand = make_hand()
     skeleton = ri.hand_skeleton_marker(ts, hdr, hand.joints_cam, line_width=0.005)

@@ -11,6 +11,7 @@ from hoi_perception.geometry.pnp import (
     select_votes,
     solve_control_point_pnp,
     solve_pnp,
+    top_k_per_row,
 )
 from hoi_perception.geometry.rotations import rotation_angle_deg_np
 
@@ -197,3 +198,16 @@ def test_config_validation():
         load_config(PnPConfig, {"min_correspondences": 3})
     with pytest.raises(ConfigError, match="confidence_threshold"):
         load_config(PnPConfig, {"confidence_threshold": 1.5})
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 64])
+def test_top_k_per_row_equals_a_stable_argsort(k):
+    rng = np.random.default_rng(k)
+    values = rng.integers(0, 5, size=(21, 64)).astype(np.float64)  # many ties
+    values[3] = 1.0  # a row of one value: ties decide every pick
+    values[4, :10] = -np.inf
+    expected = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(top_k_per_row(values, k), expected)
+    continuous = rng.random((21, 1024))
+    np.testing.assert_array_equal(top_k_per_row(continuous, k),
+                                  np.argsort(-continuous, axis=1, kind="stable")[:, :k])

@@ -93,6 +93,20 @@ def test_numpy_wrappers_scalar_first():
     assert rot.matrix_to_axis_angle_np(m[0]).shape == (3,)
 
 
+def test_numpy_matrix_to_quaternion_matches_scipy_canonical_form():
+    rotations = Rotation.random(500, random_state=7)
+    # Every branch: near-identity, half turns about each axis (w = 0: the sign tie-break), and 179.9 degrees.
+    special = Rotation.from_rotvec(np.array([[1e-9, 0, 0], [np.pi, 0, 0], [0, np.pi, 0], [0, 0, np.pi],
+                                             [0, -np.pi, 0], [np.pi * 0.999, 0.5, -0.2]]))
+    for r in (rotations, special):
+        expected = r.as_quat(canonical=True)[:, [3, 0, 1, 2]]
+        np.testing.assert_allclose(rot.matrix_to_quaternion_np(r.as_matrix()), expected, atol=1e-12)
+        singles = np.array([rot.matrix_to_quaternion_np(m) for m in r.as_matrix()])  # the one-matrix path
+        np.testing.assert_allclose(singles, expected, atol=1e-12)
+    assert rot.matrix_to_quaternion_np(np.eye(3)).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert rot.matrix_to_quaternion_np(np.tile(np.eye(3), (2, 5, 1, 1))).shape == (2, 5, 4)
+
+
 def test_nearest_rotation_and_angle():
     r = Rotation.from_rotvec([0.0, 0.0, 0.3]).as_matrix()
     noisy = r + 1e-3 * np.random.default_rng(0).standard_normal((3, 3))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
 from hoi_perception.config import ConfigError
 
@@ -98,32 +99,62 @@ class VoteCorrespondences:
     confidences: np.ndarray
 
 
+def top_k_per_row(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices (R, k) of each row's k largest values, largest first, ties in index order.
+
+    Equal to ``np.argsort(-values, axis=1, kind="stable")[:, :k]``, at a fraction of the
+    cost: the vote grids are 21 x 1024 and the runtime takes their top 10 twice per frame.
+    ``torch.topk`` finds the k largest; their order is then made stable, and only when a
+    tie straddles the k-th place is the exact (slower) tie-break needed. No NaN allowed.
+    """
+    values = np.ascontiguousarray(values)
+    rows, n = values.shape
+    k = min(int(k), n)
+    if k <= 0:
+        return np.zeros((rows, 0), dtype=np.int64)
+    if k == n:
+        return np.argsort(-values, axis=1, kind="stable")
+    top = torch.topk(torch.from_numpy(values), k, dim=1)
+    top_values, candidates = top.values.numpy(), top.indices.numpy()
+    kth = top_values[:, -1:]
+    if not np.all((values >= kth).sum(axis=1) == k):
+        # A tie straddles the k-th place: keep the lowest indices among the tied values.
+        less, equal = values > kth, values == kth
+        needed = k - less.sum(axis=1, keepdims=True)
+        chosen = less | (equal & (np.cumsum(equal, axis=1) <= needed))
+        candidates = np.nonzero(chosen)[1].reshape(rows, k)
+        top_values = np.take_along_axis(values, candidates, axis=1)
+    order = np.lexsort((candidates, -top_values), axis=-1)  # value descending, then index ascending
+    return np.take_along_axis(candidates, order, axis=1)
+
+
 def select_votes(votes: np.ndarray, confidence: np.ndarray, config: PnPConfig | None = None) -> VoteCorrespondences:
     """Keep each control point's ``votes_per_point`` most confident votes above the threshold.
 
     ``votes`` (21, 2, H, W) are the 2D positions predicted by every cell (x then y);
     ``confidence`` (21, H, W). Votes with a non-finite position or confidence are dropped.
+    Ranking runs in the inputs' precision; only the kept votes are converted to float64.
     """
     config = config or PnPConfig()
-    votes = np.asarray(votes, dtype=np.float64)
-    confidence = np.asarray(confidence, dtype=np.float64)
+    votes = np.asarray(votes)
+    confidence = np.asarray(confidence)
     if votes.ndim != 4 or votes.shape[:2] != (NUM_CONTROL_POINTS, 2):
         raise ValueError(f"votes: expected shape ({NUM_CONTROL_POINTS}, 2, H, W), got {votes.shape}")
     if confidence.shape != (NUM_CONTROL_POINTS,) + votes.shape[2:]:
         expected = (NUM_CONTROL_POINTS,) + votes.shape[2:]
         raise ValueError(f"confidence: expected shape {expected}, got {confidence.shape}")
     n_cells = votes.shape[2] * votes.shape[3]
-    xy = votes.reshape(NUM_CONTROL_POINTS, 2, n_cells).transpose(0, 2, 1)  # (21, HW, 2)
+    xy = votes.reshape(NUM_CONTROL_POINTS, 2, n_cells)
     conf = confidence.reshape(NUM_CONTROL_POINTS, n_cells)
-    usable = np.isfinite(conf) & np.all(np.isfinite(xy), axis=-1) & (conf > config.confidence_threshold)
+    usable = np.isfinite(conf) & np.isfinite(xy).all(axis=1) & (conf > config.confidence_threshold)
     ranked_conf = np.where(usable, conf, -np.inf)
-    k = min(config.votes_per_point, n_cells)
-    top = np.argsort(-ranked_conf, axis=1, kind="stable")[:, :k]  # (21, k)
+    top = top_k_per_row(ranked_conf, config.votes_per_point)  # (21, k)
     keep = np.take_along_axis(usable, top, axis=1)
     point_ids = np.broadcast_to(np.arange(NUM_CONTROL_POINTS)[:, None], top.shape)[keep]
     cells = top[keep]
-    return VoteCorrespondences(points_2d=xy[point_ids, cells], point_ids=point_ids.astype(np.int64),
-                               confidences=conf[point_ids, cells])
+    return VoteCorrespondences(points_2d=xy[point_ids, :, cells].astype(np.float64),
+                               point_ids=point_ids.astype(np.int64),
+                               confidences=conf[point_ids, cells].astype(np.float64))
 
 
 def pose_failure_reason(rotation: np.ndarray, translation: np.ndarray, points_3d: np.ndarray,

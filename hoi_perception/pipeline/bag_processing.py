@@ -313,8 +313,8 @@ class EstimateBagWriter:
         self._write(ESTIMATE_TOPIC, estimate, log_time_ns)
         for index, hand in enumerate(hands):
             color = interfaces.LEFT_HAND_COLOR if hand.side == "left" else interfaces.RIGHT_HAND_COLOR
-            mesh = interfaces.hand_mesh_marker(ts, head, hand.vertices_cam, self.hand_faces[hand.side], color,
-                                               namespace=f"hand_mesh_{hand.side}", marker_id=index)
+            mesh = interfaces.hand_mesh_marker_cdr(ts, head, hand.vertices_cam, self.hand_faces[hand.side], color,
+                                                   namespace=f"hand_mesh_{hand.side}", marker_id=index)
             self._write(MESH_TOPIC, mesh, log_time_ns)
         self._write(MARKERS_TOPIC, interfaces.scene_markers(ts, head, hands, objects, self.bounds), log_time_ns)
         if self.overlay:

@@ -50,10 +50,10 @@ from hoi_perception.geometry.camera import box_union, crop_intrinsics, project, 
 from hoi_perception.geometry.hand_translation import locate_hand
 from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_boxes, mirror_points_3d
 from hoi_perception.geometry.pnp import PnPResult, select_votes, solve_pnp
-from hoi_perception.hand_model.mano import HandModel, HandModelConfig
+from hoi_perception.hand_model.mano import HandModel, HandModelConfig, NumpyHandPoser
 from hoi_perception.models.detection_head import FrameDetections, letterbox_image, select_detections
 from hoi_perception.models.network import DETECTION_OUTPUT_NAMES
-from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels
+from hoi_perception.models.object_head import box_units_to_points
 from hoi_perception.models.refinement import (
     LEVEL_INPUTS,
     MIRROR_X,
@@ -374,6 +374,7 @@ class Estimator:
         self.object_model = (load_object_model(config.object_name, config.objects)
                              if config.object_name is not None else None)
         self.hand_model = HandModel("right", HandModelConfig(mano_dir=config.mano_dir)).eval()
+        self.hand_poser = NumpyHandPoser(self.hand_model)
         self.refine_engines = self._refine_engines(refine_engines)
         self.filter_config = load_filter_config(config.filter_config)
         self.tracker = BoxTracker(config.tracking, tuple(config.hand_sides), self.object_model is not None)
@@ -559,18 +560,21 @@ class Estimator:
         confidence = outputs["object_confidence"]
         flat = confidence.reshape(confidence.shape[0], confidence.shape[1], -1)
         k = min(self.config.pnp.votes_per_point, flat.shape[2])
-        top = -np.sort(-flat, axis=2)[:, :, :k]  # each control point's k most confident votes
-        scores = top.mean(axis=(1, 2))
+        top = torch.topk(torch.from_numpy(np.ascontiguousarray(flat)), k, dim=2)  # k most confident votes
+        scores = top.values.double().mean(dim=(1, 2)).numpy()
         i = int(np.argmax(scores))
         g = jobs[i].geometry
-        votes_crop = votes_to_pixels(outputs["object_votes"][i:i + 1].astype(np.float64), g.object_box[None])[0]
-        votes = np.moveaxis(g.to_image(np.moveaxis(votes_crop, 1, -1)), -1, 1)  # (21, 2, H, W) full-image pixels
-        selected = select_votes(votes, confidence[i], self.config.pnp)
+        # Select in box units, then map only the chosen votes to full-image pixels (the map is affine).
+        votes_units = outputs["object_votes"][i]  # (21, 2, H, W), the network's precision
+        selected = select_votes(votes_units, confidence[i], self.config.pnp)
+        origin, size = g.object_box[:2], g.object_box[2:] - g.object_box[:2]
+        selected.points_2d = g.to_image(origin + selected.points_2d * size)
+        voted = g.to_image(origin + _voted_points(votes_units, confidence[i], top.indices[i].numpy()) * size)
         points_3d = self.object_model.control_points
         pnp = solve_pnp(points_3d[selected.point_ids], selected.points_2d, K, self.config.pnp,
                         point_ids=selected.point_ids)
         inlier_points = len(np.unique(selected.point_ids[pnp.inliers])) if pnp.success else 0
-        return _ObjectEstimate(jobs[i].object, pnp, _voted_points(votes, confidence[i], k),  # type: ignore[arg-type]
+        return _ObjectEstimate(jobs[i].object, pnp, voted,  # type: ignore[arg-type]
                                inlier_points, float(scores[i]), crop_index=i)
 
     def _refine(self, jobs: list[_CropJob], inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
@@ -689,18 +693,8 @@ class Estimator:
             pose = result.hand.mano_pose
             poses.append(mirror_axis_angle(pose) if hand.track.key == "left" else pose)
             betas.append(result.hand.betas)
-        pose_t = torch.as_tensor(np.stack(poses), dtype=torch.float32)
-        # One or two hands are far too little work for a thread pool: on a busy CPU, PyTorch's
-        # intra-op threads made this 50x slower (45 ms instead of 1 ms on 2 shared cores).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                out = self.hand_model(global_orient=pose_t[:, :3], hand_pose=pose_t[:, 3:],
-                                      betas=torch.as_tensor(np.stack(betas), dtype=torch.float32))
-        finally:
-            torch.set_num_threads(threads)
-        vertices_all = (out.vertices - out.joints[:, :1]).double().numpy()
+        vertices_all, joints_all = self.hand_poser(np.stack(poses), np.stack(betas))
+        vertices_all = vertices_all - joints_all[:, :1]
         tracked = []
         for (hand, result), vertices in zip(filtered, vertices_all):
             smoothed = result.hand
@@ -722,13 +716,13 @@ class Estimator:
             self._object_filters.pop(track_id, None)  # type: ignore[arg-type]
 
 
-def _voted_points(votes: np.ndarray, confidence: np.ndarray, k: int) -> np.ndarray:
-    """Each control point's position (21, 2): the confidence-weighted mean of its k most confident votes."""
+def _voted_points(votes: np.ndarray, confidence: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Each control point's position (21, 2): the confidence-weighted mean of its most confident
+    votes, ``top`` (21, k) their cell indices."""
     n = votes.shape[0]
     xy = votes.reshape(n, 2, -1)
     conf = confidence.reshape(n, -1)
-    top = np.argsort(-conf, axis=1, kind="stable")[:, :k]
-    weights = np.take_along_axis(conf, top, axis=1)
+    weights = np.take_along_axis(conf, top, axis=1).astype(np.float64)
     weights = np.where(weights.sum(1, keepdims=True) > 0, weights, 1.0)
-    points = np.take_along_axis(xy, top[:, None, :], axis=2)  # (21, 2, k)
+    points = np.take_along_axis(xy, top[:, None, :], axis=2).astype(np.float64)  # (21, 2, k)
     return (points * weights[:, None, :]).sum(-1) / weights.sum(-1)[:, None]

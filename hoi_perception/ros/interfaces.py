@@ -47,8 +47,9 @@ from rosbags.typesys import get_types_from_msg
 from rosbags.typesys.store import Typestore
 from scipy.spatial.transform import Rotation
 
-from hoi_perception.bag_io import DEFAULT_DISTRO
+from hoi_perception.bag_io import DEFAULT_DISTRO, SerializedMessage
 from hoi_perception.bag_io import typestore as distro_typestore
+from hoi_perception.geometry.rotations import matrix_to_quaternion_np
 from hoi_perception.hand_model.joint_orders import HO3D_BONES, HO3D_JOINT_NAMES, MANO_JOINT_NAMES, NUM_HAND_JOINTS
 from hoi_perception.models.results import HandResult, ObjectResult
 
@@ -277,8 +278,7 @@ def check_rotation(rotation: Any, name: str = "rotation", tolerance: float = 1e-
 
 def quaternion_from_matrix(rotation: Any, name: str = "rotation") -> np.ndarray:
     """Unit quaternion (w, x, y, z) of a rotation matrix, with w >= 0 (scipy's canonical form at w = 0)."""
-    xyzw = Rotation.from_matrix(check_rotation(rotation, name)).as_quat(canonical=True)
-    return xyzw[[3, 0, 1, 2]]
+    return matrix_to_quaternion_np(check_rotation(rotation, name))
 
 
 class QuaternionContinuity:
@@ -513,6 +513,7 @@ def tf_message(ts: Any, header: Any, frames: Sequence[FrameTransform], *,
 
 # --------------------------------------------------------------------------- markers
 
+MARKER_TYPE = "visualization_msgs/msg/Marker"
 RIGHT_HAND_COLOR = (0.95, 0.55, 0.35, 1.0)
 LEFT_HAND_COLOR = (0.35, 0.60, 0.95, 1.0)
 OBJECT_BOX_COLOR = (0.30, 0.85, 0.40, 1.0)
@@ -543,15 +544,9 @@ def _marker(ts: Any, header: Any, marker_type: str, namespace: str, marker_id: i
     )
 
 
-def hand_mesh_marker(ts: Any, header: Any, vertices: Any, faces: Any, color: Any = RIGHT_HAND_COLOR, *,
-                     namespace: str = "hand_mesh", marker_id: int = 0, lifetime_ns: int = 0) -> Any:
-    """TRIANGLE_LIST marker of a deforming mesh: every face expanded to its three corner points.
-
-    ``vertices`` (V, 3) in the header's frame, metres; ``faces`` (F, 3) vertex
-    indices (MANO: 1538 faces -> 4614 points). ``color`` is one RGBA (4,) for the
-    whole mesh or one per vertex (V, 4), values in [0, 1]. Scale is 1 (points are
-    in metres) and the pose is the identity.
-    """
+def _mesh_marker_parts(ts: Any, header: Any, vertices: Any, faces: Any, color: Any, namespace: str,
+                       marker_id: int, lifetime_ns: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The mesh marker without its points, the checked vertices (V, 3) and the face corners (3F,)."""
     verts = _array(vertices, (-1, 3), "vertices")
     face_array = np.asarray(faces)
     if face_array.ndim != 2 or face_array.shape[1] != 3:
@@ -572,12 +567,70 @@ def hand_mesh_marker(ts: Any, header: Any, vertices: Any, faces: Any, color: Any
     else:
         colors = None
         single = _color(ts, color_array, "color")
+    marker = _marker(ts, header, "TRIANGLE_LIST", namespace, marker_id, points=[], scale=(1.0, 1.0, 1.0),
+                     color=single, colors=colors, lifetime_ns=lifetime_ns)
+    return marker, verts, corners
+
+
+def hand_mesh_marker(ts: Any, header: Any, vertices: Any, faces: Any, color: Any = RIGHT_HAND_COLOR, *,
+                     namespace: str = "hand_mesh", marker_id: int = 0, lifetime_ns: int = 0) -> Any:
+    """TRIANGLE_LIST marker of a deforming mesh: every face expanded to its three corner points.
+
+    ``vertices`` (V, 3) in the header's frame, metres; ``faces`` (F, 3) vertex
+    indices (MANO: 1538 faces -> 4614 points). ``color`` is one RGBA (4,) for the
+    whole mesh or one per vertex (V, 4), values in [0, 1]. Scale is 1 (points are
+    in metres) and the pose is the identity.
+    """
+    marker, verts, corners = _mesh_marker_parts(ts, header, vertices, faces, color, namespace, marker_id,
+                                                 lifetime_ns)
     # One Point per vertex, shared by the faces that use it: 778 objects instead of 4614
     # (messages are read-only once built; serialisation writes each corner's values).
     vertex_points = _points(ts, verts)
-    points = [vertex_points[i] for i in corners.tolist()]
-    return _marker(ts, header, "TRIANGLE_LIST", namespace, marker_id, points=points,
-                   scale=(1.0, 1.0, 1.0), color=single, colors=colors, lifetime_ns=lifetime_ns)
+    marker.points = [vertex_points[i] for i in corners.tolist()]
+    return marker
+
+
+def hand_mesh_marker_cdr(ts: Typestore, header: Any, vertices: Any, faces: Any, color: Any = RIGHT_HAND_COLOR, *,
+                         namespace: str = "hand_mesh", marker_id: int = 0, lifetime_ns: int = 0) -> SerializedMessage:
+    """:func:`hand_mesh_marker` already serialised (CDR, little-endian) for a rosbags ``ts``.
+
+    Byte for byte what ``ts.serialize_cdr`` writes for that marker, but the 4614 corner
+    points are packed by NumPy instead of one Python object each: serialising the mesh
+    was most of a frame's message-building time when writing bags.
+    """
+    marker, verts, corners = _mesh_marker_parts(ts, header, vertices, faces, color, namespace, marker_id,
+                                                 lifetime_ns)
+    return SerializedMessage(MARKER_TYPE, marker_cdr_with_points(ts, marker, verts[corners]))
+
+
+def marker_cdr_with_points(ts: Typestore, marker: Any, points: np.ndarray) -> bytes:
+    """CDR bytes of ``marker`` (built with ``points=[]``) with ``points`` (N, 3) as its points.
+
+    The marker is serialised with no point and with one, which locates the sequence's
+    length field and the alignment padding before its first float64; the packed points
+    go there. Every field after ``points`` is at most 4-byte aligned (colours, strings,
+    bytes) and N points add 24 N bytes plus that padding, a multiple of 4, so the rest of
+    the message is unchanged; this is checked, not assumed.
+    """
+    if marker.points:
+        raise ValueError("marker_cdr_with_points: build the marker with points=[]")
+    xyz = np.ascontiguousarray(points, dtype="<f8")
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"points: expected shape (N, 3), got {xyz.shape}")
+    empty = bytes(ts.serialize_cdr(marker, MARKER_TYPE))
+    Point = _message_class(ts, "geometry_msgs/msg/Point")
+    marker.points = [Point(x=0.0, y=0.0, z=0.0)]
+    try:
+        one = bytes(ts.serialize_cdr(marker, MARKER_TYPE))
+    finally:
+        marker.points = []
+    count_at = next(i for i, (a, b) in enumerate(zip(empty, one)) if a != b)
+    padding = len(one) - len(empty) - 24
+    rest = empty[count_at + 4:]
+    if padding not in (0, 4) or one[count_at + 4 + padding + 24:] != rest:
+        raise RuntimeError("the Marker definition of this typestore cannot take spliced points")
+    return b"".join((empty[:count_at], np.uint32(len(xyz)).astype("<u4").tobytes(), bytes(padding), xyz.tobytes(),
+                     rest))
 
 
 def hand_skeleton_marker(ts: Any, header: Any, joints: Any, color: Any = RIGHT_HAND_COLOR, *,

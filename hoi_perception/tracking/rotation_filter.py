@@ -23,6 +23,7 @@ import math
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from hoi_perception.geometry.rotations import matrix_to_quaternion_np
 from hoi_perception.tracking.one_euro import FilterState, OneEuroConfig, OneEuroFilter, smoothing_factor
 
 _SMALL_ANGLE = 1e-9
@@ -107,8 +108,7 @@ def rotation_matrix_to_quaternion(rotation: np.ndarray, name: str = "rotation", 
     if gram_error > tolerance or np.any(np.linalg.det(rotation) <= 0):
         raise ValueError(f"{name}: not a proper rotation matrix (|R^T R - I| = {gram_error:.2e}, "
                          f"det = {np.linalg.det(rotation)})")
-    xyzw = Rotation.from_matrix(rotation.reshape(-1, 3, 3)).as_quat()
-    return xyzw[:, [3, 0, 1, 2]].reshape(rotation.shape[:-2] + (4,))
+    return matrix_to_quaternion_np(rotation)
 
 
 def quaternion_to_rotation_matrix(q: np.ndarray) -> np.ndarray:
