@@ -29,7 +29,7 @@ runtime = [
 ]
 
 extras = {
-    "train": ["tensorboard>=2.14"],
+    "train": ["tensorboard>=2.14", "matplotlib>=3.7"],  # matplotlib: the experiment scripts' plots
     "tensorrt": ["tensorrt>=10.0,<11"],  # fp16 plans use BuilderFlag.FP16, removed in 11
     "test": ["pytest>=7.4", "ruff>=0.5", "catkin_pkg>=1.0"],
 }

@@ -78,10 +78,11 @@ from benchmarks.experiment_runs import (
     synthetic_data_step,
     synthetic_evaluation_config,
     training_step,
+    write_report_files,
     write_resolved_config,
     written_after,
 )
-from hoi_perception.atomic import atomic_save_with, atomic_write_json, atomic_write_text
+from hoi_perception.atomic import atomic_save_with, atomic_write_json
 from hoi_perception.config import ConfigError, load_config, read_yaml, resolve_config_path, to_dict
 from hoi_perception.models.dma.refiner import DMAConfig
 
@@ -430,14 +431,8 @@ class Experiment:
             "latency": json.loads(layout.latency.read_text()),
             "steps": self.log.entries,
         }
-        text = format_results(results, self.out)
-        atomic_write_json(layout.root / f"{RESULTS_STEM}.json", results)
-        atomic_write_text(layout.root / f"{RESULTS_STEM}.md", text)
-        written = [layout.root / RESULTS_STEM]
-        if self.publish is not None:
-            atomic_write_json(self.publish.with_name(self.publish.name + ".json"), results)
-            atomic_write_text(self.publish.with_name(self.publish.name + ".md"), text)
-            written.append(self.publish)
+        written = [layout.root / RESULTS_STEM] + ([] if self.publish is None else [self.publish])
+        write_report_files(written, results, lambda image: format_results(results, self.out))
         log.info("wrote %s", ", ".join(f"{stem}.json and .md" for stem in written))
         self.log.this_run["report"] = "ran"
         return results
@@ -671,11 +666,8 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = experiment_parser(__doc__.split("\n\n")[0], "experiments/dma_refinement.yaml",
-                               "a scale of the config: smoke (seconds) or cpu (the real run)", STAGES)
-    parser.add_argument("--publish", type=Path, default=None, metavar="STEM",
-                        help="also write the report to STEM.json and STEM.md (e.g. benchmarks/results/dma_refinement)")
-    return parser
+    return experiment_parser(__doc__.split("\n\n")[0], "experiments/dma_refinement.yaml",
+                             "a scale of the config: smoke (seconds) or cpu (the real run)", STAGES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

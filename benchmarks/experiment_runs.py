@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 import yaml
 
-from hoi_perception.atomic import atomic_write_json, atomic_write_text
+from hoi_perception.atomic import atomic_save_with, atomic_write_json, atomic_write_text
 from hoi_perception.config import ConfigError, load_config, to_dict
 
 EXPERIMENT_FILE = "experiment.json"
@@ -280,7 +280,7 @@ def evaluation_step(log: StageLog, step: str, checkpoint: Path, config_path: Pat
 
 def experiment_parser(description: str, default_config: str, scale_help: str,
                       stages: Sequence[str]) -> argparse.ArgumentParser:
-    """The options every driver takes: --config, --out, --scale, --stages."""
+    """The options every driver takes: --config, --out, --scale, --stages, --publish."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=default_config,
                         help=f"experiment config (default config/{default_config})")
@@ -288,7 +288,33 @@ def experiment_parser(description: str, default_config: str, scale_help: str,
     parser.add_argument("--scale", default="smoke", help=scale_help)
     parser.add_argument("--stages", nargs="+", default=list(stages), metavar="STAGE",
                         help=f"stages to run, any of {' '.join(stages)} (default: all)")
+    parser.add_argument("--publish", type=Path, default=None, metavar="STEM",
+                        help="also write the report to STEM.json, STEM.md (and STEM.png where the driver plots), "
+                             "e.g. benchmarks/results/<experiment>")
     return parser
+
+
+def write_report_files(stems: Sequence[Path], results: Mapping[str, Any], markdown: Callable[[str | None], str],
+                       plot: Callable[[Mapping[str, Any]], Any] | None = None) -> None:
+    """Write ``results`` as STEM.json and STEM.md (and the figure ``plot`` draws as STEM.png) for every stem.
+
+    ``markdown(image)`` renders the report; ``image`` is the PNG's file name beside it, or None
+    without a plot. Every file is written atomically.
+    """
+    figure = None if plot is None else plot(results)
+    try:
+        for stem in stems:
+            image = None
+            if figure is not None:
+                image = stem.name + ".png"
+                atomic_save_with(stem.with_name(image), lambda handle: figure.savefig(handle, format="png", dpi=110))
+            atomic_write_json(stem.with_name(stem.name + ".json"), results)
+            atomic_write_text(stem.with_name(stem.name + ".md"), markdown(image))
+    finally:
+        if figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
 
 
 def run_driver(log: logging.Logger, run: Callable[[], Mapping[str, str]]) -> int:

@@ -48,7 +48,8 @@ Output folder::
     OUT/eval/<row>/metrics.json
     OUT/results.json, OUT/results.md
 
-No plot is drawn: the table carries every number.
+The report stage also draws ``OUT/results.png`` (each row's hand PA-MPJPE and how many
+pseudo-labels it trained on); ``--publish STEM`` writes the three files to STEM.* as well.
 
     PYTHONPATH=. python benchmarks/semi_supervised.py --config experiments/semi_supervised.yaml \\
         --out runs/semi_supervised_smoke --scale smoke
@@ -62,10 +63,12 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from benchmarks.experiment_runs import (
     RESULTS_STEM,
@@ -87,9 +90,10 @@ from benchmarks.experiment_runs import (
     synthetic_data_step,
     synthetic_evaluation_config,
     training_step,
+    write_report_files,
     write_resolved_config,
 )
-from hoi_perception.atomic import atomic_write_json, atomic_write_text
+from hoi_perception.atomic import atomic_write_json
 from hoi_perception.config import ConfigError, load_config, read_yaml, to_dict
 
 log = logging.getLogger("semi_supervised")
@@ -276,8 +280,10 @@ class ExperimentLayout:
 class Experiment:
     """The stages of one scale of the experiment in one output folder."""
 
-    def __init__(self, config: ExperimentConfig, scale: str, out: str | Path, config_source: str) -> None:
+    def __init__(self, config: ExperimentConfig, scale: str, out: str | Path, config_source: str,
+                 publish: Path | None = None) -> None:
         self.scale = select_scale(config.scales, scale, config_source)
+        self.publish = publish  # the report is also written to publish.json / .md / .png
         self.config = config
         self.scale_name = scale
         self.config_source = config_source
@@ -528,9 +534,9 @@ class Experiment:
             "comparison": compare_rows(rows),
             "steps": self.log.entries,
         }
-        atomic_write_json(layout.root / f"{RESULTS_STEM}.json", results)
-        atomic_write_text(layout.root / f"{RESULTS_STEM}.md", format_results(results, self.out))
-        log.info("wrote %s and %s", layout.root / f"{RESULTS_STEM}.json", layout.root / f"{RESULTS_STEM}.md")
+        written = [layout.root / RESULTS_STEM] + ([] if self.publish is None else [self.publish])
+        write_report_files(written, results, lambda image: format_results(results, self.out, image), plot_results)
+        log.info("wrote %s", ", ".join(f"{stem}.json, .md and .png" for stem in written))
         self.log.this_run["report"] = "ran"
         return results
 
@@ -632,8 +638,45 @@ def _initialization_text(results: dict[str, Any]) -> str:
             "pseudo-labels, so no row is credited with extra training")
 
 
-def format_results(results: dict[str, Any], out: Path) -> str:
-    """Markdown: the table, the pseudo-label job, the comparison, seeds, settings, commands, wall times."""
+def plot_results(results: Mapping[str, Any]) -> Any:
+    """Figure of the table's key columns: each row's hand PA-MPJPE (dots: the differences are a few mm,
+    which bars from zero would hide) beside the pseudo-labels it trained on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    labels = [row["label"] for row in rows]
+    errors = [np.nan if row["metrics"] is None or row["metrics"]["pa_mpjpe_mm"] is None
+              else row["metrics"]["pa_mpjpe_mm"] for row in rows]
+    y = np.arange(len(rows))
+    figure, (error_axis, count_axis) = plt.subplots(1, 2, figsize=(11, 1.6 + 0.42 * len(rows)), sharey=True,
+                                                    gridspec_kw={"width_ratios": [3, 2]})
+    error_axis.plot(errors, y, "o", color="tab:blue")
+    for position, value in zip(y, errors):
+        error_axis.annotate("not trained" if np.isnan(value) else f"{value:.2f}",
+                            (np.nanmin(errors) if np.isnan(value) else value, position),
+                            textcoords="offset points", xytext=(6, -3), fontsize=8)
+    supervised = next((e for row, e in zip(rows, errors) if row["name"] == "supervised"), np.nan)
+    if not np.isnan(supervised):
+        error_axis.axvline(supervised, color="gray", linestyle="--", linewidth=1, label="supervised only")
+        error_axis.legend(loc="lower right", fontsize=8)
+    error_axis.set_xlabel("hand PA-MPJPE on the wild test set (mm, lower is better)")
+    error_axis.set_yticks(y, labels, fontsize=8)
+    error_axis.invert_yaxis()
+    error_axis.grid(axis="x", alpha=0.3)
+    count_axis.barh(y, [row["pseudo_labels"] for row in rows], color="tab:orange")
+    count_axis.set_xlabel("pseudo-labels trained on")
+    count_axis.grid(axis="x", alpha=0.3)
+    figure.suptitle(f"Semi-supervised experiment, {results['scale']} scale")
+    figure.tight_layout()
+    return figure
+
+
+def format_results(results: dict[str, Any], out: Path, image: str | None = None) -> str:
+    """Markdown: the table (and ``image``, its plot, when given), the pseudo-label job, the comparison,
+    seeds, settings, commands, wall times."""
     scale = results["scale"]
     lines = [f"# Semi-supervised experiment ({scale} scale)", ""]
     if scale == "smoke":
@@ -669,6 +712,8 @@ def format_results(results: dict[str, Any], out: Path) -> str:
             cells.append(f"{metrics['hand_root_relative_frames_evaluated']} / {metrics['hand_frames_evaluated']} / "
                          f"{metrics['hand_frames_labelled']}")
         lines.append(f"| {row['label']} | {row['pseudo_labels']} | " + " | ".join(cells) + " |")
+    if image is not None:
+        lines += ["", f"![PA-MPJPE and pseudo-labels per row]({image})"]
     lines += ["", "PA: after Procrustes alignment (SHO's table-4 convention, HO-3D's aligned F-scores); camera: "
               "unaligned, camera-frame meshes with the fitted wrist translation. ADD(-S)-0.1D: object model points "
               "within 10% of the diameter (ADD-S for symmetric objects), pose from PnP on the predicted votes. Hand "
@@ -750,7 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> dict[str, str]:
         config = load_experiment_config(args.config)
-        return Experiment(config, args.scale, args.out, str(args.config)).run(args.stages)
+        return Experiment(config, args.scale, args.out, str(args.config), args.publish).run(args.stages)
 
     return run_driver(log, run)
 

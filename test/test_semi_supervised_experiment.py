@@ -172,6 +172,9 @@ def test_report_lists_rows_seeds_commands_and_wall_times(finished):
     compared = results["comparison"]
     if results["rows"][-1]["metrics"] is None:
         assert compared["target_met"] is None
+    # The plot: a PNG beside the report, linked from it.
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![PA-MPJPE and pseudo-labels per row](results.png)" in text
 
 
 def test_rerun_skips_every_finished_step(finished):
