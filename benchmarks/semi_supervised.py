@@ -150,6 +150,8 @@ class ScaleConfig:
     synth_overrides: list[str] = field(default_factory=list)
     train_overrides: list[str] = field(default_factory=list)
     pseudolabel_overrides: list[str] = field(default_factory=list)
+    # Runtime (estimator) settings of the labelling job, e.g. detection thresholds for its model.
+    pseudolabel_perception_overrides: list[str] = field(default_factory=list)
     evaluation_overrides: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
@@ -465,12 +467,13 @@ class Experiment:
             require(self.pseudo_label_model, "pseudolabel", "supervised")
         checkpoint = self.pseudo_label_model
         require(bags, "pseudolabel", "data")
-        overrides = self.scale.pseudolabel_overrides
+        overrides, runtime = self.scale.pseudolabel_overrides, self.scale.pseudolabel_perception_overrides
         command = command_line("hoi-train", "pseudolabel", "--checkpoint", checkpoint, "--source", "bag", "--input",
-                               bags, "--out", out, *repeated_flag("--set", overrides))
+                               bags, "--out", out, *repeated_flag("--set", overrides),
+                               *repeated_flag("--perception-set", runtime))
 
         def work() -> None:
-            if pseudolabel_main(checkpoint, "bag", bags, out, None, overrides) != 0:
+            if pseudolabel_main(checkpoint, "bag", bags, out, None, overrides, None, runtime) != 0:
                 raise StageError(f"pseudolabel: the job in {out} did not finish (its manifest and shard sidecars "
                                  "name the failed shards and why); rerun to retry them")
 
@@ -757,7 +760,8 @@ def format_results(results: dict[str, Any], out: Path, image: str | None = None)
               *(["- SemiHand rounds (one per epoch, within the step budget): " + ", ".join(
                   f"{row['name']} {row['rounds']}" for row in results["rows"] if row["rounds"] is not None) + "."]
                 if any(row["rounds"] is not None for row in results["rows"]) else []),
-              "- Pseudo-labelling overrides: " + (" ".join(cfg["pseudolabel_overrides"]) or "none") + ".",
+              "- Pseudo-labelling overrides: " + (" ".join(cfg["pseudolabel_overrides"]) or "none") + "; runtime "
+              "(estimator) overrides: " + (" ".join(cfg.get("pseudolabel_perception_overrides", [])) or "none") + ".",
               "- Evaluation overrides: " + (" ".join(cfg["evaluation_overrides"]) or "none") + ".", ""]
     lines += commands_section("benchmarks/semi_supervised.py", results, out, STEP_ORDER,
                               "Each step and its equivalent `hoi-train` command (paths relative to the folder the "

@@ -35,7 +35,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_pseudolabel(args: argparse.Namespace) -> int:
     from hoi_training.pseudolabel.pipeline import pseudolabel_main
 
-    return pseudolabel_main(args.checkpoint, args.source, args.input, args.out, args.config, args.set)
+    return pseudolabel_main(args.checkpoint, args.source, args.input, args.out, args.config, args.set,
+                            args.perception, args.perception_set)
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--config", default=None, help="pseudo-label config (default config/pseudolabel.yaml)")
     pseudo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (repeatable)")
+    pseudo.add_argument("--perception", default=None,
+                        help="runtime config whose estimator: section gives the crop, detection and hand translation "
+                             "settings (default config/perception.yaml)")
+    pseudo.add_argument("--perception-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one of those estimator settings, e.g. detection.hand_score_threshold=0.1 "
+                             "(repeatable)")
     pseudo.set_defaults(func=_cmd_pseudolabel)
 
     release = sub.add_parser("release", help="shrink a training checkpoint to the runtime's file (config + "

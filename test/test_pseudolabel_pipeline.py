@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hoi_perception.config import load_config, to_dict
+from hoi_perception.config import ConfigError, load_config, to_dict
 from hoi_perception.geometry.camera import project
 from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_points_3d
 from hoi_perception.models.detection_head import Detection, FrameDetections
@@ -179,6 +179,19 @@ def test_bag_source_through_the_command_matches_the_synthetic_source(synthetic_j
     assert from_bag["frame_ids"].tolist() == from_dataset["frame_ids"].tolist()
     for key in ("joints_2d", "joints_3d", "hand_pose", "betas", "kept", "crop_png"):
         np.testing.assert_array_equal(from_bag[key], from_dataset[key], err_msg=key)
+
+
+def test_runtime_settings_of_the_job_come_from_perception_overrides(wild, checkpoint, tmp_path):
+    out = tmp_path / "strict"
+    # A detector threshold no score reaches: every frame is left without a hand, and the manifest says why.
+    assert pseudolabel_main(checkpoint, "bag", wild / "bags", out, overrides=TINY_JOB,
+                            perception_overrides=["detection.hand_score_threshold=1.0"]) == 0
+    manifest = read_manifest(out)
+    assert manifest["config"]["labelling"]["detection"]["hand_score_threshold"] == 1.0
+    assert manifest["counts"]["frames_without_hand"] == manifest["counts"]["source_frames"] > 0
+    with pytest.raises(ConfigError, match="hand_score_threshold"):
+        pseudolabel_main(checkpoint, "bag", wild / "bags", tmp_path / "bad", overrides=TINY_JOB,
+                         perception_overrides=["detection.hand_score_threshold=2"])
 
 
 def test_killed_job_resumes_to_byte_identical_files(synthetic_job, wild, checkpoint, tmp_path, monkeypatch):

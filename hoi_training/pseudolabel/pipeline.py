@@ -73,7 +73,7 @@ from hoi_perception.models.detection_head import (
 )
 from hoi_perception.models.network import HOINet
 from hoi_perception.models.object_head import box_units_to_points
-from hoi_perception.pipeline.config import EstimatorConfig, load_estimator_config
+from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, EstimatorConfig, load_estimator_config
 from hoi_perception.pipeline.estimator import CropGeometry, crop_geometry, extract_crop
 from hoi_perception.pipeline.video import intrinsics_from_fov
 from hoi_training.data.frames import (
@@ -628,14 +628,18 @@ def run_job(checkpoint: str | Path, source_kind: SourceKind, input_path: str | P
 
 
 def pseudolabel_main(checkpoint: str | Path, source: str, input: str | Path, out: str | Path,  # noqa: A002
-                     config: str | Path | None = None, overrides: Sequence[str] = ()) -> int:
+                     config: str | Path | None = None, overrides: Sequence[str] = (),
+                     perception: str | Path | None = None, perception_overrides: Sequence[str] = ()) -> int:
     """``hoi-train pseudolabel``: label ``input`` (a ``source`` of :data:`SOURCE_KINDS`) into ``out``.
 
     ``config`` (default ``config/pseudolabel.yaml``) and ``overrides`` (``key=value``) give the
     PseudoLabelConfig; ``--source`` sets its ``source.kind``. Crop, detection and translation
-    settings are the runtime's (``perception.yaml``). Returns 0 when every shard of this rank
-    succeeded (on rank 0: and the manifest is complete), 1 when some failed: the manifest and the
-    shard sidecars name them and why; rerunning retries them.
+    settings are the runtime's: the ``estimator:`` section of ``perception`` (default
+    ``perception.yaml``) with ``perception_overrides`` (e.g. a detection threshold chosen for the
+    labelling model); the job's identity records them, so a resumed job must use the same.
+    Returns 0 when every shard of this rank succeeded (on rank 0: and the manifest is complete),
+    1 when some failed: the manifest and the shard sidecars name them and why; rerunning retries
+    them.
     """
     if source not in SOURCE_KINDS:
         raise ValueError(f"--source: expected one of {list(SOURCE_KINDS)}, got {source!r}")
@@ -643,7 +647,9 @@ def pseudolabel_main(checkpoint: str | Path, source: str, input: str | Path, out
     if source in _CONFIG_SOURCE_KIND:
         overrides.append(f"source.kind={_CONFIG_SOURCE_KIND[source]}")
     job_config = load_pseudolabel_config(config if config is not None else DEFAULT_PSEUDOLABEL_CONFIG, overrides)
-    geometry = LabellingGeometry.from_estimator_config(load_estimator_config())
+    estimator = load_estimator_config(perception if perception is not None else DEFAULT_PERCEPTION_CONFIG,
+                                      perception_overrides)
+    geometry = LabellingGeometry.from_estimator_config(estimator)
     report = run_job(checkpoint, source, input, out, job_config, geometry)
     for shard, reason in sorted(report.failed.items()):
         log.error("shard %d failed: %s", shard, reason)
