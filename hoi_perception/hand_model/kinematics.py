@@ -80,8 +80,12 @@ def finger_joint_angles(joints: np.ndarray) -> np.ndarray:
     bones = bone_vectors(joints)
     a = bones[..., _ANGLE_BONE_PAIRS[..., 0], :]
     b = bones[..., _ANGLE_BONE_PAIRS[..., 1], :]
-    cross = np.linalg.norm(np.cross(a, b), axis=-1)
-    dot = np.sum(a * b, axis=-1)
+    # The cross product written out: np.cross's axis handling costs more than the arithmetic here,
+    # and the runtime's filter checks every frame.
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    cross = np.sqrt((ay * bz - az * by) ** 2 + (az * bx - ax * bz) ** 2 + (ax * by - ay * bx) ** 2)
+    dot = ax * bx + ay * by + az * bz
     return np.degrees(np.arctan2(cross, dot))
 
 

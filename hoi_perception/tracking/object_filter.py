@@ -71,10 +71,12 @@ class ObjectFrame:
     rotation: np.ndarray
     translation: np.ndarray
     confidence: float
+    # The rotation's unit quaternion (w, x, y, z), computed (and the matrix validated) once.
+    quaternion: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rotation = np.asarray(self.rotation, dtype=np.float64)
-        rotation_matrix_to_quaternion(rotation, "ObjectFrame.rotation")  # validates
+        object.__setattr__(self, "quaternion", rotation_matrix_to_quaternion(rotation, "ObjectFrame.rotation"))
         translation = np.asarray(self.translation, dtype=np.float64)
         if translation.shape != (3,) or not np.all(np.isfinite(translation)):
             raise ValueError(f"ObjectFrame.translation: expected 3 finite metres, got {translation!r}")
@@ -141,8 +143,7 @@ class ObjectTrackFilter:
         rotation_speed = translation_speed = None
         if self._last_accepted is not None:
             dt = max(frame.stamp - self._last_accepted.stamp, 1.0 / c.nominal_rate_hz)
-            angle = rotation_angle_between(rotation_matrix_to_quaternion(self._last_accepted.rotation),
-                                           rotation_matrix_to_quaternion(frame.rotation))
+            angle = rotation_angle_between(self._last_accepted.quaternion, frame.quaternion)
             rotation_speed = math.degrees(float(angle)) / dt
             translation_speed = float(np.linalg.norm(frame.translation - self._last_accepted.translation)) / dt
             if rotation_speed > c.max_rotation_speed_deg_s:
