@@ -342,6 +342,22 @@ def test_low_confidence_loses_the_track_and_the_next_frame_redetects(scene):
     check_scene(again, scene)
 
 
+def test_only_a_detected_box_places_a_hand_whose_joints_are_not_confident(scene):
+    # Joint confidence below hand_translation.min_joint_confidence: the 2D-joint fit fails on every frame.
+    estimator, network, detector = make_estimator(scene, tracking=TrackingConfig(min_hand_confidence=0.0))
+    network.joint_confidence = 0.05
+    first = estimator.process(coordinate_image(), K, 1.0)
+    # The detector's box places the hand (the box fallback), so the track is followed ...
+    assert first.tracking_state == "detecting" and set(estimator.tracker.tracks) == {"right", "left", "object"}
+    assert not estimator.tracker.tracks["right"].box_detected
+    # ... but a followed box is only the last estimate plus a margin: it must not place the hand again.
+    second = estimator.process(coordinate_image(), K, 1.1)
+    assert second.tracking_state == "lost"
+    assert estimator.tracker.lost_reasons["right"].startswith("hand translation: too few confident joints")
+    third = estimator.process(coordinate_image(), K, 1.2)
+    assert third.tracking_state == "detecting" and detector.calls == 2
+
+
 def test_missing_detections_and_hand_sides(scene):
     estimator, network, detector = make_estimator(scene, hand_sides=["right"])
     detector.visible = {"left", "object"}

@@ -17,9 +17,10 @@ all see the hand from one direction (too few confident joints, a collapsed 2D
 skeleton) is ill-conditioned and reported as a failure, never as a guess.
 
 A weakly trained or occluded hand can have a usable mesh but 2D joints too diffuse
-to trust. :func:`locate_hand` then falls back on the hand's box (detected, tracked,
-or labelled: the box of the projected mesh): the translation whose projected mesh
-has that box, which fixes the depth from the hand's predicted size, as a
+to trust. :func:`locate_hand` then falls back on the hand's box (detected or
+labelled, as the box of the projected mesh; never a box carried over from the previous
+frame's estimate, which would only return that estimate): the translation whose
+projected mesh has that box, which fixes the depth from the hand's predicted size, as a
 weak-perspective crop camera does, but with the full pinhole model. Box sides on the
 image border are clipped, not the hand's extent, and are left out of the fit.
 """

@@ -545,9 +545,11 @@ class Estimator:
                 mirror_axis_angle(pose)
         joints2d = g.to_image(joints_crop)
         confidence = outputs["hand_joint_confidence"][i].astype(np.float64)
-        fit = locate_hand(joints2d, joints_rel, vertices_rel, job.hand.box, K, confidence,  # type: ignore[union-attr]
-                          depth=depth, depth_scale=depth_scale, image_size=image_size,
-                          config=self.config.hand_translation)
+        # Only a detected box may place the hand: a followed box is the previous estimate enlarged by the
+        # tracking margin, and fitting the mesh to it would move the hand toward the camera every frame.
+        box = job.hand.box if job.hand.box_detected else None  # type: ignore[union-attr]
+        fit = locate_hand(joints2d, joints_rel, vertices_rel, box, K, confidence, depth=depth,
+                          depth_scale=depth_scale, image_size=image_size, config=self.config.hand_translation)
         return _HandEstimate(job.hand, job.hand.box.copy(), joints2d, joints_rel, vertices_rel, pose,  # type: ignore[arg-type]
                              outputs["hand_betas"][i].astype(np.float64), confidence,
                              fit.translation if fit.success else None, fit.reason, crop_index=i)

@@ -68,13 +68,16 @@ class TrackingConfig:
 @dataclass
 class Track:
     """One followed hand or object: its id, the box to crop in the next frame (full-image pixels),
-    the detector score it was last detected with, and the frames it has been followed."""
+    the detector score it was last detected with, and the frames it has been followed.
+    ``box_detected`` says whether ``box`` is the detector's (this frame's) or was carried from the
+    previous frame's estimate, which is no evidence of where the object is now."""
 
     key: TrackKey
     track_id: int
     box: np.ndarray
     detection_score: float
     frames_tracked: int = 0
+    box_detected: bool = True
 
 
 def enlarge_box(box: np.ndarray, margin: float) -> np.ndarray:
@@ -188,6 +191,7 @@ class BoxTracker:
             self.lose(key, f"box shrank below {self.config.min_box_size_px:g} px")
             return False
         track.box = box
+        track.box_detected = False
         track.frames_tracked += 1
         return True
 
