@@ -87,6 +87,7 @@ from benchmarks.experiment_runs import (
     run_driver,
     run_stages,
     select_scale,
+    shown,
     synthetic_data_step,
     synthetic_evaluation_config,
     training_step,
@@ -635,7 +636,8 @@ def _initialization_text(results: dict[str, Any]) -> str:
     if kind == "supervised":
         return "Semi-supervised models: fine-tuned from the supervised checkpoint on lab + pseudo-labels"
     base = results["base_checkpoint"] or {"path": results["scale_config"]["base_checkpoint"], "sha256": "not read"}
-    return (f"Every model, supervised only included, is fine-tuned from the base checkpoint `{base['path']}` (sha256 "
+    return (f"Every model, supervised only included, is fine-tuned from the base checkpoint "
+            f"`{shown(Path(base['path']))}` (sha256 "
             f"{base['sha256'][:12]}), which also made the pseudo-labels, for the same number of steps "
             f"({results['scale_config']['semi']['max_steps']}): supervised only on lab, the others on lab + "
             "pseudo-labels, so no row is credited with extra training")
