@@ -42,6 +42,9 @@ class PnPConfig:
     ransac_iterations: int = 100
     ransac_confidence: float = 0.99
     refine: bool = True  # Levenberg-Marquardt on the RANSAC inliers
+    # LM stops once an update is this small (OpenCV's default, float32 epsilon, iterates on for
+    # changes of ~1e-7 rad and ~1e-8 m, doubling the cost); at most 20 iterations either way.
+    refine_tolerance: float = 1e-6
     min_depth_m: float = 0.01  # every posed control point must lie at least this far in front
     # ... and no farther than this: a pose from near-degenerate votes can land kilometres
     # away with a small reprojection error; a hand-held object is within arm's reach.
@@ -59,6 +62,8 @@ class PnPConfig:
                               f"got {self.min_distinct_points}")
         if self.ransac_reprojection_px <= 0:
             raise ConfigError(f"ransac_reprojection_px must be > 0, got {self.ransac_reprojection_px}")
+        if not self.refine_tolerance > 0:
+            raise ConfigError(f"refine_tolerance must be > 0, got {self.refine_tolerance}")
         if self.ransac_iterations < 1:
             raise ConfigError(f"ransac_iterations must be >= 1, got {self.ransac_iterations}")
         if not 0.0 < self.ransac_confidence < 1.0:
@@ -218,7 +223,9 @@ def solve_pnp(points_3d: np.ndarray, points_2d: np.ndarray, K: np.ndarray,
         return PnPResult.failure(f"RANSAC inliers cover only {len(np.unique(ids[inliers]))} control points", n)
 
     if config.refine:
-        rvec, tvec = cv2.solvePnPRefineLM(obj[inliers], img[inliers], K, dist, rvec.copy(), tvec.copy())
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, config.refine_tolerance)
+        rvec, tvec = cv2.solvePnPRefineLM(obj[inliers], img[inliers], K, dist, rvec.copy(), tvec.copy(),
+                                          criteria=criteria)
     rotation = cv2.Rodrigues(rvec)[0]
     translation = tvec.reshape(3)
     reason = pose_failure_reason(rotation, translation, obj, config.min_depth_m, config.max_depth_m)

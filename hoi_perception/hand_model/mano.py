@@ -339,8 +339,9 @@ class NumpyHandPoser:
         posed_joints = world[:, :, :3, 3].copy()
         skinning = world.copy()  # transforms relative to the rest pose: subtract R J
         skinning[:, :, :3, 3] -= np.einsum("bjkl,bjl->bjk", world[:, :, :3, :3], joints)
-        blended = np.einsum("vj,bjkl->bvkl", self.lbs_weights, skinning[:, :, :3, :])  # (B, V, 3, 4)
-        vertices = np.einsum("bvkl,bvl->bvk", blended[..., :3], v_posed) + blended[..., 3]
+        # Per-vertex blend of the joints' 3x4 transforms as one matrix product (B, V, 12).
+        blended = (self.lbs_weights @ skinning[:, :, :3, :].reshape(batch, -1, 12)).reshape(batch, -1, 3, 4)
+        vertices = (blended[..., :3] @ v_posed[..., None])[..., 0] + blended[..., 3]
         return vertices, np.concatenate([posed_joints, vertices[:, self.tip_vertex_ids]], axis=1)
 
 
