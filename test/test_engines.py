@@ -220,6 +220,14 @@ def test_onnxruntime_matches_torch_on_small_dataclass_network(small_onnx, batch)
     assert relative_error(other["logits"], reference["logits"]) > 1e-3
 
 
+def test_onnxruntime_threads_do_not_spin_between_runs(small_onnx):
+    # The estimator alternates sessions; a spinning pool would take the cores from the next one.
+    engine = OnnxRuntimeEngine(small_onnx, threads=2)
+    options = engine._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+
+
 def test_torch_engine_output_names_match_the_export(small_onnx):
     engine = TorchEngine(SmallNet(), small_examples())
     assert engine.outputs == OnnxRuntimeEngine(small_onnx).outputs

@@ -29,7 +29,7 @@ _ORT_TYPES = {
 
 
 class OnnxRuntimeEngine(InferenceEngine):
-    """An ONNX file in an ONNX Runtime session (all graph optimisations on).
+    """An ONNX file in an ONNX Runtime session (all graph optimisations on, no spin-waiting threads).
 
     ``device`` ``cpu`` uses the CPU execution provider with ``threads`` intra-op threads
     (0 = ONNX Runtime's default, one per physical core); ``cuda``/``cuda:N`` needs the
@@ -64,6 +64,11 @@ class OnnxRuntimeEngine(InferenceEngine):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
+        # No busy-waiting between runs: the estimator alternates sessions (detector, crop network,
+        # refiner), each with its own thread pool, and a pool spinning after its run took the cores
+        # from the next one. Measured on 2 cores: the crop network after a detector run took 60 ms
+        # instead of 37; without spinning every run took 37.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
