@@ -298,7 +298,7 @@ def fit_translation_to_box(vertices3d: np.ndarray, box: np.ndarray, K: np.ndarra
         return HandTranslationResult.failure("non-finite vertices", method="box")
     if not (np.all(np.isfinite(box)) and box[2] > box[0] and box[3] > box[1]):
         return HandTranslationResult.failure(f"empty or non-finite hand box {box.tolist()}", method="box")
-    # Sides in order x1, y1, x2, y2: axis (0: u, 1: v) and whether the side is the minimum.
+    # Which of the sides x1, y1, x2, y2 are fitted (not clipped by the image border).
     fitted = np.ones(4, dtype=bool)
     if image_size is not None:
         width, height = image_size
@@ -322,7 +322,7 @@ def fit_translation_to_box(vertices3d: np.ndarray, box: np.ndarray, K: np.ndarra
     t = np.array([*(centre * (tz + np.mean(xyz[:, 2])) - mid), tz])
 
     fx, fy = focal
-    residual = np.zeros(4)
+    # Four times the joint fit's Gauss-Newton budget: the extreme vertices may change in the first steps.
     for _ in range(max(config.refine_iterations, 1) * 4):
         p = xyz + t
         z = p[:, 2]
