@@ -157,6 +157,12 @@ def test_semi_supervised_runs_retrain_from_scratch_on_lab_and_masked_pseudo_labe
     assert torch.load(layout.checkpoint(experiment.SUPERVISED), weights_only=True)["step"] == 2
 
 
+def _reuse_finished_data(variant, layout) -> None:
+    """Point ``variant``'s data and pseudo-label folders at the finished tiny run's."""
+    for folder in ("data", "pseudo"):
+        (variant.layout.root / folder).symlink_to(layout.root / folder)
+
+
 def test_report_lists_rows_seeds_commands_and_wall_times(finished):
     out, _, results, _ = finished
     text = (out / "results.md").read_text()
@@ -237,8 +243,7 @@ def test_fine_tuning_variant_starts_from_the_supervised_checkpoint(finished, tmp
     path = tmp_path / "fine_tune.yaml"
     path.write_text(yaml.safe_dump(settings))
     variant = experiment.Experiment(experiment.load_experiment_config(path), "tiny", tmp_path / "out", str(path))
-    for folder in ("data", "pseudo"):  # reuse the finished run's datasets
-        (variant.layout.root / folder).symlink_to(layout.root / folder)
+    _reuse_finished_data(variant, layout)
     from hoi_training.train_config import TrainConfig
 
     config = load_config(TrainConfig, variant.training_config(experiment.SEMI_ROWS[-1]))
@@ -307,8 +312,7 @@ def test_cpu_scale_fine_tunes_every_row_from_the_base_checkpoint_for_equal_steps
     _, layout, _, _ = finished
     config = experiment.load_experiment_config("experiments/semi_supervised.yaml")
     cpu = experiment.Experiment(config, "cpu", tmp_path / "cpu", "experiments/semi_supervised.yaml")
-    for folder in ("data", "pseudo"):
-        (cpu.layout.root / folder).symlink_to(layout.root / folder)
+    _reuse_finished_data(cpu, layout)
     from hoi_training.train_config import TrainConfig
 
     base = (ROOT / "hoi_perception" / "checkpoints" / "hfl_r18_synthetic.pt").resolve()
@@ -359,8 +363,7 @@ def test_released_base_checkpoint_starts_every_row(finished, tmp_path):
     path = tmp_path / "base.yaml"
     path.write_text(yaml.safe_dump(settings))
     variant = experiment.Experiment(experiment.load_experiment_config(path), "tiny", tmp_path / "out", str(path))
-    for folder in ("data", "pseudo"):
-        (variant.layout.root / folder).symlink_to(layout.root / folder)
+    _reuse_finished_data(variant, layout)
     from hoi_training.train_config import TrainConfig
 
     trainer = Trainer(load_config(TrainConfig, variant.training_config(experiment.SEMI_ROWS[0])))
@@ -426,8 +429,7 @@ def test_full_and_smoke_scales_resolve_to_valid_training_and_evaluation_configs(
     _, layout, _, _ = finished
     config = experiment.load_experiment_config("experiments/semi_supervised.yaml")
     full = experiment.Experiment(config, "full", tmp_path / "full", "experiments/semi_supervised.yaml")
-    for folder in ("data", "pseudo"):
-        (full.layout.root / folder).symlink_to(layout.root / folder)
+    _reuse_finished_data(full, layout)
     from hoi_training.evaluate import EvaluationRunConfig
     from hoi_training.train_config import TrainConfig
 
@@ -440,8 +442,7 @@ def test_full_and_smoke_scales_resolve_to_valid_training_and_evaluation_configs(
     evaluation = load_config(EvaluationRunConfig, full.evaluation_config())
     assert evaluation.boxes == "ground_truth" and not evaluation.metrics.interaction_metrics
     smoke = experiment.Experiment(config, "smoke", tmp_path / "smoke", "experiments/semi_supervised.yaml")
-    for folder in ("data", "pseudo"):
-        (smoke.layout.root / folder).symlink_to(layout.root / folder)
+    _reuse_finished_data(smoke, layout)
     assert smoke.rows == experiment.ROWS
     for row in experiment.ROWS:
         resolved = load_config(TrainConfig, smoke.training_config(row))
