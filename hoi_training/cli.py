@@ -16,7 +16,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     config = load_config(SynthConfig, args.config, args.set)
     generate_dataset(config, out_dir=args.out, sequences=args.sequences, frames=args.frames, seed=args.seed,
-                     domain=args.domain, write_bags=args.bag, mano_dir=args.mano_dir, objects_path=args.objects)
+                     domain=args.domain, write_bags=args.bag, mano_dir=args.mano_dir, objects_path=args.objects,
+                     workers=args.workers)
     return 0
 
 
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--frames", type=int, default=30, help="frames per sequence (default 30)")
     synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same data")
     synth.add_argument("--domain", default="lab", help="appearance domain from the config: lab or wild")
+    synth.add_argument("--workers", type=int, default=1,
+                       help="processes rendering sequences in parallel (default 1; the data do not depend on it)")
     synth.add_argument("--bag", action="store_true", help="also write each sequence as a ROS 2 bag (MCAP)")
     synth.add_argument("--config", default="synth.yaml", help="generator config (default config/synth.yaml)")
     synth.add_argument("--objects", default=None, help="object library YAML (default config/objects.yaml)")

@@ -96,8 +96,9 @@ def test_masks_are_warped_with_the_image():
 
 
 def test_crop_box_is_union_of_enlarged_boxes_squared():
+    # No mesh or masks: the crop's boxes are the source boxes mapped into it.
     sample = replace(make_sample(0), hand_box=np.array([100.0, 100, 140, 160]),
-                     object_box=np.array([150.0, 120, 210, 180]))
+                     object_box=np.array([150.0, 120, 210, 180]), vertices_3d=None, hand_mask=None, object_mask=None)
     # hand -> (90, 85, 150, 175); object -> (135, 105, 225, 195); union (90, 85, 225, 195) squared.
     np.testing.assert_allclose(crop_box_of(sample, 1.5), [90.0, 72.5, 225.0, 207.5])
     out, transform = evaluation_crop(sample, AugmentConfig(output_size=256))
@@ -105,6 +106,28 @@ def test_crop_box_is_union_of_enlarged_boxes_squared():
     np.testing.assert_allclose(transform.camera_rotation, np.eye(3))
     np.testing.assert_allclose(out.hand_box, (np.array([100.0, 100, 140, 160]) - [90, 72.5, 90, 72.5]) * 256 / 135)
     np.testing.assert_allclose(transform.crop_to_image(out.joints_2d), sample.joints_2d, atol=1e-9)
+
+
+def test_rotated_crop_boxes_stay_tight():
+    """After a rotation the hand box is the projected mesh's bound, the object box its mask's: not the
+    bound of the rotated box, which is larger (up to twice the area at 45 degrees)."""
+    sample = make_sample(5)
+    sample = replace(sample, hand_box=box_from_points(project(sample.vertices_3d, sample.K)))
+    config = AugmentConfig(output_size=160, rotation_deg=45.0)
+    ratios = []
+    for seed in range(6):
+        out, transform = augment_sample(sample, config, np.random.default_rng(seed))
+        tight = np.clip(box_from_points(project(out.vertices_3d, out.K)), 0, 160)
+        np.testing.assert_allclose(out.hand_box, tight, atol=1e-9)
+        rows, cols = np.flatnonzero(out.object_mask.any(1)), np.flatnonzero(out.object_mask.any(0))
+        np.testing.assert_allclose(out.object_box, [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+        corners = np.array([[sample.hand_box[0], sample.hand_box[1]], [sample.hand_box[2], sample.hand_box[1]],
+                            [sample.hand_box[0], sample.hand_box[3]], [sample.hand_box[2], sample.hand_box[3]]])
+        warped = corners @ transform.image_to_crop[:2, :2].T + transform.image_to_crop[:2, 2]
+        bound = np.concatenate([warped.min(0), warped.max(0)])
+        area = (tight[2] - tight[0]) * (tight[3] - tight[1])
+        ratios.append((bound[2] - bound[0]) * (bound[3] - bound[1]) / area)
+    assert min(ratios) >= 1.0 and max(ratios) > 1.2
 
 
 def test_crop_falls_back_to_joints_then_to_the_image():

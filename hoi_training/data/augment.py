@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from hoi_perception.config import ConfigError
-from hoi_perception.geometry.camera import box_union, crop_intrinsics, square_box
+from hoi_perception.geometry.camera import box_from_points, box_union, crop_intrinsics, project, square_box
 from hoi_training.data.sample import HandObjectSample, SampleError, rotate_sample_3d
 
 MIRROR_X = np.diag([-1.0, 1.0, 1.0])
@@ -213,17 +213,35 @@ def apply_crop_transform(sample: HandObjectSample, transform: CropTransform) -> 
         value = getattr(sample, name)
         if value is not None:
             changes[name] = _apply_affine(M, value)
-    for name in ("hand_box", "object_box"):
-        value = getattr(sample, name)
-        if value is not None:
-            changes[name] = _transform_box(M, value, size)
     for name in ("hand_mask", "object_mask"):
         value = getattr(sample, name)
         if value is not None:
             warped = cv2.warpAffine(value.astype(np.uint8), M[:2], (size, size), flags=cv2.INTER_NEAREST,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             changes[name] = warped.astype(bool)
+    # Boxes stay tight under rotation: the bound of a rotated box is up to twice its area,
+    # while the runtime's detector boxes are tight. The hand's box is its mesh projected into
+    # the crop (the labels' definition); the object's is its warped mask; else the rotated box.
+    if sample.hand_box is not None:
+        if out.vertices_3d is not None:
+            changes["hand_box"] = _clip_box(box_from_points(project(out.vertices_3d, changes["K"])), size)
+        else:
+            changes["hand_box"] = _box_of_mask(changes.get("hand_mask"), M, sample.hand_box, size)
+    if sample.object_box is not None:
+        changes["object_box"] = _box_of_mask(changes.get("object_mask"), M, sample.object_box, size)
     return replace(out, **changes)
+
+
+def _clip_box(box: np.ndarray, size: int) -> np.ndarray:
+    return np.clip(box, 0.0, float(size))
+
+
+def _box_of_mask(mask: np.ndarray | None, matrix: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Tight box of a warped mask's pixels (pixel edges), or the bound of the warped box without pixels."""
+    if mask is not None and mask.any():
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        return np.array([cols[0], rows[0], cols[-1] + 1.0, rows[-1] + 1.0])
+    return _transform_box(matrix, box, size)
 
 
 def jitter_appearance(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:

@@ -12,6 +12,7 @@ last, so a folder without a manifest is an unfinished run that the same command 
     DIR/seq_0000/depth/000000.png  uint16 depth in millimetres, 0 where nothing was rendered
     DIR/seq_0000/mask/000000.png   uint8 segmentation: 0 background, 1 hand, 2 object
     DIR/seq_0000/preview.png   four frames with the hand mesh, skeleton and object box drawn
+                               (the first PREVIEW_SEQUENCES sequences only: drawing is slow)
     DIR/bags/seq_0000/         with --bag: a ROS 2 bag (MCAP) of the camera topics
 """
 
@@ -20,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import shutil
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,7 @@ from hoi_training.synth.motion import smooth_rigid_motion, smooth_scalar
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+PREVIEW_SEQUENCES = 4  # sequences that get a preview.png; the dataset's preview stacks theirs
 HAND_LABEL, OBJECT_LABEL = 1, 2
 BAG_EPOCH_NS = 1_700_000_000 * 1_000_000_000
 CAMERA_FRAME_ID = "camera_color_optical_frame"
@@ -235,7 +239,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _write_sequence(renderer: SequenceRenderer, plan: SequencePlan, grasp: Grasp, geometry: HandGeometry,
-                    seq_dir: Path, digest: str, progress: tqdm) -> dict:
+                    seq_dir: Path, digest: str, progress: tqdm | None) -> dict:
     partial = seq_dir.parent / f".{seq_dir.name}.partial"
     if partial.exists():
         shutil.rmtree(partial)
@@ -245,7 +249,8 @@ def _write_sequence(renderer: SequenceRenderer, plan: SequencePlan, grasp: Grasp
     faces = renderer.hands[plan.side].faces
     fps = renderer.config.camera.fps
     stacked: dict[str, list] = {}
-    preview_ids = set(np.linspace(0, len(plan.rotations) - 1, 4).round().astype(int).tolist())
+    preview_ids = (set(np.linspace(0, len(plan.rotations) - 1, 4).round().astype(int).tolist())
+                   if plan.index < PREVIEW_SEQUENCES else set())
     previews = []
     for i, (rgb, depth, mask, labels) in enumerate(renderer.render_sequence(plan, grasp, geometry)):
         name = f"{i:06d}.png"
@@ -256,14 +261,16 @@ def _write_sequence(renderer: SequenceRenderer, plan: SequencePlan, grasp: Grasp
             stacked.setdefault(key, []).append(value)
         if i in preview_ids:
             previews.append(_draw_labels(rgb, labels, faces, plan.K, obj))
-        progress.update(1)
+        if progress is not None:
+            progress.update(1)
     frames = len(plan.rotations)
     arrays = {key: np.stack(values) for key, values in stacked.items()}
     arrays["K"] = plan.K
     arrays["betas"] = grasp.betas
     arrays["timestamps"] = np.arange(frames) / fps
     atomic_save_npz(partial / "labels.npz", **arrays)
-    save_png(partial / "preview.png", np.concatenate(previews, axis=1))
+    if previews:
+        save_png(partial / "preview.png", np.concatenate(previews, axis=1))
     meta = {
         "format_version": FORMAT_VERSION, "config_digest": digest, "index": plan.index, "seed": plan.seed,
         "domain": renderer.domain_name, "hand_side": plan.side, "object_name": plan.object_name,
@@ -321,35 +328,84 @@ def _check_output_dir(out_dir: Path) -> None:
                               "use an empty or new folder")
 
 
+# One renderer per worker process, built by _init_worker (renderers hold hand models and object meshes).
+_WORKER: dict = {}
+
+
+def _init_worker(config: SynthConfig, domain: str, mano_dir: str | Path | None, objects_path: str | Path | None,
+                 ) -> None:
+    torch.set_num_threads(1)
+    _WORKER["renderer"] = SequenceRenderer(config, domain, mano_dir, load_object_library(objects_path))
+
+
+def _render_in_worker(index: int, seed: int, frames: int, seq_dir: Path, digest: str) -> dict:
+    renderer = _WORKER["renderer"]
+    plan, grasp, geometry = renderer.plan(index, seed, frames)
+    return _write_sequence(renderer, plan, grasp, geometry, seq_dir, digest, None)
+
+
+def _finished_meta(seq_dir: Path, digest: str) -> dict | None:
+    """The meta of a sequence a previous run finished with the same settings; None when not finished."""
+    meta_path = seq_dir / "meta.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("config_digest") != digest:
+        raise FileExistsError(f"'{seq_dir}' was generated with other settings (config, domain, frames "
+                              "or seed); use a new --out folder")
+    return meta
+
+
 def generate_dataset(config: SynthConfig, out_dir: str | Path, sequences: int, frames: int, seed: int,
                      domain: str = "lab", write_bags: bool = False, mano_dir: str | Path | None = None,
-                     objects_path: str | Path | None = None) -> dict:
-    """Render ``sequences`` sequences of ``frames`` frames; resumes an unfinished run in ``out_dir``."""
+                     objects_path: str | Path | None = None, workers: int = 1) -> dict:
+    """Render ``sequences`` sequences of ``frames`` frames; resumes an unfinished run in ``out_dir``.
+
+    With ``workers`` > 1 the sequences render in that many processes. A sequence depends only
+    on (seed, index, domain, config), so the data are the same for any worker count, and an
+    interrupted run resumes at the first unfinished sequences.
+    """
     if sequences < 1 or frames < 1:
         raise ValueError(f"--sequences and --frames must be at least 1, got {sequences} and {frames}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     out_dir = Path(out_dir)
     _check_output_dir(out_dir)
     renderer = SequenceRenderer(config, domain, mano_dir, load_object_library(objects_path))
     digest = _config_digest(config, domain, frames, seed)
-    metas = []
-    with tqdm(total=sequences * frames, desc=f"synth {domain}", unit="frame") as progress:
+    metas: dict[int, dict] = {}
+    todo = []
+    for index in range(sequences):
+        meta = _finished_meta(out_dir / f"seq_{index:04d}", digest)
+        if meta is None:
+            todo.append(index)
+        else:
+            metas[index] = meta
+    if metas:
+        log.info("keeping %d finished sequences", len(metas))
+    with tqdm(total=sequences * frames, initial=len(metas) * frames, desc=f"synth {domain}", unit="frame") as progress:
+        if workers == 1 or len(todo) < 2:
+            for index in todo:
+                plan, grasp, geometry = renderer.plan(index, seed, frames)
+                metas[index] = _write_sequence(renderer, plan, grasp, geometry, out_dir / f"seq_{index:04d}", digest,
+                                               progress)
+        else:
+            context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_init_worker,
+                                     initargs=(config, domain, mano_dir, objects_path)) as pool:
+                futures = {pool.submit(_render_in_worker, index, seed, frames, out_dir / f"seq_{index:04d}", digest):
+                           index for index in todo}
+                for future in as_completed(futures):
+                    metas[futures[future]] = future.result()
+                    progress.update(frames)
+    if write_bags:
         for index in range(sequences):
             seq_dir = out_dir / f"seq_{index:04d}"
-            meta_path = seq_dir / "meta.json"
-            if meta_path.exists():
-                meta = json.loads(meta_path.read_text())
-                if meta.get("config_digest") != digest:
-                    raise FileExistsError(f"'{seq_dir}' was generated with other settings (config, domain, frames "
-                                          "or seed); use a new --out folder")
-                log.info("keeping finished %s", seq_dir.name)
-                progress.update(frames)
-            else:
-                plan, grasp, geometry = renderer.plan(index, seed, frames)
-                meta = _write_sequence(renderer, plan, grasp, geometry, seq_dir, digest, progress)
-            if write_bags and not (out_dir / "bags" / seq_dir.name / "metadata.yaml").exists():
+            if not (out_dir / "bags" / seq_dir.name / "metadata.yaml").exists():
                 write_sequence_bag(seq_dir, out_dir / "bags" / seq_dir.name)
-            metas.append(meta)
-    previews = [cv2.imread(str(out_dir / f"seq_{i:04d}" / "preview.png"))[..., ::-1] for i in range(min(4, sequences))]
+    metas = [metas[index] for index in range(sequences)]
+    previews = [cv2.imread(str(out_dir / f"seq_{i:04d}" / "preview.png"))[..., ::-1]
+                for i in range(min(PREVIEW_SEQUENCES, sequences))]
     save_png(out_dir / "preview.png", np.concatenate(previews, axis=0))
     manifest = {
         "format_version": FORMAT_VERSION, "generator": "hoi-train synth", "seed": seed, "domain": domain,
