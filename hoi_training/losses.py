@@ -40,7 +40,7 @@ Term definitions (each then multiplied by its weight):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 import torch
@@ -90,6 +90,11 @@ class LossConfig:
     heatmap_loss: Literal["mse", "cross_entropy"] = "mse"
     focal_alpha: float = 2.0  # CenterNet focal loss exponents
     focal_beta: float = 4.0
+    # The 3D hand terms (vertices, joints3d, mano_pose, mano_shape) start at 0 and reach
+    # their weights linearly over this many steps (0: full weight from the first step).
+    # Their gradients reach the backbone as strongly as the heatmaps' from step 0; a backbone
+    # trained on 2D heatmaps first keeps what it learnt while the 3D regressor catches up.
+    ramp_3d_steps: int = 0
 
     def validate(self) -> None:
         self.weights.validate()
@@ -97,6 +102,17 @@ class LossConfig:
             raise ConfigError(f"heatmap_sigma must be > 0 cells, got {self.heatmap_sigma}")
         if self.focal_alpha < 0 or self.focal_beta < 0:
             raise ConfigError(f"focal exponents must be >= 0, got {self.focal_alpha}, {self.focal_beta}")
+        if self.ramp_3d_steps < 0:
+            raise ConfigError(f"ramp_3d_steps must be >= 0 (0: no ramp), got {self.ramp_3d_steps}")
+
+    def at_step(self, step: int) -> LossConfig:
+        """This config with the 3D hand weights scaled by the ramp at optimiser step ``step``."""
+        if self.ramp_3d_steps == 0 or step >= self.ramp_3d_steps:
+            return self
+        w, ramp = self.weights, step / self.ramp_3d_steps
+        weights = replace(w, vertices=w.vertices * ramp, joints3d=w.joints3d * ramp, mano_pose=w.mano_pose * ramp,
+                          mano_shape=w.mano_shape * ramp)
+        return replace(self, weights=weights)
 
 
 @dataclass
@@ -180,22 +196,7 @@ def hand_object_loss(hand: HandDecoderOutput, obj: ObjectHeadOutput | None, targ
     terms: dict[str, torch.Tensor] = {}
 
     if targets.joints2d is not None:
-        check_target_shape(hand.joints2d, targets.joints2d, "joints2d")
-        flags = sample_flags(targets.has_hand2d, batch, ref, "has_hand2d")
-        visible = (torch.ones_like(hand.joints2d[..., 0]) if targets.joints2d_visible is None
-                   else targets.joints2d_visible.to(ref.dtype))
-        n_visible = visible.sum(1).clamp_min(1.0)
-        height, width = hand.heatmaps.shape[-2:]
-        target_maps = gaussian_heatmaps(targets.joints2d.to(ref.dtype), height, width, config.heatmap_sigma)
-        if config.heatmap_loss == "cross_entropy":
-            target_maps = target_maps / target_maps.sum((-1, -2), keepdim=True).clamp_min(1e-12)
-            log_p = torch.log(hand.heatmaps.clamp_min(1e-30))
-            per_joint = -(target_maps * log_p).sum((-1, -2))
-        else:
-            per_joint = ((hand.heatmaps - target_maps) ** 2).sum((-1, -2))
-        terms["heatmaps"] = w.heatmaps * masked_mean((per_joint * visible).sum(1) / n_visible, flags)
-        per_joint = ((hand.joints2d - targets.joints2d) ** 2).mean(-1)
-        terms["joints2d"] = w.joints2d * masked_mean((per_joint * visible).sum(1) / n_visible, flags)
+        terms.update(hand_2d_losses(hand.heatmaps, hand.joints2d, targets, config))
 
     if targets.joints3d is not None:
         check_target_shape(hand.joints3d, targets.joints3d, "joints3d")
@@ -232,6 +233,30 @@ def hand_object_loss(hand: HandDecoderOutput, obj: ObjectHeadOutput | None, targ
         raise ValueError("hand_object_loss: the targets hold no labels for any term")
     total = torch.stack(list(terms.values())).sum()
     return LossOutput(total=total, terms={k: v.detach() for k, v in terms.items()})
+
+
+def hand_2d_losses(heatmaps: torch.Tensor, joints2d: torch.Tensor, targets: HandObjectTargets,
+                   config: LossConfig) -> dict[str, torch.Tensor]:
+    """The weighted ``heatmaps`` and ``joints2d`` terms (the whole loss of the heatmap training stage)."""
+    w = config.weights
+    check_target_shape(joints2d, targets.joints2d, "joints2d")
+    batch = joints2d.shape[0]
+    flags = sample_flags(targets.has_hand2d, batch, joints2d, "has_hand2d")
+    visible = (torch.ones_like(joints2d[..., 0]) if targets.joints2d_visible is None
+               else targets.joints2d_visible.to(joints2d.dtype))
+    n_visible = visible.sum(1).clamp_min(1.0)
+    height, width = heatmaps.shape[-2:]
+    target_maps = gaussian_heatmaps(targets.joints2d.to(joints2d.dtype), height, width, config.heatmap_sigma)
+    if config.heatmap_loss == "cross_entropy":
+        target_maps = target_maps / target_maps.sum((-1, -2), keepdim=True).clamp_min(1e-12)
+        log_p = torch.log(heatmaps.clamp_min(1e-30))
+        per_joint = -(target_maps * log_p).sum((-1, -2))
+    else:
+        per_joint = ((heatmaps - target_maps) ** 2).sum((-1, -2))
+    terms = {"heatmaps": w.heatmaps * masked_mean((per_joint * visible).sum(1) / n_visible, flags)}
+    per_joint = ((joints2d - targets.joints2d) ** 2).mean(-1)
+    terms["joints2d"] = w.joints2d * masked_mean((per_joint * visible).sum(1) / n_visible, flags)
+    return terms
 
 
 def hand_mask_loss(logits: torch.Tensor, mask: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:

@@ -66,12 +66,22 @@ class DatasetEntry:
 
 @dataclass
 class OptimizerConfig:
-    """Adam with L2 weight decay and a step schedule: lr x ``lr_decay`` every ``lr_step_epochs`` epochs."""
+    """The optimiser and its learning-rate schedule.
 
+    The papers' default: Adam with L2 weight decay and a step schedule (lr x ``lr_decay``
+    every ``lr_step_epochs`` epochs). The CPU recipe: AdamW (decoupled weight decay) with
+    ``warmup_steps`` of linear warm-up, then a cosine decay per step down to
+    ``min_lr_ratio`` x lr at the run's last step.
+    """
+
+    kind: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-4
     weight_decay: float = 5e-4
+    schedule: Literal["step", "cosine"] = "step"
     lr_decay: float = 0.7
     lr_step_epochs: int = 10
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
     # Clip the global gradient norm to this value; 0 disables clipping (the papers do not clip).
     grad_clip_norm: float = 0.0
 
@@ -86,6 +96,43 @@ class OptimizerConfig:
             raise ConfigError(f"lr_step_epochs must be >= 1, got {self.lr_step_epochs}")
         if not (math.isfinite(self.grad_clip_norm) and self.grad_clip_norm >= 0):
             raise ConfigError(f"grad_clip_norm must be >= 0 (0 disables clipping), got {self.grad_clip_norm}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """Multiplier of ``lr`` at optimiser step ``step`` of ``total_steps`` (warm-up and cosine schedule)."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule != "cosine":
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class DetectionAugmentConfig:
+    """Augmentation of the full frames the detection head learns from (the crops have their own).
+
+    flip_probability: mirror the frame left-right, which turns a right hand into a left one, so
+    the labels swap sides (the detector must tell them apart); scale_jitter: zoom the
+    letterboxed frame by a factor in 1 +- scale_jitter about a random point, so hands of other
+    sizes and at the border are seen. Boxes follow and are clipped; boxes left under
+    ``min_box_side`` input pixels are dropped.
+    """
+
+    flip_probability: float = 0.0
+    scale_jitter: float = 0.0
+    min_box_side: float = 2.0
+
+    def validate(self) -> None:
+        if not 0 <= self.flip_probability <= 1:
+            raise ConfigError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
+        if not 0 <= self.scale_jitter < 1:
+            raise ConfigError(f"scale_jitter must be in [0, 1), got {self.scale_jitter}")
+        if self.min_box_side < 0:
+            raise ConfigError(f"min_box_side must be >= 0 pixels, got {self.min_box_side}")
 
 
 @dataclass
@@ -97,6 +144,7 @@ class TrainConfig:
     model_overrides: list[str] = field(default_factory=list)
     datasets: dict[str, DatasetEntry] = field(default_factory=dict)
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    detection_augmentation: DetectionAugmentConfig = field(default_factory=DetectionAugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     # SemiHand consistency training (hoi_training/semihand, config/semihand.yaml); all off by default.
@@ -128,6 +176,12 @@ class TrainConfig:
     # statistics), so the refined model's first stage stays exactly that checkpoint and
     # refinement on/off compare the same coarse estimates.
     trainable: Literal["all", "refiner"] = "all"
+    # What a step computes and trains (the CPU recipe's stages, config/train/cpu_r18_*.yaml):
+    # "full": every configured term; "heatmaps": the backbone and the hand heatmaps only (the
+    # 2D terms; the other heads are not run, so a step costs a fraction of a full one);
+    # "detector": the detection head alone on full frames, on a frozen backbone (it runs as at
+    # inference), so the crop network stays exactly that of init_checkpoint.
+    stage: Literal["full", "heatmaps", "detector"] = "full"
     # Bookkeeping, in optimiser steps (0 disables the image grids).
     log_interval: int = 20
     image_interval: int = 500
@@ -163,6 +217,25 @@ class TrainConfig:
         self._validate_semihand()
         if self.trainable == "refiner":
             self._validate_refiner_only(model)
+        if self.stage != "full":
+            self._validate_stage(model)
+
+    def _validate_stage(self, model: ModelConfig) -> None:
+        """The partial stages train plain first stages, supervised."""
+        semihand = self.semihand
+        if model.refine != "none" or self.trainable != "all":
+            raise ConfigError(f"stage: {self.stage} trains a first stage; use a model with refine: none and "
+                              "trainable: all")
+        if semihand.pseudo_labels.enabled or semihand.view_consistency.enabled or semihand.cross_modal.enabled:
+            raise ConfigError(f"stage: {self.stage} is supervised; turn semihand off")
+        if self.stage == "detector" and self.init_checkpoint is None:
+            raise ConfigError("stage: detector trains the detection head on a frozen backbone, so it must start "
+                              "from trained weights: set init_checkpoint")
+        weights = self.loss.weights
+        if self.stage == "detector" and weights.detection_heatmap <= 0:
+            raise ConfigError("stage: detector needs loss.weights.detection_heatmap > 0")
+        if self.stage == "heatmaps" and weights.heatmaps + weights.joints2d <= 0:
+            raise ConfigError("stage: heatmaps needs loss.weights.heatmaps or joints2d > 0")
 
     def _validate_refiner_only(self, model: ModelConfig) -> None:
         """Training the refiner alone needs a refiner, a first stage to start from, and no first-stage terms."""

@@ -41,6 +41,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -64,7 +65,7 @@ from hoi_perception.models.detection_head import (
 )
 from hoi_perception.models.dma.graph import MeshGraph, hand_graph
 from hoi_perception.models.dma.refiner import DMAOutput
-from hoi_perception.models.network import P2_STRIDE, HOINet, NetworkOutput
+from hoi_perception.models.network import P2_STRIDE, HandHeatmaps, HOINet, NetworkOutput
 from hoi_perception.models.object_head import box_units_to_points, points_to_box_units
 from hoi_perception.models.refinement import MIRROR_X, ObjectGraphCache, refine_crops, solve_crop_geometry
 from hoi_perception.objects.models import ObjectLibrary, load_object_library
@@ -75,7 +76,14 @@ from hoi_training.data.ho3d import HO3DDataset
 from hoi_training.data.sample import HandObjectSample, collate_samples
 from hoi_training.data.synthetic import SyntheticDataset
 from hoi_training.dma_losses import DMALoss, DMATargets
-from hoi_training.losses import DetectionTargetBatch, HandObjectTargets, LossOutput, detection_loss, hand_object_loss
+from hoi_training.losses import (
+    DetectionTargetBatch,
+    HandObjectTargets,
+    LossOutput,
+    detection_loss,
+    hand_2d_losses,
+    hand_object_loss,
+)
 from hoi_training.pseudolabel.dataset import PseudoLabelDataset
 from hoi_training.semihand.training import (
     DiversityAugmenter,
@@ -84,7 +92,7 @@ from hoi_training.semihand.training import (
     drop_hand_supervision,
     labelled_mask_samples,
 )
-from hoi_training.train_config import DatasetEntry, TrainConfig
+from hoi_training.train_config import DatasetEntry, DetectionAugmentConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +107,7 @@ IMAGE_GRID_SAMPLES = 4
 NON_FINITE_EXIT_CODE = 3
 REFINER_PREFIX = "refiner."  # state-dict prefix of HOINet's refinement stage
 MASK_HEAD_PREFIX = "hand_decoder.mask_decoder."  # state-dict prefix of the optional hand-mask head
+DETECTION_HEAD_PREFIX = "detection_head."
 
 
 class NonFiniteLossError(RuntimeError):
@@ -262,10 +271,12 @@ class TrainingBatch:
 class ExampleBuilder:
     """Turns a dataset sample into a :class:`TrainingExample` (runs in DataLoader workers)."""
 
-    def __init__(self, augmenter: Augmenter, input_size: int, object_loss: bool) -> None:
+    def __init__(self, augmenter: Augmenter, input_size: int, object_loss: bool,
+                 detection: DetectionAugmentConfig | None = None) -> None:
         self.augmenter = augmenter
         self.input_size = input_size
         self.object_loss = object_loss
+        self.detection = detection or DetectionAugmentConfig()
 
     def __call__(self, sample: HandObjectSample) -> TrainingExample:
         frame, letterbox = letterbox_image(sample.image, self.input_size, self.input_size)
@@ -277,8 +288,39 @@ class ExampleBuilder:
             boxes.append(sample.object_box)
             classes.append(OBJECT)
         boxes_in = letterbox.boxes_to_input(np.asarray(boxes).reshape(-1, 4))
+        classes_in = np.asarray(classes, dtype=np.int64)
+        if self.augmenter.train and (self.detection.flip_probability > 0 or self.detection.scale_jitter > 0):
+            rng = self.augmenter.generator_for(sample)
+            rng = np.random.default_rng(rng.integers(2**63))  # a stream apart from the crop's
+            frame, boxes_in, classes_in = augment_detection_frame(frame, boxes_in, classes_in, self.detection, rng)
         return TrainingExample(crop=self.augmenter(sample), frame=frame, detection_boxes=boxes_in,
-                               detection_classes=np.asarray(classes, dtype=np.int64), object_loss=self.object_loss)
+                               detection_classes=classes_in, object_loss=self.object_loss)
+
+
+def augment_detection_frame(frame: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
+                            config: DetectionAugmentConfig, rng: np.random.Generator
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A letterboxed frame (S, S, 3) and its boxes (N, 4) flipped and zoomed (:class:`DetectionAugmentConfig`)."""
+    size = frame.shape[1]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    classes = np.asarray(classes, dtype=np.int64).copy()
+    if rng.random() < config.flip_probability:
+        frame = np.ascontiguousarray(frame[:, ::-1])
+        boxes[:, [0, 2]] = size - boxes[:, [2, 0]]
+        swapped = classes.copy()
+        swapped[classes == RIGHT_HAND], swapped[classes == LEFT_HAND] = LEFT_HAND, RIGHT_HAND
+        classes = swapped
+    if config.scale_jitter > 0:
+        zoom = 1.0 + rng.uniform(-config.scale_jitter, config.scale_jitter)
+        low, high = sorted((0.0, size * (1.0 - zoom)))
+        shift = rng.uniform(low, high, 2)
+        matrix = np.array([[zoom, 0.0, shift[0]], [0.0, zoom, shift[1]]])
+        frame = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=(114, 114, 114))
+        boxes = np.clip(boxes * zoom + np.tile(shift, 2), 0.0, float(size))
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= config.min_box_side) & ((boxes[:, 3] - boxes[:, 1]) >= config.min_box_side)
+        boxes, classes = boxes[keep], classes[keep]
+    return frame, boxes, classes
 
 
 class ExampleDataset(Dataset):
@@ -332,12 +374,13 @@ def collate_examples(examples: Sequence[TrainingExample]) -> TrainingBatch:
                          object_loss=torch.tensor([e.object_loss for e in examples], dtype=torch.bool))
 
 
-def build_dataset(name: str, entry: DatasetEntry, augmenter: Augmenter, input_size: int) -> ExampleDataset:
+def build_dataset(name: str, entry: DatasetEntry, augmenter: Augmenter, input_size: int,
+                  detection: DetectionAugmentConfig | None = None) -> ExampleDataset:
     """The training dataset of one config entry, mapped to :class:`TrainingExample`."""
     base = DATASET_CLASSES[entry.kind](entry.dataset_config())
     if len(base) == 0:
         raise ValueError(f"dataset '{name}' ({entry.kind}, {entry.config}) holds no samples")
-    return ExampleDataset(base, ExampleBuilder(augmenter, input_size, entry.object_loss))
+    return ExampleDataset(base, ExampleBuilder(augmenter, input_size, entry.object_loss, detection))
 
 
 # ----------------------------------------------------------------------------- targets
@@ -433,15 +476,21 @@ def _float32(output: Any) -> Any:
 
 class TrainingModule(nn.Module):
     """Both entry points (and the refinement stage) in one ``forward``, so DistributedDataParallel
-    sees every parameter use."""
+    sees every parameter use. ``stage`` (:attr:`TrainConfig.stage`) picks what runs: "heatmaps"
+    gives an output with the hand's heatmaps and 2D joints only, "detector" the detection alone."""
 
-    def __init__(self, network: HOINet) -> None:
+    def __init__(self, network: HOINet, stage: str = "full") -> None:
         super().__init__()
         self.network = network
+        self.stage = stage
 
     def forward(self, crop: torch.Tensor, hand_box: torch.Tensor, object_box: torch.Tensor,
                 frame: torch.Tensor | None, refine: Callable[[NetworkOutput], DMAOutput | None] | None = None
-                ) -> tuple[NetworkOutput, DetectionHeadOutput | None, DMAOutput | None]:
+                ) -> tuple[NetworkOutput | HandHeatmaps | None, DetectionHeadOutput | None, DMAOutput | None]:
+        if self.stage == "heatmaps":
+            return self.network.hand_heatmaps(crop, hand_box), None, None
+        if self.stage == "detector":
+            return None, self.network.detect(frame), None
         output = self.network(crop, hand_box, object_box)
         refined = None if refine is None else refine(output)
         return output, (None if frame is None else self.network.detect(frame)), refined
@@ -721,26 +770,43 @@ class Trainer:
         if config.init_checkpoint is not None:
             load_initial_weights(self.network, config.init_checkpoint, config_source, config.init_exclude)
         self.frozen_first_stage = config.trainable == "refiner"
+        self.stage = config.stage
         if self.frozen_first_stage:
             freeze_first_stage(self.network)
+        if self.stage == "detector":  # the detection head alone learns; the rest runs as at inference
+            for name, parameter in self.network.named_parameters():
+                parameter.requires_grad_(name.startswith(DETECTION_HEAD_PREFIX))
         self.network.to(device)
-        self.module: nn.Module = TrainingModule(self.network)
+        self.module: nn.Module = TrainingModule(self.network, config.stage)
         self.refinement = (RefinementTraining(self.network, training_object_library(config))
                            if self.network.refiner is not None else None)
         weights = config.loss.weights
         self.train_detection = ((weights.detection_heatmap + weights.detection_size + weights.detection_offset) > 0
-                                and not self.frozen_first_stage)
+                                and not self.frozen_first_stage and self.stage != "heatmaps")
         if self.context.distributed:
             # A batch without a refinable crop leaves the refiner unused.
             self.module = DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=not self.train_detection or self.refinement is not None)
-        self.optimizer = torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad],
-                                          lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
+        augmenter = Augmenter(config.augmentation, seed=config.seed, train=True)
+        names = list(config.datasets)
+        self.dataset = ConcatExamples([build_dataset(n, config.datasets[n], augmenter, self.model_config.input_size,
+                                                     config.detection_augmentation) for n in names])
+        self.sampler = EpochSampler([len(p) for p in self.dataset.parts],
+                                    [config.datasets[n].weight for n in names], config.batch_size, config.seed,
+                                    self.context.rank, self.context.world_size)
+        optimizer_class = torch.optim.AdamW if config.optimizer.kind == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer_class([p for p in self.network.parameters() if p.requires_grad],
+                                         lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
+        # Per-step schedules (warm-up, cosine) step after every optimiser step; the others per epoch.
+        self.per_step_schedule = config.optimizer.schedule == "cosine" or config.optimizer.warmup_steps > 0
         if config.semihand.pseudo_labels.enabled:  # SemiHand's rounds: one drop at the middle round
             rounds = config.semihand.schedule
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda epoch: rounds.learning_rate_at(
                 min(epoch // rounds.epochs_per_round + 1, rounds.rounds)) / rounds.learning_rate)
+        elif self.per_step_schedule:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: config.optimizer.lr_factor(step, self.total_steps))
         else:
             self.scheduler = torch.optim.lr_scheduler.StepLR(
                 self.optimizer, step_size=config.optimizer.lr_step_epochs, gamma=config.optimizer.lr_decay)
@@ -750,13 +816,6 @@ class Trainer:
         if not cuda and config.amp != "off":
             log.info("amp '%s' applies on CUDA only; training in fp32 on %s", config.amp, device)
 
-        augmenter = Augmenter(config.augmentation, seed=config.seed, train=True)
-        names = list(config.datasets)
-        self.dataset = ConcatExamples([build_dataset(n, config.datasets[n], augmenter, self.model_config.input_size)
-                                       for n in names])
-        self.sampler = EpochSampler([len(p) for p in self.dataset.parts],
-                                    [config.datasets[n].weight for n in names], config.batch_size, config.seed,
-                                    self.context.rank, self.context.world_size)
         self.semihand, self.semihand_rounds = self._build_semihand(names)
         self.step = 0
         self.epoch = 0
@@ -853,8 +912,10 @@ class Trainer:
 
     # -- training
 
-    def train_step(self, batch: TrainingBatch) -> tuple[StepResult, NetworkOutput]:
+    def train_step(self, batch: TrainingBatch) -> tuple[StepResult, NetworkOutput | HandHeatmaps | None]:
         """Forward, loss, non-finite check, backward and optimiser step for one batch."""
+        if self.stage != "full":
+            return self._partial_step(batch)
         device = self.context.device
         crop = _to_device(batch.crop, device)
         targets, hand_box, object_box = build_hand_object_targets(
@@ -889,7 +950,7 @@ class Trainer:
                 mask_logits=output32.hand.mask_logits,
                 perturbed_mask_logits=None if perturbed is None else perturbed.mask_logits)
             targets = drop_hand_supervision(targets, semihand.pseudo_rows)
-        losses = hand_object_loss(output32.hand, output32.object, targets, self.config.loss)
+        losses = hand_object_loss(output32.hand, output32.object, targets, self.config.loss.at_step(self.step))
         # A frozen first stage's terms are logged (its error on the training crops) but not trained.
         total = torch.zeros((), device=device) if self.frozen_first_stage else losses.total
         terms = dict(losses.terms)
@@ -906,6 +967,31 @@ class Trainer:
             det = detection_loss(_float32(detection), _to_device(batch.detection, device), self.config.loss)
             total = total + det.total
             terms.update(det.terms)
+        return self._optimise(total, terms, len(batch)), output
+
+    def _partial_step(self, batch: TrainingBatch) -> tuple[StepResult, HandHeatmaps | None]:
+        """A step of the "heatmaps" or "detector" stage (:attr:`TrainConfig.stage`)."""
+        device = self.context.device
+        self.module.train()
+        if self.stage == "heatmaps":
+            crop = _to_device(batch.crop, device)
+            hand_box = _safe_boxes(crop["hand_box"])
+            has_hand2d = crop["has_hand_2d"] & crop["has_hand_box"] & _valid_boxes(crop["hand_box"])
+            targets = HandObjectTargets(joints2d=points_to_box_units(crop["joints_2d"], hand_box),
+                                        has_hand2d=has_hand2d.float() * crop["weight"])
+            output, _, _ = self.module(crop["image"], hand_box, hand_box, None)
+            terms = hand_2d_losses(output.heatmaps.float(), output.joints2d.float(), targets, self.config.loss)
+        else:  # the frozen backbone runs as at inference (BatchNorm on its running statistics)
+            self.network.eval()
+            self.network.detection_head.train()
+            _, detection, _ = self.module(None, None, None, batch.frame.to(device, non_blocking=True))
+            losses = detection_loss(_float32(detection), _to_device(batch.detection, device), self.config.loss)
+            return self._optimise(losses.total, losses.terms, len(batch)), None
+        total = torch.stack(list(terms.values())).sum()
+        return self._optimise(total, {k: v.detach() for k, v in terms.items()}, len(batch)), output
+
+    def _optimise(self, total: torch.Tensor, terms: dict[str, torch.Tensor], batch_size: int) -> StepResult:
+        """Non-finite check, backward, clipping and the optimiser (and per-step schedule) step."""
         if not _all_finite(total, self.context):
             bad = {k: float(v) for k, v in terms.items() if not math.isfinite(float(v))}
             kept = (f"the last good checkpoint {self.checkpoint_path} (step "
@@ -922,9 +1008,10 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.network.parameters(), self.config.optimizer.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        result = StepResult(total=float(total.detach()), terms={k: float(v) for k, v in terms.items()},
-                            samples=len(batch) * self.context.world_size)
-        return result, output
+        if self.per_step_schedule:
+            self.scheduler.step()
+        return StepResult(total=float(total.detach()), terms={k: float(v) for k, v in terms.items()},
+                          samples=batch_size * self.context.world_size)
 
     def _loader(self) -> DataLoader:
         self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
@@ -982,7 +1069,8 @@ class Trainer:
                 if self.batch_in_epoch >= self.sampler.batches_per_epoch():
                     self.epoch += 1
                     self.batch_in_epoch = 0
-                    self.scheduler.step()
+                    if not self.per_step_schedule:
+                        self.scheduler.step()
             self._sync_buffers()
         finally:
             progress.close()
@@ -1022,19 +1110,20 @@ class Trainer:
             self.writer.add_scalar("train/samples_per_s", samples_per_s, self.step)
             self.writer.add_scalar("train/epoch", self.epoch, self.step)
 
-    def _log_images(self, batch: TrainingBatch, output: NetworkOutput) -> None:
-        if self.writer is None:
+    def _log_images(self, batch: TrainingBatch, output: NetworkOutput | HandHeatmaps | None) -> None:
+        if self.writer is None or output is None:  # the detector stage has no crop output
             return
-        self.writer.add_image("train/crops_truth_vs_prediction", crop_grid(batch.crop, output), self.step,
+        joints2d = output.joints2d if isinstance(output, HandHeatmaps) else output.hand.joints2d
+        self.writer.add_image("train/crops_truth_vs_prediction", crop_grid(batch.crop, joints2d), self.step,
                               dataformats="HWC")
 
 
-def crop_grid(crop: dict[str, Any], output: NetworkOutput, count: int = IMAGE_GRID_SAMPLES) -> np.ndarray:
+def crop_grid(crop: dict[str, Any], joints2d: torch.Tensor, count: int = IMAGE_GRID_SAMPLES) -> np.ndarray:
     """Rows of [ground-truth joints | predicted joints] drawn on the training crops (uint8 HWC)."""
     rows = []
     n = min(count, crop["image"].shape[0])
     hand_box = _safe_boxes(crop["hand_box"][:n].cpu())
-    predicted = box_units_to_points(output.hand.joints2d[:n].detach().float().cpu(), hand_box).numpy()
+    predicted = box_units_to_points(joints2d[:n].detach().float().cpu(), hand_box).numpy()
     for i in range(n):
         image = (crop["image"][i].cpu().permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
         truth = draw_hand_skeleton(image, crop["joints_2d"][i].cpu().numpy()) if crop["has_hand_2d"][i] else image

@@ -114,6 +114,8 @@ class ObjectHeadConfig:
 
     num_blocks: int = 3
     offset_scale: float = 0.1
+    # Append each cell's position in the box as two input channels (see ObjectHead).
+    coord_channels: bool = False
 
     def validate(self) -> None:
         if self.num_blocks < 1 or self.offset_scale <= 0:

@@ -63,6 +63,15 @@ class NetworkOutput:
         return out
 
 
+@dataclass
+class HandHeatmaps:
+    """The hand decoder's first step alone: heatmaps (B, 21, R, R) and soft-argmax joints2d (B, 21, 2)
+    in hand-box units (:meth:`HOINet.hand_heatmaps`, the heatmap training stage)."""
+
+    heatmaps: torch.Tensor
+    joints2d: torch.Tensor
+
+
 # The hand-mask logits exist only with ``hand_head.mask_head``; OUTPUT_NAMES are the outputs every model has.
 MASK_OUTPUT_NAME = "hand_mask_logits"
 OUTPUT_NAMES: tuple[str, ...] = (tuple(f"hand_{f.name}" for f in fields(HandDecoderOutput)
@@ -153,7 +162,7 @@ class HOINet(nn.Module):
                                         hh.encoder_blocks, hh.regressor_hidden, hh.confidence_radius,
                                         hh.mask_head)
         self.object_head = ObjectHead(channels, config.roi.output_size, config.object_head.num_blocks,
-                                      config.object_head.offset_scale)
+                                      config.object_head.offset_scale, config.object_head.coord_channels)
         # The detection head sees both streams' P2 side by side (hands from the hand stream,
         # objects from the object stream); the single-stream backbone has one P2.
         detection_channels = channels * (2 if config.backbone.streams == "harmonious" else 1)
@@ -223,6 +232,14 @@ class HOINet(nn.Module):
                       else refinement_features(self.config, features.hand, features.object))
         return NetworkOutput(hand=self.hand_decoder(rois.hand), object=self.object_head(rois.object),
                              refinement=refinement)
+
+    def hand_heatmaps(self, crop: torch.Tensor, hand_box: torch.Tensor) -> HandHeatmaps:
+        """Backbone, hand RoI and heatmaps only: what the 2D stage trains, at a fraction of
+        :meth:`forward`'s cost (no interaction, no 3D or object head)."""
+        self._check_inputs(crop, ("hand_box", hand_box))
+        features = self.backbone(crop)
+        heatmaps, joints2d, _, _ = self.hand_decoder.heatmap_net(self.roi_align(features.hand, hand_box))
+        return HandHeatmaps(heatmaps=heatmaps, joints2d=joints2d)
 
     def detect(self, frame: torch.Tensor) -> DetectionHeadOutput:
         """Letterboxed full frame (B, 3, S, S) in [0, 1] -> detection head outputs (boxes in its pixels)."""

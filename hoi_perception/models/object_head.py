@@ -52,10 +52,17 @@ def cell_centres(height: int, width: int) -> torch.Tensor:
 
 class ObjectHead(nn.Module):
     """Three (1x1 conv C->C/2, 3x3 conv C/2->C) blocks, each conv followed by BN and LeakyReLU,
-    then a 1x1 conv to 21 x (dx, dy, confidence logit)."""
+    then a 1x1 conv to 21 x (dx, dy, confidence logit).
+
+    ``coord_channels`` appends each cell's centre (x, y in box units) to the RoI as two
+    input channels. A vote is the cell's centre plus an offset, so the offset a cell must
+    predict depends on where it sits in the box; convolutions alone see position only
+    through the zero padding, which is what left SHO's head, trained from scratch, at the
+    "vote the median point from the cell's position" level.
+    """
 
     def __init__(self, in_channels: int = 256, roi_size: int = 32, num_blocks: int = 3,
-                 offset_scale: float = 0.1) -> None:
+                 offset_scale: float = 0.1, coord_channels: bool = False) -> None:
         super().__init__()
         if in_channels < 2 or in_channels % 2:
             raise ValueError(f"ObjectHead in_channels: expected an even number >= 2, got {in_channels}")
@@ -64,8 +71,9 @@ class ObjectHead(nn.Module):
                              f"{roi_size}, {num_blocks}, {offset_scale}")
         inner = in_channels // 2
         layers: list[nn.Module] = []
-        for _ in range(num_blocks):
-            layers += [nn.Conv2d(in_channels, inner, 1), nn.BatchNorm2d(inner), nn.LeakyReLU(0.1),
+        for block in range(num_blocks):
+            first_in = in_channels + (2 if coord_channels and block == 0 else 0)
+            layers += [nn.Conv2d(first_in, inner, 1), nn.BatchNorm2d(inner), nn.LeakyReLU(0.1),
                        nn.Conv2d(inner, in_channels, 3, padding=1), nn.BatchNorm2d(in_channels), nn.LeakyReLU(0.1)]
         self.trunk = nn.Sequential(*layers)
         self.out = nn.Conv2d(in_channels, NUM_CONTROL_POINTS * 3, 1)
@@ -76,11 +84,15 @@ class ObjectHead(nn.Module):
         self.offset_scale = offset_scale
         self.register_buffer("centres", cell_centres(roi_size, roi_size).view(1, 1, 2, roi_size, roi_size),
                              persistent=False)
+        self.coord_channels = coord_channels
 
     def forward(self, object_roi: torch.Tensor) -> ObjectHeadOutput:
         if not torch.jit.is_tracing() and (object_roi.dim() != 4 or object_roi.shape[-2:] != (self.roi_size,) * 2):
             raise ValueError(f"ObjectHead input: expected (B, C, {self.roi_size}, {self.roi_size}), "
                              f"got {tuple(object_roi.shape)}")
+        if self.coord_channels:
+            coords = self.centres[:, 0].expand(object_roi.shape[0], -1, -1, -1).to(object_roi.dtype)
+            object_roi = torch.cat([object_roi, coords], dim=1)
         raw = self.out(self.trunk(object_roi))
         raw = raw.view(-1, NUM_CONTROL_POINTS, 3, self.roi_size, self.roi_size)
         votes = self.centres + self.offset_scale * raw[:, :, :2]
