@@ -318,7 +318,8 @@ def augment_detection_frame(frame: np.ndarray, boxes: np.ndarray, classes: np.nd
         frame = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                borderValue=(114, 114, 114))
         boxes = np.clip(boxes * zoom + np.tile(shift, 2), 0.0, float(size))
-        keep = ((boxes[:, 2] - boxes[:, 0]) >= config.min_box_side) & ((boxes[:, 3] - boxes[:, 1]) >= config.min_box_side)
+        sides = boxes[:, 2:] - boxes[:, :2]
+        keep = (sides >= config.min_box_side).all(1)
         boxes, classes = boxes[keep], classes[keep]
     return frame, boxes, classes
 

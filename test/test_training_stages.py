@@ -1,0 +1,116 @@
+"""The CPU recipe's pieces: stages, warm-up + cosine schedule, 3D ramp, detection augmentation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hoi_perception.config import ConfigError, load_config
+from hoi_perception.models.config import load_model_config
+from hoi_perception.models.detection_head import LEFT_HAND, OBJECT, RIGHT_HAND
+from hoi_perception.models.object_head import ObjectHead
+from hoi_training.losses import LossConfig, LossWeights
+from hoi_training.train_config import DetectionAugmentConfig, OptimizerConfig, TrainConfig
+from hoi_training.trainer import augment_detection_frame, fit_main
+
+TINY = "train/tiny_test.yaml"
+
+
+def overrides(root: Path, *extra: str) -> list[str]:
+    return [f"datasets.synthetic.config.root={root}", "image_interval=0", *extra]
+
+
+def test_warmup_then_cosine_learning_rate():
+    config = OptimizerConfig(kind="adamw", lr=1e-3, schedule="cosine", warmup_steps=4, min_lr_ratio=0.1)
+    factors = [config.lr_factor(step, 24) for step in range(25)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[4] == pytest.approx(1.0)
+    assert factors[14] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))  # half-way: 0.55
+    assert factors[24] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert OptimizerConfig(warmup_steps=2).lr_factor(10, 100) == 1.0  # step schedule: warm-up only
+
+
+def test_3d_terms_ramp_in():
+    config = LossConfig(weights=LossWeights(vertices=10000.0, joints3d=10000.0, mano_pose=1.0, heatmaps=100.0),
+                        ramp_3d_steps=100)
+    quarter = config.at_step(25).weights
+    assert quarter.vertices == pytest.approx(2500.0) and quarter.joints3d == pytest.approx(2500.0)
+    assert quarter.mano_pose == pytest.approx(0.25) and quarter.heatmaps == 100.0
+    assert config.at_step(0).weights.vertices == 0.0
+    assert config.at_step(100) is config and LossConfig().at_step(0).weights.vertices == 10000.0
+
+
+def test_detection_flip_swaps_sides_and_zoom_moves_boxes():
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[10:20, 5:15] = 255  # the right hand's pixels
+    boxes = np.array([[5.0, 10, 15, 20], [30, 30, 50, 60]])
+    classes = np.array([RIGHT_HAND, OBJECT])
+    flipped, out_boxes, out_classes = augment_detection_frame(frame, boxes, classes,
+                                                              DetectionAugmentConfig(flip_probability=1.0),
+                                                              np.random.default_rng(0))
+    np.testing.assert_allclose(out_boxes, [[49, 10, 59, 20], [14, 30, 34, 60]])
+    assert out_classes.tolist() == [LEFT_HAND, OBJECT]
+    assert flipped[10:20, 49:59].min() == 255 and flipped[10:20, 5:15].max() == 0
+
+    config = DetectionAugmentConfig(scale_jitter=0.5, min_box_side=2.0)
+    for seed in range(10):
+        zoomed, z_boxes, z_classes = augment_detection_frame(frame, boxes[:1], classes[:1], config,
+                                                             np.random.default_rng(seed))
+        if len(z_boxes):  # the box still covers the hand's pixels
+            x0, y0, x1, y1 = np.round(z_boxes[0]).astype(int)
+            inside = zoomed[y0 + 1:y1 - 1, x0 + 1:x1 - 1, 0]
+            assert inside.size == 0 or inside.mean() > 200
+            assert z_classes.tolist() == [RIGHT_HAND]
+
+
+def test_object_head_coordinate_channels_tell_cells_apart():
+    torch.manual_seed(0)
+    head = ObjectHead(8, 8, num_blocks=1, coord_channels=True).eval()
+    assert head.trunk[0].in_channels == 10
+    out = head(torch.zeros(2, 8, 8, 8))  # no image signal: only the coordinates differ between cells
+    assert out.votes.shape == (2, 21, 2, 8, 8)
+    raw = (out.votes - head.centres) / head.offset_scale
+    assert raw[0, :, :, 0, 0].sub(raw[0, :, :, 7, 7]).abs().max() > 1e-6
+    assert load_model_config("models/cpu_r18.yaml").object_head.coord_channels
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stage=detector", "must start from trained weights"),
+    ("optimizer.min_lr_ratio=2", "min_lr_ratio must be in [0, 1]"),
+    ("detection_augmentation.scale_jitter=1.5", "scale_jitter must be in [0, 1)"),
+])
+def test_stage_config_errors(tiny_set, override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_config(TrainConfig, TINY, overrides(tiny_set, override))
+
+
+def test_stages_train_what_they_say(tiny_set, tmp_path):
+    """heatmaps -> full (from it) -> detector (from that): each stage moves only its parts."""
+    heat = tmp_path / "heatmaps"
+    assert fit_main(TINY, overrides(tiny_set, "stage=heatmaps", "max_steps=2", "optimizer.kind=adamw",
+                                    "optimizer.schedule=cosine", "optimizer.warmup_steps=1"), out_dir=heat) == 0
+    full = tmp_path / "full"
+    assert fit_main(TINY, overrides(tiny_set, "max_steps=2", f"init_checkpoint={heat}/checkpoints/last.pt",
+                                    "loss.ramp_3d_steps=2"), out_dir=full) == 0
+    detector = tmp_path / "detector"
+    assert fit_main(TINY, overrides(tiny_set, "stage=detector", "max_steps=2", "detection_augmentation.flip_probability=0.5",
+                                    f"init_checkpoint={full}/checkpoints/last.pt"), out_dir=detector) == 0
+    from hoi_perception.models.network import HOINet
+
+    torch.manual_seed(0)  # the trainer's seed: the network stage 1 started from
+    initial = HOINet(load_config(TrainConfig, TINY, overrides(tiny_set)).model_config()).state_dict()
+    states = [torch.load(run / "checkpoints" / "last.pt", weights_only=False) for run in (heat, full, detector)]
+
+    def moved(before, after):
+        return {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("hand_decoder") else "")
+                for k in after if not torch.equal(before[k], after[k])}
+
+    # Stage 1 (seeded like the fresh network above) moves the backbone and the heatmap net only.
+    assert moved(initial, states[0]["model"]) == {"backbone", "hand_decoder.heatmap_net"}
+    assert states[0]["scheduler"]["last_epoch"] == 2  # the cosine schedule steps per optimiser step
+    assert moved(states[1]["model"], states[2]["model"]) == {"detection_head"}
