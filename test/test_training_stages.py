@@ -98,7 +98,8 @@ def test_stages_train_what_they_say(tiny_set, tmp_path):
     assert fit_main(TINY, overrides(tiny_set, "max_steps=2", f"init_checkpoint={heat}/checkpoints/last.pt",
                                     "loss.ramp_3d_steps=2"), out_dir=full) == 0
     detector = tmp_path / "detector"
-    assert fit_main(TINY, overrides(tiny_set, "stage=detector", "max_steps=2", "detection_augmentation.flip_probability=0.5",
+    assert fit_main(TINY, overrides(tiny_set, "stage=detector", "max_steps=2",
+                                    "detection_augmentation.flip_probability=0.5",
                                     f"init_checkpoint={full}/checkpoints/last.pt"), out_dir=detector) == 0
     from hoi_perception.models.network import HOINet
 
