@@ -25,6 +25,13 @@ The data config is a small YAML (see :class:`EvaluationRunConfig`)::
     dataset: {kind: ho3d, config: {root: /data/HO3D_v2, version: v2, split: evaluation}}
     objects: /data/ycb_objects.yaml    # models to score against (default: config/objects.yaml)
     boxes: ground_truth                # or detected
+
+Besides the 3D metrics the report scores the 2D joints (``joints2d``: error in crop and
+image pixels, PCK at ``pck_thresholds_px`` crop pixels), which say whether the heatmaps
+see the hand before any 3D lifting, and with ``boxes: detected`` the detector
+(``detector``: recall of the hand and the object at IoU >= ``recall_iou``, and how often
+the detected hand's side is right). With detected boxes the runtime's path is scored:
+the hand is the detector's best hand of either side, and its side decides the mirroring.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from tqdm import tqdm
 
 from hoi_perception.config import ConfigError, from_dict, load_config, to_dict
 from hoi_perception.engines.export import load_network_checkpoint
+from hoi_perception.geometry.camera import box_iou
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, locate_hand
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.detection_head import DetectionSelectionConfig, letterbox_image, select_detections
@@ -96,8 +104,15 @@ class EvaluationRunConfig:
     pnp: PnPConfig = field(default_factory=PnPConfig)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
     detection: DetectionSelectionConfig = field(default_factory=DetectionSelectionConfig)
+    # 2D joint PCK thresholds, crop pixels; a detection counts as found at this IoU with the labelled box.
+    pck_thresholds_px: list[float] = field(default_factory=lambda: [2.0, 5.0, 10.0])
+    recall_iou: float = 0.5
 
     def validate(self) -> None:
+        if not self.pck_thresholds_px or min(self.pck_thresholds_px) <= 0:
+            raise ConfigError(f"pck_thresholds_px must be positive pixel thresholds, got {self.pck_thresholds_px}")
+        if not 0 < self.recall_iou <= 1:
+            raise ConfigError(f"recall_iou must be in (0, 1], got {self.recall_iou}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_frames < 0:
@@ -115,6 +130,7 @@ class PreparedFrame:
     transform: CropTransform
     hand_box: np.ndarray
     object_box: np.ndarray
+    hand_side: str  # the side the frame was processed as: the label's, or the detector's with detected boxes
 
 
 @dataclass
@@ -151,6 +167,9 @@ class Evaluator:
         self.failures: dict[str, int] = {}
         self.translation_methods: dict[str, int] = {}
         self.graphs = ObjectGraphCache(network.config.dma.object_nodes) if network.refiner is not None else None
+        self.joint_errors_crop: list[np.ndarray] = []  # per frame, (21,) crop pixels
+        self.joint_errors_image: list[np.ndarray] = []  # per frame, (21,) image pixels
+        self.detector = DetectorScores()
 
     def object_model(self, name: str) -> ObjectModel:
         if name not in self._models:
@@ -165,7 +184,10 @@ class Evaluator:
 
     # -- boxes
 
-    def _detected_boxes(self, samples: Sequence[HandObjectSample]) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+    def _detected_boxes(self, samples: Sequence[HandObjectSample]
+                        ) -> list[tuple[np.ndarray | None, np.ndarray | None, str]]:
+        """(hand box, object box, hand side) per frame from the detection head, as the runtime picks them:
+        the better-scoring hand of either side. The detector's scores are added to :attr:`detector`."""
         frames, letterboxes = [], []
         for sample in samples:
             frame, letterbox = letterbox_image(sample.image, self.size, self.size)
@@ -178,8 +200,12 @@ class Evaluator:
         for i, sample in enumerate(samples):
             chosen = select_detections(detections.boxes[i].cpu().numpy(), detections.scores[i].cpu().numpy(),
                                        detections.classes[i].cpu().numpy(), letterboxes[i], self.config.detection)
-            hand = chosen.right_hand if sample.hand_side == "right" else chosen.left_hand
-            out.append((None if hand is None else hand.box, None if chosen.object is None else chosen.object.box))
+            hands = [(d.score, side, d.box) for side, d in (("right", chosen.right_hand), ("left", chosen.left_hand))
+                     if d is not None]
+            _, side, hand_box = max(hands, key=lambda h: h[0]) if hands else (0.0, sample.hand_side, None)
+            object_box = None if chosen.object is None else chosen.object.box
+            self.detector.add(sample, hand_box, side, object_box, self.config.recall_iou)
+            out.append((hand_box, object_box, side))
         return out
 
     def prepare(self, samples: Sequence[HandObjectSample]) -> list[PreparedFrame | None]:
@@ -187,19 +213,19 @@ class Evaluator:
         if self.config.boxes == "detected":
             boxes = self._detected_boxes(samples)
         else:
-            boxes = [(s.hand_box, s.object_box) for s in samples]
+            boxes = [(s.hand_box, s.object_box, s.hand_side) for s in samples]
         prepared: list[PreparedFrame | None] = []
-        for sample, (hand_box, object_box) in zip(samples, boxes):
+        for sample, (hand_box, object_box, side) in zip(samples, boxes):
             if hand_box is None or object_box is None:
                 self._fail("no hand box" if hand_box is None else "no object box")
                 prepared.append(None)
                 continue
             working = replace(sample, hand_box=np.asarray(hand_box, float), object_box=np.asarray(object_box, float))
-            if sample.hand_side == "left":
+            if side == "left":
                 working = mirror_sample(working)
             crop, transform = evaluation_crop(working, self.crop_config)
             prepared.append(PreparedFrame(sample, working, crop, transform, np.asarray(hand_box, float),
-                                          np.asarray(object_box, float)))
+                                          np.asarray(object_box, float), side))
         return prepared
 
     def _fail(self, reason: str) -> None:
@@ -221,11 +247,14 @@ class Evaluator:
         (:attr:`Hand3D.root_relative`), so that the position-free hand metrics score it.
         """
         notes: list[str] = []
-        mirrored = frame.sample.hand_side == "left"
+        mirrored = frame.hand_side == "left"
         crop = frame.crop
         hand = output.hand
         joints2d_crop = box_units_to_points(hand.joints2d[i:i + 1].cpu().double().numpy(), crop.hand_box[None])[0]
         joints2d_image = frame.transform.crop_to_image(joints2d_crop)
+        if crop.joints_2d is not None and frame.working.joints_2d is not None:
+            self.joint_errors_crop.append(np.linalg.norm(joints2d_crop - crop.joints_2d, axis=1))
+            self.joint_errors_image.append(np.linalg.norm(joints2d_image - frame.working.joints_2d, axis=1))
         joints_rel = hand.joints3d[i].cpu().double().numpy()
         vertices_rel = hand.vertices[i].cpu().double().numpy()
         height, width = frame.working.image.shape[:2]
@@ -279,7 +308,7 @@ class Evaluator:
         with torch.no_grad():
             refined = refine_crops(self.network, image, single, tensor(frame.crop.K), tensor(hand_vertices),
                                    tensor(rotation), tensor(position),
-                                   [graphs.select(frame.sample.hand_side == "left")])
+                                   [graphs.select(frame.hand_side == "left")])
         return tuple(getattr(refined, name)[0].cpu().double().numpy() for name in
                      ("hand_joints", "hand_vertices", "object_rotation", "object_translation"))
 
@@ -323,11 +352,71 @@ class Evaluator:
             position += 1
             self.add(sample, prediction, (frame.hand_box, frame.object_box))
 
+    def joints2d_summary(self) -> dict[str, Any]:
+        """2D joint error of the crop network (after the crop's own boxes), crop and image pixels."""
+        if not self.joint_errors_crop:
+            return {"frames_scored": 0}
+        crop, image = np.stack(self.joint_errors_crop), np.stack(self.joint_errors_image)
+        out: dict[str, Any] = {"frames_scored": len(crop), "crop_size_px": self.size,
+                               "mean_error_crop_px": float(crop.mean()), "median_error_crop_px": float(np.median(crop)),
+                               "mean_error_image_px": float(image.mean())}
+        for threshold in self.config.pck_thresholds_px:
+            out[f"pck_{threshold:g}px_crop_pct"] = float((crop <= threshold).mean() * 100.0)
+        return out
+
     def summary(self) -> dict[str, Any]:
         summary = self.accumulator.summary()
+        summary["joints2d"] = self.joints2d_summary()
+        if self.config.boxes == "detected":
+            summary["detector"] = self.detector.summary(self.config.recall_iou)
         summary["run"] = {"boxes": self.config.boxes, "failures": dict(sorted(self.failures.items())),
                           "hand_translation_methods": dict(sorted(self.translation_methods.items()))}
         return summary
+
+
+@dataclass
+class DetectorScores:
+    """How the detection head did on labelled frames: found (IoU >= recall_iou), IoU, hand side."""
+
+    frames: int = 0
+    hands_labelled: int = 0
+    hands_found: int = 0
+    hand_sides_right: int = 0
+    objects_labelled: int = 0
+    objects_found: int = 0
+    hand_ious: list[float] = field(default_factory=list)
+    object_ious: list[float] = field(default_factory=list)
+
+    def add(self, sample: HandObjectSample, hand_box: np.ndarray | None, side: str, object_box: np.ndarray | None,
+            recall_iou: float) -> None:
+        self.frames += 1
+        if sample.hand_box is not None:
+            self.hands_labelled += 1
+            iou = 0.0 if hand_box is None else box_iou(np.asarray(hand_box, float), sample.hand_box)
+            self.hand_ious.append(iou)
+            if iou >= recall_iou:
+                self.hands_found += 1
+                self.hand_sides_right += int(side == sample.hand_side)
+        if sample.object_box is not None:
+            self.objects_labelled += 1
+            iou = 0.0 if object_box is None else box_iou(np.asarray(object_box, float), sample.object_box)
+            self.object_ious.append(iou)
+            self.objects_found += int(iou >= recall_iou)
+
+    def summary(self, recall_iou: float) -> dict[str, Any]:
+        def pct(count: int, total: int) -> float | None:
+            return None if total == 0 else 100.0 * count / total
+
+        found_hand = [iou for iou in self.hand_ious if iou >= recall_iou]
+        found_object = [iou for iou in self.object_ious if iou >= recall_iou]
+        return {
+            "frames": self.frames, "recall_iou": recall_iou,
+            "hand_recall_pct": pct(self.hands_found, self.hands_labelled),
+            "hand_box_iou_of_found_mean": float(np.mean(found_hand)) if found_hand else None,
+            "hand_side_correct_of_found_pct": pct(self.hand_sides_right, self.hands_found),
+            "object_recall_pct": pct(self.objects_found, self.objects_labelled),
+            "object_box_iou_of_found_mean": float(np.mean(found_object)) if found_object else None,
+        }
 
 
 def evaluate_dataset(network: HOINet, dataset: Any, config: EvaluationRunConfig,

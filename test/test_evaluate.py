@@ -82,6 +82,48 @@ def test_oracle_outputs_give_exact_camera_frame_hand_and_object(tiny_set, tiny_n
     assert summary["hand"]["mpjpe_mm"] < 0.5 and summary["hand"]["mpvpe_mm"] < 0.5
     assert summary["object"]["frames_evaluated"] == 4 and summary["object"]["add_adds_0.1d_pct"] == 100.0
     assert summary["run"]["failures"] == {}
+    joints2d = summary["joints2d"]
+    assert joints2d["frames_scored"] == 4 and joints2d["crop_size_px"] == 32
+    assert joints2d["mean_error_crop_px"] < 1e-6 and joints2d["mean_error_image_px"] < 1e-6
+    assert joints2d["pck_2px_crop_pct"] == 100.0 and "detector" not in summary
+
+
+def test_2d_joint_errors_and_pck_in_pixels(tiny_set, tiny_network):
+    """Joints shifted by 3 crop pixels: 3 px in the crop, 3 x (image / crop scale) px in the image."""
+
+    class ShiftedOracle(OracleEvaluator):
+        def run_network(self, frames):
+            output = super().run_network(frames)
+            widths = torch.tensor([f.crop.hand_box[2] - f.crop.hand_box[0] for f in frames], dtype=torch.float64)
+            output.hand.joints2d = output.hand.joints2d + torch.stack([3.0 / widths, 0 * widths], 1)[:, None]
+            return output
+
+    dataset = SyntheticDataset(SyntheticConfig(tiny_set))
+    evaluator = ShiftedOracle(tiny_network, _run_config(tiny_set), load_object_library(None), torch.device("cpu"))
+    evaluator.evaluate_batch([dataset[i] for i in range(2)])
+    joints2d = evaluator.summary()["joints2d"]
+    assert joints2d["mean_error_crop_px"] == pytest.approx(3.0, abs=1e-6)
+    assert (joints2d["pck_2px_crop_pct"], joints2d["pck_5px_crop_pct"]) == (0.0, 100.0)
+    scales = [(f.transform.crop_to_image(np.array([[3.0, 0.0]])) - f.transform.crop_to_image(np.zeros((1, 2))))[0, 0]
+              for f in evaluator.prepare([dataset[i] for i in range(2)])]
+    assert joints2d["mean_error_image_px"] == pytest.approx(float(np.mean(scales)), rel=1e-6)
+
+
+def test_detector_scores_recall_iou_and_side():
+    from hoi_training.evaluate import DetectorScores
+
+    scores = DetectorScores()
+    base = _labelled_sample()
+    truth = base.hand_box
+    scores.add(base, truth, "right", base.object_box, 0.5)  # found, right side
+    scores.add(base, truth + [1.0, 0, 1.0, 0], "left", None, 0.5)  # found, wrong side; object missed
+    scores.add(base, None, "right", base.object_box, 0.5)  # hand missed
+    scores.add(dataclasses.replace(base, hand_box=None), None, "right", base.object_box, 0.5)  # no hand label
+    summary = scores.summary(0.5)
+    assert summary["frames"] == 4 and summary["hand_recall_pct"] == pytest.approx(200 / 3)
+    assert summary["hand_side_correct_of_found_pct"] == 50.0
+    assert summary["object_recall_pct"] == 75.0 and summary["object_box_iou_of_found_mean"] == 1.0
+    assert 0.7 < summary["hand_box_iou_of_found_mean"] < 1.0
 
 
 def test_left_hands_are_mirrored_through_the_network_and_back(tiny_set, tiny_network):
@@ -187,6 +229,16 @@ def test_eval_command_writes_reports_for_both_box_sources(tiny_set, tiny_network
     report = json.loads((tmp_path / "det" / "metrics.json").read_text())
     assert report["boxes"]["hand_frames_labelled"] == 4 and report["boxes"]["hand_box_iou_mean"] == 0.0
     assert report["hand"]["missing_predictions"] == 4 and report["run"]["failures"] == {"no hand box": 4}
+    assert report["detector"]["hand_recall_pct"] == 0.0 and report["detector"]["frames"] == 4
+    assert "## Detector" in (tmp_path / "det" / "metrics.md").read_text()
+
+
+def _labelled_sample():
+    from hoi_training.data.sample import HandObjectSample
+
+    return HandObjectSample(image=np.zeros((64, 64, 3), np.uint8), K=np.eye(3), dataset="d", sequence="s", frame="0",
+                            hand_side="right", object_name="box", hand_box=np.array([10.0, 10, 30, 40]),
+                            object_box=np.array([20.0, 20, 50, 50]))
 
 
 def test_eval_config_errors(tiny_set):

@@ -581,7 +581,7 @@ def _scalar_rows(section: Mapping[str, Any]) -> list[tuple[str, Any]]:
 def format_markdown(summary: Mapping[str, Any], title: str = "Evaluation report") -> str:
     """Markdown tables of a :meth:`EvaluationAccumulator.summary` (curves are left to the JSON)."""
     lines = [f"# {title}", "", f"Frames: {summary.get('frames', 'n/a')}", ""]
-    for section in ("hand", "object", "boxes", "interaction", "settings"):
+    for section in ("hand", "joints2d", "object", "boxes", "detector", "interaction", "settings"):
         rows = _scalar_rows(summary.get(section) or {})
         if not rows:
             continue
