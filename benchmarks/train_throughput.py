@@ -1,14 +1,17 @@
-"""Training throughput of each shipped model config: samples per second of full training steps.
+"""Training throughput of each training recipe: samples per second of its training steps.
 
-A step is what ``hoi-train fit`` runs per batch: target building, the crop network on
-the augmented crops, the detection head on the letterboxed frames, all losses,
-backward and the Adam update (fp32 on CPU). Batches are prepared once beforehand from a
-small synthetic set (``hoi-train synth`` at 256 x 256), so the numbers measure the
-model, not the data pipeline; data preparation per sample is timed separately. The
-models are timed round-robin, in a shuffled order each round, in one process after
-warm-up steps, so their ratios hold even on a machine shared with other jobs.
+A step is what ``hoi-train fit`` runs per batch with the recipe's own config (model,
+stage, batch size, optimiser): for a full step, target building, the crop network on
+the augmented crops, the detection head on the letterboxed frames when the recipe
+trains it, all losses, backward and the update (fp32 on CPU); for the CPU recipe's
+stages, what that stage computes (``stage: heatmaps`` / ``detector``). Batches are
+prepared once beforehand from a small synthetic set (``hoi-train synth`` at 256 x 256),
+so the numbers measure the model, not the data pipeline; data preparation per sample
+is timed separately. The recipes are timed round-robin, in a shuffled order each round,
+in one process after warm-up steps, so their ratios hold even on a machine shared with
+other jobs.
 
-    python benchmarks/train_throughput.py [--batch-size 2] [--steps 4] [--warmup 1] \
+    python benchmarks/train_throughput.py [--steps 4] [--warmup 1] [--recipes NAME ...] \
         [--out benchmarks/results/train_throughput.md]
 """
 
@@ -31,12 +34,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hoi_perception.atomic import atomic_write_text  # noqa: E402
-from hoi_perception.config import load_config  # noqa: E402
+from hoi_perception.config import load_config, to_dict  # noqa: E402
 from hoi_perception.models.config import load_model_config  # noqa: E402
+from hoi_perception.models.network import HOINet  # noqa: E402
 from hoi_training.train_config import TrainConfig  # noqa: E402
 from hoi_training.trainer import Trainer, TrainingBatch  # noqa: E402
 
-MODELS = ("hfl_r18", "hfl_r50", "sho_r50")
+# name -> (training config, overrides). The first is the baseline of the ratio column.
+RECIPES: dict[str, tuple[str, list[str]]] = {
+    "hfl_r18, previous CPU recipe (batch 8, joint detection)": ("train/synthetic_hfl_r18_cpu.yaml", []),
+    "cpu_r18 stage 1: heatmaps (batch 32)": ("train/cpu_r18_2d.yaml", []),
+    "cpu_r18 stage 2: all crop heads (batch 16)": ("train/cpu_r18_full.yaml", ["init_checkpoint=null"]),
+    "cpu_r18 stage 3: detector (batch 32)": ("train/cpu_r18_detector.yaml", ["init_checkpoint=INIT"]),
+    "hfl_r50, GPU recipe (batch 2)": ("train/synthetic_hfl_r18.yaml", ["model=models/hfl_r50.yaml", "batch_size=2"]),
+}
+DEFAULT_RECIPES = list(RECIPES)[:4]
 IMAGE_SIZE = 256
 
 
@@ -48,6 +60,7 @@ class Timing:
     parameters: int
     input_size: int
     prepare_s_per_sample: float
+    batch_size: int
     wall_s: list[float] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)
 
@@ -60,15 +73,13 @@ def make_dataset(out: Path, frames: int) -> None:
     generate_dataset(config, out, sequences=1, frames=frames, seed=0)
 
 
-def build(name: str, data: Path, batch_size: int, batches: int, threads: int, run_dir: Path) -> Timing:
-    model_file = f"models/{name}.yaml"
-    config = load_config(TrainConfig, {
-        "model": model_file,
-        "datasets": {"synthetic": {"kind": "synthetic", "config": {"root": str(data)}}},
-        "augmentation": {"output_size": _input_size(model_file), "mirror_left_hands": True},
-        "batch_size": batch_size, "workers": 0, "device": "cpu", "cpu_threads": threads,
-        "output_dir": str(run_dir / name), "image_interval": 0,
-    })
+def build(name: str, data: Path, batches: int, threads: int, run_dir: Path, init: Path) -> Timing:
+    config_file, overrides = RECIPES[name]
+    datasets = {"synthetic": {"kind": "synthetic", "config": {"root": str(data)}}}
+    config = load_config(TrainConfig, config_file, [o.replace("INIT", str(init)) for o in overrides] + [
+        f"datasets={datasets}", "workers=0", "device=cpu", f"cpu_threads={threads}", "image_interval=0",
+        f"output_dir={run_dir / str(abs(hash(name)))}"])
+    batch_size = config.batch_size
     input_size = config.model_config().input_size
     trainer = Trainer(config)
     start = time.perf_counter()
@@ -81,28 +92,26 @@ def build(name: str, data: Path, batch_size: int, batches: int, threads: int, ru
         trainer.epoch += 1
     prepare = (time.perf_counter() - start) / (batches * batch_size)
     parameters = sum(p.numel() for p in trainer.network.parameters() if p.requires_grad)
-    return Timing(name, trainer, prepared, parameters, input_size, prepare)
-
-
-def _input_size(model_file: str) -> int:
-    return load_model_config(model_file).input_size
+    return Timing(name, trainer, prepared, parameters, input_size, prepare, batch_size)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--recipes", nargs="+", default=DEFAULT_RECIPES, choices=list(RECIPES))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_throughput.md")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synthetic"
-        make_dataset(data, frames=max(4, args.batch_size * 2))
-        timings = [build(name, data, args.batch_size, args.warmup + args.steps, args.threads, Path(tmp) / "runs")
-                   for name in args.models]
+        make_dataset(data, frames=64)
+        init = Path(tmp) / "cpu_r18_init.pt"  # the detector stage starts from trained weights; any will do here
+        network = HOINet(load_model_config("models/cpu_r18.yaml"))
+        torch.save({"model_config": to_dict(network.config), "model": network.state_dict()}, init)
+        timings = [build(name, data, args.warmup + args.steps, args.threads, Path(tmp) / "runs", init)
+                   for name in args.recipes]
         order = list(timings)
         for round_index in range(args.warmup + args.steps):
             random.Random(round_index).shuffle(order)
@@ -116,28 +125,28 @@ def main() -> int:
                     timing.cpu_s.append(cpu)
                 print(f"round {round_index} {timing.name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
 
-    baseline = statistics.median(timings[0].wall_s)
+    baseline = timings[0].batch_size / statistics.median(timings[0].wall_s)  # samples/s
     rows = []
     for t in timings:
         wall, cpu = statistics.median(t.wall_s), statistics.median(t.cpu_s)
         rows.append(f"| {t.name} | {t.input_size} | {t.parameters / 1e6:.1f} | {wall:.2f} | "
-                    f"{args.batch_size / wall:.2f} | {cpu / args.batch_size:.2f} | {wall / baseline:.2f}x | "
+                    f"{t.batch_size / wall:.2f} | {cpu / t.batch_size:.3f} | {(t.batch_size / wall) / baseline:.2f}x | "
                     f"{t.prepare_s_per_sample * 1000:.0f} |")
     load = os.getloadavg()[0]
     text = "\n".join([
         "# Training throughput (hoi_training.trainer)", "",
-        f"Command: `python benchmarks/train_throughput.py --batch-size {args.batch_size} --steps {args.steps} "
-        f"--warmup {args.warmup} --threads {args.threads}`", "",
+        f"Command: `python benchmarks/train_throughput.py --steps {args.steps} --warmup {args.warmup} "
+        f"--threads {args.threads}`", "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, torch "
         f"{torch.__version__} ({args.threads} intra-op threads), Python {platform.python_version()}; 1-minute load "
         f"average {load:.1f} at the end of the run (cores shared with other jobs, so wall times are inflated; the "
-        "ratios between models hold because they were timed round-robin).", "",
-        f"A step = targets + crop network + detection head on the letterboxed frame + all losses + backward + Adam, "
-        f"fp32 on CPU, batch {args.batch_size}, {args.steps} timed steps per model after {args.warmup} warm-up "
-        f"step(s); medians. Data: synthetic {IMAGE_SIZE}x{IMAGE_SIZE} frames, crops at each model's input size. "
-        "CPU s/sample is the process's CPU time (all threads); data prep is augmentation + letterbox + collate per "
-        "sample, done before timing.", "",
-        "| model | input px | trainable params (M) | wall s/step | samples/s | CPU s/sample | wall vs first | "
+        "ratios between recipes hold because they were timed round-robin).", "",
+        f"A step = what `hoi-train fit` runs per batch with each recipe's own config (stage, batch size, optimiser; "
+        f"fp32 on CPU), {args.steps} timed steps per recipe after {args.warmup} warm-up step(s); medians. Data: "
+        f"synthetic {IMAGE_SIZE}x{IMAGE_SIZE} frames, crops at each model's input size. CPU s/sample is the "
+        "process's CPU time (all threads); data prep is augmentation + letterbox + collate per sample, done before "
+        "timing.", "",
+        "| recipe | input px | trainable params (M) | wall s/step | samples/s | CPU s/sample | samples/s vs first | "
         "data prep ms/sample |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows, "",
