@@ -310,7 +310,7 @@ class Experiment:
     def write_first_stage(self) -> None:
         """``models/first_stage.pt``: the refined model's weights without the refiner, under the first-stage model
         config (the base checkpoint's name): what runs when refinement is off."""
-        from hoi_training.trainer import read_checkpoint
+        from hoi_training.training.state import read_checkpoint
 
         refined = self.layout.checkpoint("refiner")
         require(refined, "evaluate", "refine")
@@ -346,13 +346,13 @@ class Experiment:
         """Penetration and contact of the labelled hand and object meshes of the test split: what a perfect
         estimate would score (synthetic grasps allow ``hand.penetration_tolerance`` of penetration)."""
         from hoi_perception.objects.models import load_object_library
+        from hoi_training.data.registry import open_dataset
         from hoi_training.evaluate import EvaluationRunConfig
         from hoi_training.evaluation import interaction as ia
         from hoi_training.evaluation.report import ObjectModel
-        from hoi_training.trainer import DATASET_CLASSES
 
         config = load_config(EvaluationRunConfig, config_path)
-        dataset = DATASET_CLASSES[config.dataset.kind](config.dataset.dataset_config())
+        dataset = open_dataset(config.dataset.kind, config.dataset.dataset_config())
         library = load_object_library(config.objects)
         meshes: dict[str, Any] = {}
         results = []
@@ -401,7 +401,7 @@ class Experiment:
 
     def write_report(self) -> dict[str, Any]:
         """Gather the numbers into ``results.json`` and ``results.md`` (and the publish stem's); returns the JSON."""
-        from hoi_training.trainer import read_checkpoint
+        from hoi_training.training.state import read_checkpoint
 
         layout = self.layout
         for row in ROWS:

@@ -555,9 +555,10 @@ class Experiment:
 def batches_per_epoch(config: Any) -> int:
     """Optimiser steps per epoch of a resolved TrainConfig on one process, counted as the trainer's sampler
     counts them (dataset weights, last partial batch dropped)."""
-    from hoi_training.trainer import DATASET_CLASSES, EpochSampler
+    from hoi_training.data.registry import open_dataset
+    from hoi_training.training.distributed import EpochSampler
 
-    sizes = {name: len(DATASET_CLASSES[entry.kind](entry.dataset_config())) for name, entry in config.datasets.items()}
+    sizes = {name: len(open_dataset(entry.kind, entry.dataset_config())) for name, entry in config.datasets.items()}
     empty = [name for name, size in sizes.items() if size == 0]
     if empty:
         raise StageError(f"training datasets {empty} hold no samples")

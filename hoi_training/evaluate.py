@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hoi_perception.config import ConfigError, from_dict, load_config, to_dict
+from hoi_perception.config import ConfigError, load_config, to_dict
 from hoi_perception.engines.export import load_network_checkpoint
 from hoi_perception.geometry.camera import box_iou
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, locate_hand
@@ -58,6 +58,7 @@ from hoi_perception.models.refinement import ObjectGraphCache, refine_crops
 from hoi_perception.objects.models import ObjectLibrary, UnknownObjectError, load_object_library
 from hoi_perception.objects.models import ObjectModel as LibraryObject
 from hoi_training.data.augment import MIRROR_X, AugmentConfig, CropTransform, evaluation_crop, mirror_sample
+from hoi_training.data.registry import DatasetKind, dataset_config, open_dataset
 from hoi_training.data.sample import HandObjectSample
 from hoi_training.evaluation.report import (
     EvaluationAccumulator,
@@ -69,8 +70,6 @@ from hoi_training.evaluation.report import (
     ObjectPose,
     write_report,
 )
-from hoi_training.train_config import DATASET_CONFIGS, DatasetKind
-from hoi_training.trainer import DATASET_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ class EvaluationDataset:
         self.dataset_config()
 
     def dataset_config(self) -> Any:
-        return from_dict(DATASET_CONFIGS[self.kind], dict(self.config), f"{self.kind} config")
+        return dataset_config(self.kind, self.config)
 
 
 @dataclass
@@ -443,7 +442,7 @@ def eval_main(checkpoint: str | Path, data_config: str | Path, out_dir: str | Pa
     """``hoi-train eval``: write ``metrics.json`` and ``metrics.md`` (and the resolved config) into ``out_dir``."""
     config = load_config(EvaluationRunConfig, data_config, overrides)
     network = load_network_checkpoint(checkpoint)
-    dataset = DATASET_CLASSES[config.dataset.kind](config.dataset.dataset_config())
+    dataset = open_dataset(config.dataset.kind, config.dataset.dataset_config())
     summary = evaluate_dataset(network, dataset, config, device=_device(config.device))
     summary["run"].update({"checkpoint": str(checkpoint), "model": network.config.name,
                            "config": to_dict(config)})

@@ -23,20 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hoi_perception.config import ConfigError, from_dict, resolve_config_path
+from hoi_perception.config import ConfigError, resolve_config_path
 from hoi_perception.models.config import ModelConfig, load_model_config
 from hoi_training.data.augment import AugmentConfig
-from hoi_training.data.dexycb import DexYCBConfig
-from hoi_training.data.ho3d import HO3DConfig
-from hoi_training.data.synthetic import SyntheticConfig
+from hoi_training.data.registry import DatasetKind, dataset_config
 from hoi_training.losses import LossConfig
-from hoi_training.pseudolabel.dataset import PseudoLabelDatasetConfig
 from hoi_training.semihand.config import SemiHandConfig
-
-DatasetKind = Literal["ho3d", "dexycb", "synthetic", "pseudo"]
-# The config dataclass of each dataset kind; an entry's ``config`` mapping is read into it.
-DATASET_CONFIGS: dict[str, type] = {"ho3d": HO3DConfig, "dexycb": DexYCBConfig, "synthetic": SyntheticConfig,
-                                   "pseudo": PseudoLabelDatasetConfig}
 
 
 @dataclass
@@ -61,7 +53,7 @@ class DatasetEntry:
 
     def dataset_config(self) -> Any:
         """The entry's ``config`` read into its kind's config class (checks the fields and paths)."""
-        return from_dict(DATASET_CONFIGS[self.kind], dict(self.config), f"{self.kind} config")
+        return dataset_config(self.kind, self.config)
 
 
 @dataclass

@@ -15,7 +15,8 @@ from hoi_perception.config import ConfigError, load_config, read_yaml, to_dict
 from hoi_perception.models.config import load_model_config
 from hoi_perception.models.network import HOINet
 from hoi_training.train_config import TrainConfig
-from hoi_training.trainer import CheckpointMismatchError, Trainer
+from hoi_training.trainer import Trainer
+from hoi_training.training.state import CheckpointMismatchError
 
 TINY_DMA = ["refine=dma", "dma.object_nodes=64", "dma.hidden_dim=16", "dma.attention_dim=16", "dma.num_blocks=1",
             "dma.gcn_layers=1"]
@@ -58,7 +59,7 @@ def test_released_first_stage_starts_the_dma_model_and_only_the_refiner_trains(t
     base = released_base(tmp_path / "base.pt")
     config = tiny_train_config(tiny_set, tmp_path / "run", f"init_checkpoint={tmp_path / 'base.pt'}",
                                "trainable=refiner")
-    with caplog.at_level(logging.INFO, logger="hoi_training.trainer"):
+    with caplog.at_level(logging.INFO, logger="hoi_training"):
         trainer = Trainer(config)
     assert any("untrained: the refiner" in r.getMessage() for r in caplog.records)
     network = trainer.network

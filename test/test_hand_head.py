@@ -232,7 +232,7 @@ def test_network_with_the_head_off_keeps_outputs_names_and_state_dict_keys():
 
 def test_checkpoint_config_from_before_the_option_matches_the_default_model():
     from hoi_perception.config import to_dict
-    from hoi_training.trainer import CheckpointMismatchError, check_model_config
+    from hoi_training.training.state import CheckpointMismatchError, check_model_config
 
     network = tiny_network()
     saved = to_dict(network.config)

@@ -17,16 +17,10 @@ from hoi_training import trainer as trainer_module
 from hoi_training.data.sample import HandObjectSample, collate_samples
 from hoi_training.losses import LossOutput
 from hoi_training.train_config import TrainConfig
-from hoi_training.trainer import (
-    NON_FINITE_EXIT_CODE,
-    CheckpointMismatchError,
-    EpochSampler,
-    Trainer,
-    build_hand_object_targets,
-    fit_main,
-    mask_on_roi_grid,
-    read_checkpoint,
-)
+from hoi_training.trainer import NON_FINITE_EXIT_CODE, Trainer, fit_main
+from hoi_training.training.batches import build_hand_object_targets, mask_on_roi_grid
+from hoi_training.training.distributed import EpochSampler
+from hoi_training.training.state import CheckpointMismatchError, read_checkpoint
 
 TINY = "train/tiny_test.yaml"
 

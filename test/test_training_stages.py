@@ -15,7 +15,8 @@ from hoi_perception.models.detection_head import LEFT_HAND, OBJECT, RIGHT_HAND
 from hoi_perception.models.object_head import ObjectHead
 from hoi_training.losses import LossConfig, LossWeights
 from hoi_training.train_config import DetectionAugmentConfig, OptimizerConfig, TrainConfig
-from hoi_training.trainer import augment_detection_frame, fit_main
+from hoi_training.trainer import fit_main
+from hoi_training.training.batches import augment_detection_frame
 
 TINY = "train/tiny_test.yaml"
 
