@@ -297,6 +297,9 @@ class DetectionTargetBatch:
     """Batched :class:`~hoi_perception.models.detection_head.DetectionTargets` as tensors.
 
     heatmap (B, 3, H, W); indices (B, M) int64; sizes, offsets (B, M, 2); mask (B, M).
+    known (B, 3) bool: whether the frame's labels say where each class is (None: every class).
+    A class a frame's labels do not cover (a pseudo-labelled frame without an object box) is
+    unknown, not absent: its heatmap is left out of the focal loss instead of trained to 0.
     """
 
     heatmap: torch.Tensor
@@ -304,16 +307,24 @@ class DetectionTargetBatch:
     sizes: torch.Tensor
     offsets: torch.Tensor
     mask: torch.Tensor
+    known: torch.Tensor | None = None
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
-    """CenterNet's penalty-reduced focal loss, summed and divided by the number of peaks (>= 1)."""
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0,
+               known: torch.Tensor | None = None) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss, summed and divided by the number of peaks (>= 1).
+
+    ``known`` (B, C) leaves out the heatmaps of classes whose presence a frame does not label.
+    """
     log_p = F.logsigmoid(logits)
     log_not_p = F.logsigmoid(-logits)
     p = torch.sigmoid(logits)
     positive = (target >= 1.0).to(logits.dtype)
     pos = -((1 - p) ** alpha) * log_p * positive
     neg = -((1 - target) ** beta) * (p**alpha) * log_not_p * (1 - positive)
+    if known is not None:
+        weight = known.to(logits.dtype)[:, :, None, None]
+        pos, neg, positive = pos * weight, neg * weight, positive * weight
     return (pos.sum() + neg.sum()) / positive.sum().clamp_min(1.0)
 
 
@@ -331,7 +342,7 @@ def detection_loss(output: DetectionHeadOutput, targets: DetectionTargetBatch,
     count = (mask.sum() * 2).clamp_min(1.0)
     terms = {
         "detection_heatmap": w.detection_heatmap * focal_loss(output.heatmap_logits, targets.heatmap.to(sizes.dtype),
-                                                              config.focal_alpha, config.focal_beta),
+                                                              config.focal_alpha, config.focal_beta, targets.known),
         "detection_size": w.detection_size * ((sizes - targets.sizes).abs() * mask).sum() / count,
         "detection_offset": w.detection_offset * ((offsets - targets.offsets).abs() * mask).sum() / count,
     }

@@ -225,6 +225,38 @@ def test_detection_loss_hand_computed():
     assert loss.total.item() == pytest.approx(sum(v.item() for v in loss.terms.values()))
 
 
+def test_unknown_detection_classes_are_left_out_not_taught_absent():
+    """A frame labelled with a hand but no object box: the object heatmap gets no gradient, and the
+    loss equals that of the hand channels alone."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    heat = torch.zeros(2, 3, 4, 4)
+    heat[:, 0, 1, 1] = 1.0  # a right hand in both frames
+    heat[0, 2, 2, 2] = 1.0  # an object labelled in frame 0 only
+    known = torch.tensor([[True, True, True], [True, True, False]])
+    loss = focal_loss(logits, heat, known=known)
+    loss.backward()
+    assert logits.grad[1, 2].abs().max() == 0 and logits.grad[0, 2].abs().max() > 0
+    masked = focal_loss(logits.detach()[1:, :2], heat[1:, :2]) * 1  # frame 1 without its object channel
+    whole = focal_loss(logits.detach()[:1], heat[:1])
+    assert loss.item() == pytest.approx((masked.item() * 1 + whole.item() * 2) / 3, rel=1e-5)
+
+
+def test_training_examples_mark_missing_labels_unknown(tiny_set):
+    from dataclasses import replace
+
+    from hoi_training.data.augment import AugmentConfig, Augmenter
+    from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset
+    from hoi_training.training.batches import ExampleBuilder, collate_examples
+
+    sample = SyntheticDataset(SyntheticConfig(tiny_set))[0]
+    builder = ExampleBuilder(Augmenter(AugmentConfig(output_size=32), train=False), 32, object_loss=True)
+    examples = [builder(sample), builder(replace(sample, object_box=None))]
+    batch = collate_examples(examples)
+    assert batch.detection.known.tolist() == [[True, True, True], [True, True, False]]
+    assert examples[1].detection_classes.tolist() == [examples[0].detection_classes[0]]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 def test_heads_and_losses_run_on_cuda():

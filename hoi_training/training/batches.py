@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import cv2
@@ -48,6 +48,9 @@ class TrainingExample:
     detection_boxes: np.ndarray
     detection_classes: np.ndarray
     object_loss: bool
+    # (3,) bool per detection class: False where the sample's labels do not say (no hand or
+    # object label): unknown, left out of the detection loss rather than taught as absent.
+    detection_known: np.ndarray = field(default_factory=lambda: np.ones(3, dtype=bool))
 
 
 @dataclass
@@ -85,12 +88,13 @@ class ExampleBuilder:
             classes.append(OBJECT)
         boxes_in = letterbox.boxes_to_input(np.asarray(boxes).reshape(-1, 4))
         classes_in = np.asarray(classes, dtype=np.int64)
+        known = np.array([sample.hand_box is not None] * 2 + [sample.object_box is not None])
         if self.augmenter.train and (self.detection.flip_probability > 0 or self.detection.scale_jitter > 0):
             rng = self.augmenter.generator_for(sample)
             rng = np.random.default_rng(rng.integers(2**63))  # a stream apart from the crop's
             frame, boxes_in, classes_in = augment_detection_frame(frame, boxes_in, classes_in, self.detection, rng)
         return TrainingExample(crop=self.augmenter(sample), frame=frame, detection_boxes=boxes_in,
-                               detection_classes=classes_in, object_loss=self.object_loss)
+                               detection_classes=classes_in, object_loss=self.object_loss, detection_known=known)
 
 
 def augment_detection_frame(frame: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
@@ -165,7 +169,8 @@ def collate_examples(examples: Sequence[TrainingExample]) -> TrainingBatch:
         indices=torch.from_numpy(np.stack([t.indices for t in targets])),
         sizes=torch.from_numpy(np.stack([t.sizes for t in targets])),
         offsets=torch.from_numpy(np.stack([t.offsets for t in targets])),
-        mask=torch.from_numpy(np.stack([t.mask for t in targets])))
+        mask=torch.from_numpy(np.stack([t.mask for t in targets])),
+        known=torch.from_numpy(np.stack([e.detection_known for e in examples])))
     frame = torch.from_numpy(np.stack([e.frame for e in examples])).permute(0, 3, 1, 2).float().div_(255.0)
     return TrainingBatch(crop=collate_samples([e.crop for e in examples]), frame=frame, detection=detection,
                          object_loss=torch.tensor([e.object_loss for e in examples], dtype=torch.bool))
