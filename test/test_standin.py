@@ -17,7 +17,7 @@ from hoi_perception.hand_model.joint_orders import (
 )
 from hoi_perception.hand_model.kinematics import check_biomechanics, mirror_points, mirror_pose
 from hoi_perception.hand_model.mano import ASSET_DIR, STANDIN_FILES
-from hoi_perception.hand_model.standin import (
+from hoi_training.assets.standin_hand import (
     MANO_RIGHT_TEMPLATE_JOINTS,
     boundary_loops,
     build_standin_right,

@@ -28,7 +28,7 @@ How it is built (``build_standin_right``):
 The left hand is the exact mirror of the right (x negated, pose y/z axis-angle
 components negated, face winding flipped), as MANO's left relates to its right.
 
-Regenerate the shipped files with ``python -m hoi_perception.hand_model.standin --out DIR``.
+Regenerate the shipped files with ``python -m hoi_training.assets.standin_hand --out hoi_perception/hand_model/assets``.
 """
 
 from __future__ import annotations

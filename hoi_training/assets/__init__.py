@@ -1,0 +1,1 @@
+"""Generators of the assets the runtime ships (they run at development time, not on a robot)."""
