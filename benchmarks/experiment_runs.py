@@ -220,8 +220,8 @@ def write_resolved_config(path: Path, config: Any, header: str | None = None) ->
 def synthetic_data_step(log: StageLog, step: str, out: Path, size: SplitSize, seed: int, domain: str,
                         synth_overrides: Sequence[str], bags: bool = False) -> None:
     """``hoi-train synth`` of one split into ``out`` (with ROS 2 bags when ``bags``); done when its manifest is."""
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     command = command_line("hoi-train", "synth", "--out", out, "--sequences", size.sequences, "--frames",
                            size.frames, "--seed", seed, "--domain", domain, *(["--bag"] if bags else []),

@@ -66,8 +66,8 @@ class Timing:
 
 
 def make_dataset(out: Path, frames: int) -> None:
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     config = load_config(SynthConfig, "synth.yaml", [f"camera.width={IMAGE_SIZE}", f"camera.height={IMAGE_SIZE}"])
     generate_dataset(config, out, sequences=1, frames=frames, seed=0)

@@ -11,8 +11,8 @@ log = logging.getLogger("hoi_training")
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from hoi_perception.config import load_config
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     config = load_config(SynthConfig, args.config, args.set)
     generate_dataset(config, out_dir=args.out, sequences=args.sequences, frames=args.frames, seed=args.seed,

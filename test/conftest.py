@@ -12,8 +12,8 @@ from hoi_perception.config import load_config
 @pytest.fixture(scope="session")
 def tiny_set(tmp_path_factory) -> Path:
     """One 4-frame synthetic sequence at 64x64 in the `hoi-train synth` format (read-only)."""
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     out = tmp_path_factory.mktemp("synth") / "tiny"
     generate_dataset(load_config(SynthConfig, "synth.yaml", ["camera.width=64", "camera.height=64"]), out,

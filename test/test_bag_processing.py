@@ -28,8 +28,8 @@ from hoi_perception.pipeline.bag_processing import (
     process_bag,
     process_bag_main,
 )
-from hoi_training.synth.config import SynthConfig
-from hoi_training.synth.generator import generate_dataset
+from hoi_perception.synth.config import SynthConfig
+from hoi_perception.synth.generator import generate_dataset
 
 START_NS = 1_700_000_000_000_000_000
 PERIOD_NS = 33_333_333

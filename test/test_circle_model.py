@@ -9,6 +9,7 @@ from hoi_perception.geometry.camera import project
 from hoi_perception.hand_model.joint_orders import HO3D_FINGER_CHAINS
 from hoi_perception.hand_model.mano import HandModel
 from hoi_perception.render.rasterizer import Mesh, render
+from hoi_perception.synth.grasp import articulation, hand_geometry
 from hoi_training.semihand.circle_model import (
     NUM_CIRCLES,
     CircleHandModel,
@@ -21,7 +22,6 @@ from hoi_training.semihand.circle_model import (
     save_circle_radii,
 )
 from hoi_training.semihand.label_correction import rest_pose_template
-from hoi_training.synth.grasp import articulation, hand_geometry
 
 SIZE = 128
 FOCAL = 220.0  # px; with the hand 0.4 m away it spans about half of the 128 px frame

@@ -28,7 +28,7 @@ from hoi_perception.pipeline.demo import (
     summarize_latency,
 )
 from hoi_perception.pipeline.results import FrameResult
-from hoi_training.synth.generator import BAG_EPOCH_NS, CAMERA_INFO_TOPIC, IMAGE_TOPIC
+from hoi_perception.synth.generator import BAG_EPOCH_NS, CAMERA_INFO_TOPIC, IMAGE_TOPIC
 
 # A small network (64 px crops) like test_estimator's, saved the way the shipped checkpoint is: fp16 weights.
 TINY_MODEL = ["input_size=64", "backbone.fpn_channels=16", "roi.output_size=8", "hand_head.hourglass_depth=2",

@@ -10,6 +10,7 @@ from scipy.spatial.transform import Rotation
 from hoi_perception.geometry.camera import project
 from hoi_perception.hand_model.joint_orders import HO3D_TO_SIMPLE
 from hoi_perception.hand_model.mano import ASSET_DIR, STANDIN_FILES, MANOFileError
+from hoi_perception.synth.sequence_files import DatasetFormatError
 from hoi_training.data.dexycb import (
     SERIALS,
     SPLITS,
@@ -18,7 +19,6 @@ from hoi_training.data.dexycb import (
     DexYCBDataset,
     load_mano_pca,
 )
-from hoi_training.data.sample import DatasetFormatError
 
 FX, FY, CX, CY = 615.0, 614.0, 320.5, 241.0
 K = np.array([[FX, 0, CX], [0, FY, CY], [0, 0, 1]])

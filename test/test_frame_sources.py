@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from hoi_perception.bag_io import camera_info_msg, header, image_msg, open_bag_writer
+from hoi_perception.synth.sequence_files import DatasetFormatError
 from hoi_training.data.frames import (
     RosBagFrameSource,
     SomethingElseFrameSource,
     VideoFrameSource,
     read_something_else,
 )
-from hoi_training.data.sample import DatasetFormatError
 
 K = np.array([[100.0, 0, 16.0], [0, 101.0, 12.0], [0, 0, 1]])
 

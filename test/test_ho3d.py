@@ -8,8 +8,8 @@ from scipy.spatial.transform import Rotation
 
 from hoi_perception.config import ConfigError
 from hoi_perception.hand_model.mano import HandModel
+from hoi_perception.synth.sequence_files import DatasetFormatError
 from hoi_training.data.ho3d import HO3DConfig, HO3DDataset, read_split_file
-from hoi_training.data.sample import DatasetFormatError
 
 GL_FLIP = np.diag([1.0, -1.0, -1.0])
 CAM = np.array([[617.0, 0.0, 315.0], [0.0, 615.0, 242.0], [0.0, 0.0, 1.0]])

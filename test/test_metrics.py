@@ -5,7 +5,7 @@ import pytest
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial.transform import Rotation
 
-from hoi_training.evaluation import metrics as m
+from hoi_perception.geometry import metrics as m
 
 
 def _random_hand(rng: np.random.Generator, frames: int = 3, points: int = 21) -> np.ndarray:

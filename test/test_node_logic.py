@@ -517,8 +517,8 @@ def test_a_recorded_bag_runs_through_the_real_estimator(ts, tmp_path):
     from rosbags.highlevel import AnyReader
 
     from hoi_perception.config import load_config
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import (
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import (
         CAMERA_FRAME_ID,
         CAMERA_INFO_TOPIC,
         DEPTH_TOPIC,

@@ -8,8 +8,8 @@ import pytest
 import trimesh
 
 from hoi_perception.config import ConfigError
+from hoi_perception.geometry.boxes import BOX_CORNER_EDGES
 from hoi_perception.objects import (
-    BOX_CORNER_EDGES,
     ObjectSpec,
     TextureSpec,
     UnknownObjectError,

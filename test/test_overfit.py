@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from hoi_perception.config import load_config
-from hoi_training.synth.config import SynthConfig
-from hoi_training.synth.generator import generate_dataset
+from hoi_perception.synth.config import SynthConfig
+from hoi_perception.synth.generator import generate_dataset
 from hoi_training.train_config import TrainConfig
 from hoi_training.trainer import Trainer
 

@@ -19,8 +19,8 @@ from hoi_training.trainer import Trainer, build_hand_object_targets, collate_exa
 
 
 def make_synthetic(out: Path, domain: str, sequences: int, frames: int, seed: int) -> Path:
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     generate_dataset(load_config(SynthConfig, "synth.yaml", ["camera.width=64", "camera.height=64"]), out,
                      sequences=sequences, frames=frames, seed=seed, domain=domain)

@@ -104,8 +104,8 @@ def oracle_job(wild: Path, checkpoint: Path, out: Path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="module")
 def wild(tmp_path_factory) -> Path:
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     out = tmp_path_factory.mktemp("synth") / "wild"
     generate_dataset(load_config(SynthConfig, "synth.yaml", ["camera.width=64", "camera.height=64"]), out,

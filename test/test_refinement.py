@@ -312,8 +312,8 @@ def test_estimator_refuses_refine_engines_for_a_plain_model(scene_helpers, sugar
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     out = tmp_path_factory.mktemp("synth") / "tiny"
     generate_dataset(load_config(SynthConfig, "synth.yaml", ["camera.width=64", "camera.height=64"]), out,

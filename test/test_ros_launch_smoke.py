@@ -49,8 +49,8 @@ def write_inputs(workdir: Path) -> tuple[Path, Path]:
     from hoi_perception.config import load_config, to_dict
     from hoi_perception.models.config import load_model_config
     from hoi_perception.models.network import HOINet
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     synth = load_config(SynthConfig, "synth.yaml", ["camera.width=128", "camera.height=128"])
     generate_dataset(synth, workdir / "synth", 1, FRAMES, 0, write_bags=True)

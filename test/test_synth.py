@@ -7,9 +7,9 @@ from rosbags.highlevel import AnyReader
 
 from hoi_perception.config import load_config
 from hoi_perception.geometry.camera import project
+from hoi_perception.synth.config import SynthConfig
+from hoi_perception.synth.generator import generate_dataset
 from hoi_training.cli import main as train_main
-from hoi_training.synth.config import SynthConfig
-from hoi_training.synth.generator import generate_dataset
 
 SMALL = ["camera.width=96", "camera.height=96"]
 

@@ -3,7 +3,7 @@ import pytest
 
 from hoi_perception.hand_model.mano import HandModel
 from hoi_perception.objects.models import load_object_library
-from hoi_training.synth.grasp import ConvexSDF, _forward, hand_geometry, synthesize_grasp
+from hoi_perception.synth.grasp import ConvexSDF, _forward, hand_geometry, synthesize_grasp
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_palm_normal_points_where_fingers_curl(side):
     geo = hand_geometry(hand, side, np.zeros(10))
     # Curling every finger halfway must move the fingertips toward the palm side.
     _, flat = _forward(hand, np.zeros(45), geo.betas)
-    from hoi_training.synth.grasp import articulation
+    from hoi_perception.synth.grasp import articulation
     _, curled = _forward(hand, articulation(geo, np.full((1, 5), 0.5)), geo.betas)
     tips = [16, 17, 18, 19, 20]
     moves = (curled[0, tips] - flat[0, tips]) @ geo.palm_normal

@@ -6,7 +6,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from hoi_perception.objects.models import bbox_control_points
-from hoi_training.data.sample import DatasetFormatError, collate_samples
+from hoi_perception.synth.sequence_files import DatasetFormatError
+from hoi_training.data.sample import collate_samples
 from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset
 
 WIDTH, HEIGHT = 64, 48

@@ -37,15 +37,12 @@ import trimesh
 from scipy.spatial import ConvexHull, QhullError
 
 from hoi_perception.config import ConfigError, from_dict, read_yaml, resolve_config_path
+from hoi_perception.geometry.boxes import BOX_CORNER_EDGES, box_corners
 from hoi_perception.objects import shapes
 from hoi_perception.objects.textures import TextureSpec, make_texture
 from hoi_perception.render.rasterizer import Mesh
 
 NUM_CONTROL_POINTS = 21
-# Corner index pairs of the 12 box edges: along x, along y, along z.
-BOX_CORNER_EDGES = np.array([[0, 4], [1, 5], [2, 6], [3, 7],
-                             [0, 2], [1, 3], [4, 6], [5, 7],
-                             [0, 1], [2, 3], [4, 5], [6, 7]], dtype=np.int64)
 
 Symmetry = Literal["none", "x_axis", "y_axis", "z_axis", "discrete"]
 ShapeName = Literal["box", "cylinder", "bottle", "mug"]
@@ -289,8 +286,7 @@ def make_object_model(name: str, vertices: np.ndarray, faces: np.ndarray, *, uv:
 def bbox_control_points(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The 21 control points (21, 3) of the box [lo, hi], in the module docstring's order."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-    bits = np.array([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], dtype=bool)
-    corners = np.where(bits, hi, lo)
+    corners = box_corners(lo, hi)
     midpoints = corners[BOX_CORNER_EDGES].mean(axis=1)
     return np.concatenate([corners, midpoints, ((lo + hi) / 2)[None]])
 

@@ -240,7 +240,7 @@ def prediction_from_result(result: FrameResult, hand_side: str) -> FramePredicti
 
 def score_hand(predictions: Sequence[FramePrediction], truth: SequenceTruth) -> HandAccuracy:
     """Hand errors (mm) over the frames with an estimate of the ground truth's side."""
-    from hoi_training.evaluation.metrics import mean_point_error, procrustes_align, root_relative
+    from hoi_perception.geometry.metrics import mean_point_error, procrustes_align, root_relative
 
     _check_lengths(predictions, truth)
     found = [i for i, p in enumerate(predictions) if p.joints_cam is not None]
@@ -260,7 +260,7 @@ def score_hand(predictions: Sequence[FramePrediction], truth: SequenceTruth) -> 
 def score_object(predictions: Sequence[FramePrediction], truth: SequenceTruth, name: str, points: np.ndarray,
                  symmetric: bool) -> ObjectAccuracy:
     """ADD(-S), ADD-0.1D, rotation and translation errors; ``points`` (N, 3) are the model's surface points."""
-    from hoi_training.evaluation.metrics import (
+    from hoi_perception.geometry.metrics import (
         add_errors,
         adds_errors,
         model_diameter,
@@ -403,8 +403,8 @@ def prepare_sequence(out_dir: Path, sequence: DemoSequence, mano_dir: Path | Non
                      objects: Path | None) -> Path:
     """Render the demo sequence into ``out_dir/sequence`` (a finished one with the same settings is reused)."""
     from hoi_perception.config import load_config, to_dict
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     config = load_config(SynthConfig, "synth.yaml", [f"camera.width={sequence.width}",
                                                      f"camera.height={sequence.height}"])
@@ -526,9 +526,8 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     from hoi_perception.pipeline.bag_processing import EstimateBagWriter, draw_result
     from hoi_perception.pipeline.estimator import Estimator
     from hoi_perception.render.overlay import save_png
-    from hoi_training.data.sample import read_rgb
-    from hoi_training.data.synthetic import read_sequence_labels
-    from hoi_training.synth.generator import BAG_EPOCH_NS, CAMERA_FRAME_ID, CAMERA_INFO_TOPIC, IMAGE_TOPIC
+    from hoi_perception.synth.generator import BAG_EPOCH_NS, CAMERA_FRAME_ID, CAMERA_INFO_TOPIC, IMAGE_TOPIC
+    from hoi_perception.synth.sequence_files import read_rgb, read_sequence_labels
 
     sequence = sequence or DemoSequence()
     sequence.validate()

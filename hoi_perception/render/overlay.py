@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from hoi_perception.atomic import atomic_write_bytes
+from hoi_perception.geometry.boxes import BOX_CORNER_EDGES
 from hoi_perception.hand_model.joint_orders import HO3D_FINGER_CHAINS, HO3D_PARENTS, NUM_HAND_JOINTS
-from hoi_perception.objects.models import BOX_CORNER_EDGES
 from hoi_perception.render.rasterizer import Lighting, Mesh, render
 
 Color = tuple[int, int, int]

@@ -9,11 +9,12 @@
 * :mod:`.augment` - SHO/HFL crops and jitter with labels kept consistent in 2D and 3D.
 """
 
+from hoi_perception.synth.sequence_files import DatasetFormatError
 from hoi_training.data.augment import AugmentConfig, Augmenter, CropTransform, augment_sample, evaluation_crop
 from hoi_training.data.dexycb import DexYCBConfig, DexYCBDataset
 from hoi_training.data.frames import Frame, LabelledBox, RosBagFrameSource, SomethingElseFrameSource, VideoFrameSource
 from hoi_training.data.ho3d import HO3DConfig, HO3DDataset
-from hoi_training.data.sample import DatasetFormatError, HandObjectSample, SampleError, collate_samples
+from hoi_training.data.sample import HandObjectSample, SampleError, collate_samples
 from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset
 
 __all__ = [

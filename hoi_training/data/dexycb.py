@@ -51,7 +51,8 @@ from hoi_perception.geometry.camera import box_from_points, project
 from hoi_perception.hand_model.joint_orders import simple_to_ho3d
 from hoi_perception.hand_model.mano import load_mano_arrays, resolve_mano_file
 from hoi_perception.objects.models import bbox_control_points
-from hoi_training.data.sample import DatasetFormatError, HandObjectSample, read_rgb
+from hoi_perception.synth.sequence_files import DatasetFormatError, read_rgb
+from hoi_training.data.sample import HandObjectSample
 
 SUBJECTS = (
     "20200709-subject-01", "20200813-subject-02", "20200820-subject-03", "20200903-subject-04",

@@ -34,7 +34,7 @@ from hoi_perception.pipeline.image_decoding import (
     decode_color_image,
     stamp_to_ns,
 )
-from hoi_training.data.sample import DatasetFormatError
+from hoi_perception.synth.sequence_files import DatasetFormatError
 
 log = logging.getLogger(__name__)
 

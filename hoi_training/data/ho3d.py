@@ -47,7 +47,8 @@ from torch.utils.data import Dataset
 from hoi_perception.config import ConfigError
 from hoi_perception.geometry.camera import box_from_points, project
 from hoi_perception.objects.models import bbox_control_points
-from hoi_training.data.sample import DatasetFormatError, HandObjectSample, read_rgb, rotate_sample_3d
+from hoi_perception.synth.sequence_files import DatasetFormatError, read_rgb
+from hoi_training.data.sample import HandObjectSample, rotate_sample_3d
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 IMAGE_EXTENSIONS = {"v2": ".png", "v3": ".jpg"}

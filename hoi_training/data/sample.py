@@ -27,10 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
@@ -82,20 +80,6 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
 
 class SampleError(ValueError):
     """A sample's labels have the wrong shape, type or combination."""
-
-
-class DatasetFormatError(ValueError):
-    """A dataset file is missing, unreadable or does not hold what its format promises."""
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as an RGB uint8 array; a clear error naming the file when it is missing or undecodable."""
-    if not path.is_file():
-        raise DatasetFormatError(f"image '{path}' not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetFormatError(f"image '{path}' could not be decoded")
-    return np.ascontiguousarray(image[..., ::-1])
 
 
 @dataclass

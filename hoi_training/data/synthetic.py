@@ -1,6 +1,6 @@
 """The project's synthetic datasets (written by ``hoi-train synth``) read into :class:`HandObjectSample`.
 
-Format version 1, as documented in :mod:`hoi_training.synth.generator`::
+Format version 1, as documented in :mod:`hoi_perception.synth.generator`::
 
     DIR/manifest.json            format_version, sequences [{name, hand_side, object_name, frames}], ...
     DIR/seq_XXXX/meta.json       format_version, hand_side, object_name, frames, width, height, K,
@@ -32,13 +32,10 @@ from torch.utils.data import Dataset
 
 from hoi_perception.config import ConfigError
 from hoi_perception.objects.models import UnknownObjectError, load_object_library
-from hoi_training.data.sample import DatasetFormatError, HandObjectSample, read_rgb
+from hoi_perception.synth.sequence_files import DatasetFormatError, read_rgb, read_sequence_labels
+from hoi_training.data.sample import HandObjectSample
 
 SUPPORTED_FORMAT_VERSION = 1
-PER_FRAME_KEYS = (
-    "joints3d", "joints2d", "vertices3d", "hand_pose", "hand_transl", "hand_box", "object_box",
-    "object_rotation", "object_translation", "object_control_points2d",
-)
 META_KEYS = ("format_version", "hand_side", "object_name", "frames", "width", "height", "K", "hand_label",
              "object_label")
 
@@ -77,24 +74,6 @@ class _Sequence:
     name: str
     frames: int
     meta: dict[str, Any]
-
-
-def read_sequence_labels(path: Path, frames: int) -> dict[str, np.ndarray]:
-    """A sequence's labels.npz with every per-frame array checked against ``frames``."""
-    if not path.is_file():
-        raise DatasetFormatError(f"synthetic labels '{path}' not found")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            labels = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise DatasetFormatError(f"synthetic labels '{path}' could not be read: {exc}") from exc
-    missing = [k for k in (*PER_FRAME_KEYS, "betas") if k not in labels]
-    if missing:
-        raise DatasetFormatError(f"{path}: missing array(s) {missing}")
-    short = [k for k in PER_FRAME_KEYS if labels[k].shape[0] != frames]
-    if short:
-        raise DatasetFormatError(f"{path}: array(s) {short} do not have {frames} frames as meta.json says")
-    return labels
 
 
 class SyntheticDataset(Dataset):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hoi_perception.atomic import atomic_open
-from hoi_training.evaluation.metrics import NUM_HAND_JOINTS, NUM_MANO_VERTICES
+from hoi_perception.geometry.metrics import NUM_HAND_JOINTS, NUM_MANO_VERTICES
 from hoi_training.evaluation.report import Hand3D
 
 PREDICTION_FILE_NAME = "pred.json"

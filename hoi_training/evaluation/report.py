@@ -43,8 +43,8 @@ import numpy as np
 
 from hoi_perception.atomic import atomic_write_text
 from hoi_perception.config import ConfigError
+from hoi_perception.geometry import metrics as m
 from hoi_training.evaluation import interaction as ia
-from hoi_training.evaluation import metrics as m
 
 _MM = 1000.0
 _PCT = 100.0

@@ -30,7 +30,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from hoi_perception.config import ConfigError, from_dict
-from hoi_training.data.sample import DatasetFormatError, HandObjectSample
+from hoi_perception.synth.sequence_files import DatasetFormatError
+from hoi_training.data.sample import HandObjectSample
 from hoi_training.pseudolabel.constraints import ConstraintConfig, FilterResult, SequencePredictions, filter_sequence
 from hoi_training.pseudolabel.shards import MANIFEST_FILE, MANIFEST_FORMAT
 

@@ -76,6 +76,7 @@ from hoi_perception.models.object_head import box_units_to_points
 from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, EstimatorConfig, load_estimator_config
 from hoi_perception.pipeline.estimator import CropGeometry, crop_geometry, extract_crop
 from hoi_perception.pipeline.video import intrinsics_from_fov
+from hoi_perception.synth.sequence_files import DatasetFormatError, read_sequence_labels
 from hoi_training.data.frames import (
     SOMETHING_ELSE_FPS,
     Frame,
@@ -83,8 +84,8 @@ from hoi_training.data.frames import (
     SomethingElseFrameSource,
     decode_video,
 )
-from hoi_training.data.sample import NUM_BETAS, NUM_JOINTS, NUM_POSE_PARAMS, NUM_VERTICES, DatasetFormatError
-from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset, read_sequence_labels
+from hoi_training.data.sample import NUM_BETAS, NUM_JOINTS, NUM_POSE_PARAMS, NUM_VERTICES
+from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset
 from hoi_training.pseudolabel.config import (
     DEFAULT_PSEUDOLABEL_CONFIG,
     PseudoLabelConfig,

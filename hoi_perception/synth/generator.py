@@ -41,10 +41,10 @@ from hoi_perception.hand_model.mano import HandModel, HandModelConfig
 from hoi_perception.objects.models import ObjectLibrary, ObjectModel, load_object_library
 from hoi_perception.render.overlay import draw_hand_skeleton, draw_mesh, draw_object_pose, save_png
 from hoi_perception.render.rasterizer import Lighting, Mesh, render
-from hoi_training.synth import appearance
-from hoi_training.synth.config import DomainConfig, SynthConfig
-from hoi_training.synth.grasp import Grasp, HandGeometry, hand_geometry, synthesize_grasp
-from hoi_training.synth.motion import smooth_rigid_motion, smooth_scalar
+from hoi_perception.synth import appearance
+from hoi_perception.synth.config import DomainConfig, SynthConfig
+from hoi_perception.synth.grasp import Grasp, HandGeometry, hand_geometry, synthesize_grasp
+from hoi_perception.synth.motion import smooth_rigid_motion, smooth_scalar
 
 log = logging.getLogger(__name__)
 
