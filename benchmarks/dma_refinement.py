@@ -459,7 +459,8 @@ def measure_refinement_latency(first_stage: Path, refined: Path, object_name: st
     not timed."""
     import onnxruntime as ort
 
-    from hoi_perception.engines.export import export_onnx, load_network_checkpoint, network_graphs, refinement_graphs
+    from hoi_perception.engines.export import export_onnx, network_graphs, refinement_graphs
+    from hoi_perception.models.checkpoint import load_network_checkpoint
     from hoi_perception.objects.models import load_object_library
 
     torch.set_num_threads(config.threads)

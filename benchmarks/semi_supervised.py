@@ -354,7 +354,7 @@ class Experiment:
                                   f"that earlier stages in --out '{self.out}' used ('{saved['path']}', sha256 "
                                   f"{saved['sha256'][:12]}...); use another --out for the new base model")
         else:
-            from hoi_perception.engines.export import read_training_checkpoint
+            from hoi_perception.models.checkpoint import read_training_checkpoint
 
             step = read_training_checkpoint(path).get("step")
             atomic_write_json(record, {"path": str(path), "sha256": self._base_digest, "step": step})

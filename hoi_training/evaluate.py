@@ -47,17 +47,18 @@ import torch
 from tqdm import tqdm
 
 from hoi_perception.config import ConfigError, load_config, to_dict
-from hoi_perception.engines.export import load_network_checkpoint
 from hoi_perception.geometry.camera import box_iou
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, locate_hand
+from hoi_perception.geometry.mirror import MIRROR_X
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
+from hoi_perception.models.checkpoint import load_network_checkpoint
 from hoi_perception.models.detection_head import DetectionSelectionConfig, letterbox_image, select_detections
 from hoi_perception.models.network import HOINet, NetworkOutput
 from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels
 from hoi_perception.models.refinement import ObjectGraphCache, refine_crops
 from hoi_perception.objects.models import ObjectLibrary, UnknownObjectError, load_object_library
 from hoi_perception.objects.models import ObjectModel as LibraryObject
-from hoi_training.data.augment import MIRROR_X, AugmentConfig, CropTransform, evaluation_crop, mirror_sample
+from hoi_training.data.augment import AugmentConfig, CropTransform, evaluation_crop, mirror_sample
 from hoi_training.data.registry import DatasetKind, dataset_config, open_dataset
 from hoi_training.data.sample import HandObjectSample
 from hoi_training.evaluation.report import (

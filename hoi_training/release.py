@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from hoi_perception.atomic import atomic_save_with
-from hoi_perception.engines.export import load_network_checkpoint, read_training_checkpoint
+from hoi_perception.models.checkpoint import load_network_checkpoint, read_training_checkpoint
 
 RELEASE_FORMAT = "hoi_perception_release/1"
 

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from hoi_perception.atomic import atomic_save_with, atomic_write_text
 from hoi_perception.config import ConfigError, load_config, to_dict
-from hoi_perception.engines.export import code_version
+from hoi_perception.models.checkpoint import code_version
 from hoi_perception.models.network import HandHeatmaps, HOINet, NetworkOutput
 from hoi_perception.models.object_head import points_to_box_units
 from hoi_training.data.augment import Augmenter

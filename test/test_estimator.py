@@ -28,14 +28,9 @@ from hoi_perception.hand_model.mano import HandModel
 from hoi_perception.models.config import load_model_config
 from hoi_perception.models.detection_head import LEFT_HAND, OBJECT, RIGHT_HAND, Letterbox
 from hoi_perception.models.network import HOINet
+from hoi_perception.objects.models import load_object_model
 from hoi_perception.pipeline.config import EstimatorConfig, load_estimator_config
-from hoi_perception.pipeline.estimator import (
-    CROP_OUTPUTS,
-    Estimator,
-    crop_geometry,
-    extract_crop,
-    load_object_model,
-)
+from hoi_perception.pipeline.estimator import CROP_OUTPUTS, Estimator, crop_geometry, extract_crop
 from hoi_perception.pipeline.tracking import TrackingConfig
 from hoi_perception.tracking import FrameStatus
 from hoi_training.data.augment import AugmentConfig, evaluation_crop, mirror_sample

@@ -18,13 +18,13 @@ from hoi_perception.engines.export import (
     METADATA_PREFIX,
     MethodModule,
     ModelMetadata,
-    code_version,
     export_main,
     export_onnx,
     read_onnx_metadata,
     verify_onnx,
 )
 from hoi_perception.engines.onnx_engine import OnnxRuntimeEngine
+from hoi_perception.models.checkpoint import code_version
 
 
 @dataclass

@@ -11,16 +11,11 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from hoi_perception.config import ConfigError, load_config, to_dict
-from hoi_perception.engines.export import (
-    OBJECT_NAME_KEY,
-    export_main,
-    load_network_checkpoint,
-    network_graphs,
-    read_onnx_metadata,
-)
+from hoi_perception.engines.export import OBJECT_NAME_KEY, export_main, network_graphs, read_onnx_metadata
 from hoi_perception.engines.torch_engine import TorchEngine
 from hoi_perception.geometry.camera import project
 from hoi_perception.hand_model.mano import HandModel
+from hoi_perception.models.checkpoint import load_network_checkpoint
 from hoi_perception.models.config import load_model_config
 from hoi_perception.models.dma.graph import hand_graph
 from hoi_perception.models.dma.refiner import DMAConfig, DMARefiner
@@ -36,8 +31,9 @@ from hoi_perception.models.refinement import (
     refine_crops,
     refinement_example_inputs,
 )
+from hoi_perception.objects.models import load_object_model
 from hoi_perception.pipeline.config import EstimatorConfig
-from hoi_perception.pipeline.estimator import Estimator, load_object_model
+from hoi_perception.pipeline.estimator import Estimator
 from hoi_training.train_config import TrainConfig
 from hoi_training.trainer import Trainer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hoi_perception.engines.export import load_network_checkpoint
+from hoi_perception.models.checkpoint import load_network_checkpoint
 from hoi_perception.models.config import load_model_config
 from hoi_perception.models.network import HOINet
 from hoi_training.cli import main as train_main

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from hoi_perception.config import ConfigError, load_config
-from hoi_perception.engines.export import load_network_checkpoint
+from hoi_perception.models.checkpoint import load_network_checkpoint
 from hoi_training import trainer as trainer_module
 from hoi_training.data.sample import HandObjectSample, collate_samples
 from hoi_training.losses import LossOutput

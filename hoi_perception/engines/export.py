@@ -19,10 +19,8 @@ a batch size baked into the graph.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
-import subprocess
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -36,6 +34,8 @@ from torch import nn
 
 from hoi_perception.atomic import atomic_write_bytes
 from hoi_perception.engines.base import BATCH_AXIS, file_sha256, flatten_outputs
+from hoi_perception.models.checkpoint import code_version, load_network_checkpoint
+from hoi_perception.objects.models import load_object_model
 
 log = logging.getLogger(__name__)
 
@@ -220,38 +220,6 @@ class ModelMetadata:
             raise ValueError(f"{source}: wrong model file: " + "; ".join(wrong))
 
 
-def code_version() -> str:
-    """The installed package version and, in a git checkout, the commit (``0.1.0+gabc1234``),
-    marked ``.dirty`` when tracked files differ from it (the commit alone would then not
-    reproduce the run)."""
-    try:
-        version: str | None = importlib.metadata.version("hoi_perception")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    commit = None
-    root = Path(__file__).resolve().parents[2]
-    if (root / ".git").exists():
-        try:
-            result = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                    text=True, timeout=5, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            result = None
-        if result is not None and result.returncode == 0:
-            commit = result.stdout.strip()
-            try:
-                status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                        capture_output=True, text=True, timeout=5, check=False)
-            except (OSError, subprocess.TimeoutExpired):
-                status = None
-            if status is not None and status.returncode == 0 and status.stdout.strip():
-                commit += ".dirty"
-    if version and commit:
-        return f"{version}+g{commit}"
-    if version or commit:
-        return version or f"git-{commit}"
-    return "unknown"
-
-
 # ----------------------------------------------------------------------------- verification
 
 
@@ -385,48 +353,6 @@ def refinement_graphs(network: nn.Module, object_model: Any, batch: int = 2) -> 
     return out
 
 
-def read_training_checkpoint(checkpoint: str | Path) -> dict:
-    """A training checkpoint's dict (tensors on CPU), with clear errors for a missing,
-    unreadable or foreign file: it must hold ``model_config`` and ``model``."""
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for unreadable files
-        raise ValueError(f"checkpoint '{path}' cannot be read as a PyTorch checkpoint: {exc}") from exc
-    if not isinstance(data, dict) or "model_config" not in data or "model" not in data:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"checkpoint '{path}': expected a dict with 'model_config' and 'model', got {keys}")
-    return data
-
-
-def load_network_checkpoint(checkpoint: str | Path) -> nn.Module:
-    """HOINet from a training checkpoint: a dict with ``model_config`` (ModelConfig as a plain
-    dict) and ``model`` (its state dict)."""
-    from hoi_perception.config import ConfigError, from_dict
-    from hoi_perception.models.config import ModelConfig
-    from hoi_perception.models.network import HOINet
-
-    path = Path(checkpoint).expanduser()
-    data = read_training_checkpoint(path)
-    try:
-        config = from_dict(ModelConfig, data["model_config"], f"{path}: model_config")
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-    network = HOINet(config)
-    where = f"checkpoint '{path}': weights do not fit model '{config.name}'"
-    try:
-        result = network.load_state_dict(data["model"], strict=False)
-    except RuntimeError as exc:  # shape mismatches; the message lists one line per tensor
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise ValueError(f"{where}: " + "; ".join(lines[1:4] or lines) + ("; ..." if len(lines) > 4 else "")) from None
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{where}: {len(result.missing_keys)} missing tensors (e.g. {result.missing_keys[:3]}), "
-                         f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})")
-    return network.eval()
-
-
 def export_main(checkpoint: str | Path, fmt: Literal["onnx", "tensorrt"], out: str | Path, *,
                 device: str = "cuda", precision: Literal["fp32", "fp16"] = "fp32", max_batch: int = 4,
                 opset: int = DEFAULT_OPSET, object_name: str | None = None,
@@ -460,8 +386,6 @@ def export_main(checkpoint: str | Path, fmt: Literal["onnx", "tensorrt"], out: s
         if object_name is None:
             raise ValueError(f"model '{config.name}' has a refinement stage (refine: dma), whose graphs hold an "
                              "object's graph: name the object (object_name, from the object library objects)")
-        from hoi_perception.pipeline.estimator import load_object_model
-
         graphs.update(refinement_graphs(network, load_object_model(object_name, objects)))
         extra_props[OBJECT_NAME_KEY] = object_name
     elif object_name is not None:

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# The mirror M in camera axes: x negated.
+MIRROR_X = np.diag([-1.0, 1.0, 1.0])
+
 
 def _width(width: int) -> int:
     if int(width) != width or width < 1:

@@ -46,6 +46,7 @@ from scipy.spatial import ConvexHull
 from torch import nn
 
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, locate_hand
+from hoi_perception.geometry.mirror import MIRROR_X
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.config import ModelConfig
 from hoi_perception.models.dma.features import pool_global_feature
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
     from hoi_perception.models.network import HOINet, NetworkOutput
     from hoi_perception.objects.models import ObjectModel
 
-MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 # Graph input name of each level HOINet offers the refiner (``ModelConfig.dma.feature_strides``).
 LEVEL_INPUTS: dict[int, str] = {1: "crop", 4: "p2"}
 REFINE_GEOMETRY_INPUTS: tuple[str, ...] = ("camera_matrix", "coarse_hand_vertices", "coarse_object_rotation",

@@ -387,3 +387,14 @@ def load_mesh_file(path: str | Path, scale: float = 1.0
     elif visual.kind == "vertex":
         vertex_colors = np.asarray(visual.vertex_colors)[:, :3].astype(np.uint8)
     return vertices, faces, uv, texture, vertex_colors
+
+
+def load_object_model(name: str, library: str | Path | None) -> ObjectModel:
+    """Build only the named entry of an object library YAML (default: the shipped objects.yaml)."""
+    path = resolve_config_path(library if library is not None else "objects.yaml")
+    config = from_dict(ObjectLibraryConfig, read_yaml(path), str(path))
+    if name not in config.objects:
+        raise ConfigError(f"object_name '{name}' is not in the object library {path}; it lists "
+                          f"{sorted(config.objects)}")
+    return build_object(name, config.objects[name], path.parent, config.num_points, config.points_seed,
+                        where=f"{path}: objects.{name}")

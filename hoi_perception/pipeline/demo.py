@@ -447,7 +447,8 @@ def export_models(checkpoint: Path, checkpoint_sha: str, network: Any, models_di
                   object_name: str | None, objects: Path | None) -> dict[str, Path]:
     """ONNX files of ``checkpoint`` in ``models_dir``: reused when exported from these bytes by this
     code version, else exported (``hoi-perception export``)."""
-    from hoi_perception.engines.export import REFINE_GRAPHS, code_version, export_main
+    from hoi_perception.engines.export import REFINE_GRAPHS, export_main
+    from hoi_perception.models.checkpoint import code_version
 
     name = network.config.name
     graphs = ["crop", "detector"] + (list(REFINE_GRAPHS) if network.refiner is not None else [])
@@ -522,7 +523,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     """Run the whole demo into ``out`` (see the module docstring) and return its report."""
     from hoi_perception.bag_io import camera_info_msg, image_msg, open_bag_writer
     from hoi_perception.engines.base import file_sha256
-    from hoi_perception.engines.export import load_network_checkpoint
+    from hoi_perception.models.checkpoint import load_network_checkpoint
     from hoi_perception.pipeline.bag_processing import EstimateBagWriter, draw_result
     from hoi_perception.pipeline.estimator import Estimator
     from hoi_perception.render.overlay import save_png

@@ -44,11 +44,12 @@ import cv2
 import numpy as np
 import torch
 
-from hoi_perception.config import ConfigError, from_dict, read_yaml, resolve_config_path
+from hoi_perception.config import ConfigError
 from hoi_perception.engines.base import InferenceEngine, create_engine
+from hoi_perception.engines.export import REFINE_GRAPHS
 from hoi_perception.geometry.camera import box_union, crop_intrinsics, project, square_box
 from hoi_perception.geometry.hand_translation import locate_hand
-from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_boxes, mirror_points_3d
+from hoi_perception.geometry.mirror import MIRROR_X, mirror_axis_angle, mirror_boxes, mirror_points_3d
 from hoi_perception.geometry.pnp import PnPResult, select_votes, solve_pnp
 from hoi_perception.hand_model.mano import HandModel, HandModelConfig, NumpyHandPoser
 from hoi_perception.models.detection_head import FrameDetections, letterbox_image, select_detections
@@ -56,7 +57,6 @@ from hoi_perception.models.network import DETECTION_OUTPUT_NAMES
 from hoi_perception.models.object_head import box_units_to_points
 from hoi_perception.models.refinement import (
     LEVEL_INPUTS,
-    MIRROR_X,
     REFINED_OUTPUT_NAMES,
     REFINEMENT_GLOBAL_OUTPUT,
     REFINEMENT_P2_OUTPUT,
@@ -64,7 +64,7 @@ from hoi_perception.models.refinement import (
     mirror_pose,
 )
 from hoi_perception.models.results import HandResult, ObjectResult
-from hoi_perception.objects.models import ObjectLibraryConfig, ObjectModel, build_object
+from hoi_perception.objects.models import load_object_model
 from hoi_perception.pipeline.config import EstimatorConfig
 from hoi_perception.pipeline.image_decoding import camera_matrix_problem
 from hoi_perception.pipeline.results import FrameResult, TrackedHand, TrackedObject
@@ -197,7 +197,8 @@ def build_engines(config: EstimatorConfig) -> tuple[InferenceEngine, InferenceEn
     """The crop network and the detector engines that ``config`` names."""
     config.check_model_files()
     if config.engine.kind == "torch":
-        from hoi_perception.engines.export import load_network_checkpoint, network_graphs
+        from hoi_perception.engines.export import network_graphs
+        from hoi_perception.models.checkpoint import load_network_checkpoint
 
         graphs = network_graphs(load_network_checkpoint(config.checkpoint))
         return tuple(create_engine(config.engine, module=graphs[name].module,  # type: ignore[return-value]
@@ -218,7 +219,6 @@ def build_engines(config: EstimatorConfig) -> tuple[InferenceEngine, InferenceEn
     return engines[0], engines[1]
 
 
-REFINE_GRAPHS: tuple[str, ...] = ("refine", "refine_mirrored")
 
 
 def refine_model_paths(crop_model: Path) -> dict[str, Path]:
@@ -239,12 +239,8 @@ def build_refine_engines(config: EstimatorConfig) -> dict[str, InferenceEngine]:
     ``crop_model`` (:func:`refine_model_paths`), whose metadata must name the same model
     and object.
     """
-    from hoi_perception.engines.export import (
-        OBJECT_NAME_KEY,
-        ModelMetadata,
-        load_network_checkpoint,
-        read_onnx_metadata,
-    )
+    from hoi_perception.engines.export import OBJECT_NAME_KEY, ModelMetadata, read_onnx_metadata
+    from hoi_perception.models.checkpoint import load_network_checkpoint
 
     if config.object_name is None:
         raise ConfigError("a refine: dma model refines a hand together with the object: set object_name")
@@ -271,17 +267,6 @@ def build_refine_engines(config: EstimatorConfig) -> dict[str, InferenceEngine]:
                              f"{config.object_name!r}; export it for this object")
         engines[graph] = engine
     return engines
-
-
-def load_object_model(name: str, library: str | Path | None) -> ObjectModel:
-    """Build only the named entry of an object library YAML (default: the shipped objects.yaml)."""
-    path = resolve_config_path(library if library is not None else "objects.yaml")
-    config = from_dict(ObjectLibraryConfig, read_yaml(path), str(path))
-    if name not in config.objects:
-        raise ConfigError(f"object_name '{name}' is not in the object library {path}; it lists "
-                          f"{sorted(config.objects)}")
-    return build_object(name, config.objects[name], path.parent, config.num_points, config.points_seed,
-                        where=f"{path}: objects.{name}")
 
 
 def _square_input_size(engine: InferenceEngine, name: str) -> int:

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hoi_perception.config import ConfigError, from_dict, read_yaml, resolve_config_path
+from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, ESTIMATOR_SECTION
 
-DEFAULT_PERCEPTION_CONFIG = "perception.yaml"
 NODE_SECTION = "node"
-ESTIMATOR_SECTION = "estimator"
 
 Reliability = Literal["best_effort", "reliable"]
 Durability = Literal["volatile", "transient_local"]

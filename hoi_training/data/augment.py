@@ -38,9 +38,9 @@ import numpy as np
 
 from hoi_perception.config import ConfigError
 from hoi_perception.geometry.camera import box_from_points, box_union, crop_intrinsics, project, square_box
+from hoi_perception.geometry.mirror import MIRROR_X
 from hoi_training.data.sample import HandObjectSample, SampleError, rotate_sample_3d
 
-MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 # ITU-R BT.601 luma weights (R, G, B) of the grayscale step.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # Erased rectangles have a height / width ratio in [1 / ERASING_MAX_ASPECT, ERASING_MAX_ASPECT].

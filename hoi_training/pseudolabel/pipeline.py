@@ -61,10 +61,10 @@ import torch
 
 from hoi_perception.config import to_dict
 from hoi_perception.engines.base import file_sha256
-from hoi_perception.engines.export import load_network_checkpoint
 from hoi_perception.geometry.camera import box_iou
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, estimate_hand_translation
-from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_points_3d
+from hoi_perception.geometry.mirror import MIRROR_X, mirror_axis_angle, mirror_points_3d
+from hoi_perception.models.checkpoint import load_network_checkpoint
 from hoi_perception.models.detection_head import (
     DetectionSelectionConfig,
     FrameDetections,
@@ -137,7 +137,6 @@ HAND_OUTPUT_KINDS_WITH_CONFIDENCE: dict[str, OutputKind] = {
     "betas": OutputKind.INVARIANT,
     "joint_confidence": OutputKind.INVARIANT,
 }
-_MIRROR_X = np.array([-1.0, 1.0, 1.0])
 
 
 # ----------------------------------------------------------------------------- settings and network
@@ -542,7 +541,7 @@ class PseudoLabeller:
                                                               rest_wrists[i])
                 if c.geometry.mirrored:  # the network saw a right hand in the mirrored camera
                     joints_rel, vertices_rel = mirror_points_3d(joints_rel), mirror_points_3d(vertices_rel)
-                    pose, rest_wrist = mirror_axis_angle(pose), rest_wrist * _MIRROR_X
+                    pose, rest_wrist = mirror_axis_angle(pose), rest_wrist @ MIRROR_X
                 joints_2d[i] = c.geometry.to_image(out["joints_2d"][i])
                 joints_3d[i], vertices[i], hand_pose[i] = joints_rel, vertices_rel, pose
                 fit = estimate_hand_translation(joints_2d[i], joints_rel, c.K, confidence[i],

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from hoi_perception.geometry.mirror import MIRROR_X
 from hoi_perception.models.dma.graph import MeshGraph, hand_graph
 from hoi_perception.models.dma.refiner import DMAOutput
 from hoi_perception.models.network import HOINet, NetworkOutput
-from hoi_perception.models.refinement import MIRROR_X, ObjectGraphCache, refine_crops, solve_crop_geometry
+from hoi_perception.models.refinement import ObjectGraphCache, refine_crops, solve_crop_geometry
 from hoi_perception.objects.models import ObjectLibrary, load_object_library
 from hoi_training.dma_losses import DMALoss, DMATargets
 from hoi_training.losses import HandObjectTargets, LossOutput

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hoi_perception.config import ConfigError, from_dict, to_dict
-from hoi_perception.engines.export import read_training_checkpoint
+from hoi_perception.models.checkpoint import read_training_checkpoint
 from hoi_perception.models.config import ModelConfig
 from hoi_perception.models.network import HOINet
 
