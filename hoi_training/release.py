@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from hoi_perception.atomic import atomic_save_with
+from hoi_perception.geometry.crop import CROP_SETTINGS_KEY
 from hoi_perception.models.checkpoint import load_network_checkpoint, read_training_checkpoint
 
 RELEASE_FORMAT = "hoi_perception_release/1"
@@ -25,6 +26,7 @@ def release_checkpoint(source: str | Path, destination: str | Path, fp16: bool =
     weights = {name: (t.half() if fp16 and t.is_floating_point() else t).contiguous()
                for name, t in data["model"].items()}
     release = {"format": RELEASE_FORMAT, "model_config": data["model_config"], "model": weights,
+               **({CROP_SETTINGS_KEY: data[CROP_SETTINGS_KEY]} if CROP_SETTINGS_KEY in data else {}),
                "step": data.get("step"), "epoch": data.get("epoch"), "code_version": data.get("code_version"),
                "source_sha256": hashlib.sha256(Path(source).expanduser().read_bytes()).hexdigest()}
     destination = Path(destination).expanduser()

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from hoi_perception.atomic import atomic_save_with, atomic_write_text
 from hoi_perception.config import ConfigError, load_config, to_dict
+from hoi_perception.geometry.crop import CROP_SETTINGS_KEY
 from hoi_perception.models.checkpoint import code_version
 from hoi_perception.models.network import HandHeatmaps, HOINet, NetworkOutput
 from hoi_perception.models.object_head import points_to_box_units
@@ -185,6 +186,9 @@ class Trainer:
             log.info("amp '%s' applies on CUDA only; training in fp32 on %s", config.amp, device)
 
         self.semihand, self.semihand_rounds = self._build_semihand(names)
+        # The crops' enlargement travels in the checkpoint: the runtime crops as the model was trained.
+        self.crop_box_expansion = (config.semihand.augmentation.diversity.box_expansion
+                                   if config.semihand.pseudo_labels.enabled else config.augmentation.box_expansion)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -239,6 +243,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "world_size": self.context.world_size,
             "train_config": to_dict(self.config),
+            CROP_SETTINGS_KEY: {"box_expansion": self.crop_box_expansion},
             "code_version": code_version(),
         }
 

@@ -34,7 +34,8 @@ from torch import nn
 
 from hoi_perception.atomic import atomic_write_bytes
 from hoi_perception.engines.base import BATCH_AXIS, file_sha256, flatten_outputs
-from hoi_perception.models.checkpoint import code_version, load_network_checkpoint
+from hoi_perception.geometry.crop import checkpoint_box_expansion
+from hoi_perception.models.checkpoint import code_version, load_network_checkpoint, read_training_checkpoint
 from hoi_perception.objects.models import load_object_model
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ GraphName = Literal["crop", "detector", "refine", "refine_mirrored"]
 REFINE_GRAPHS: tuple[str, ...] = ("refine", "refine_mirrored")
 # Metadata key of the refine graphs: the object whose graph they hold.
 OBJECT_NAME_KEY = METADATA_PREFIX + "object_name"
+OPTIONAL_FIELDS = ("crop_box_expansion",)  # ModelMetadata fields older exports lack
 
 
 class FlatOutputModule(nn.Module):
@@ -192,22 +194,30 @@ class ModelMetadata:
     input_size: int
     checkpoint_sha256: str
     code_version: str
+    # The crop enlargement the model was trained with (None: the checkpoint predates the record).
+    crop_box_expansion: float | None = None
 
     def to_props(self) -> dict[str, str]:
-        return {METADATA_PREFIX + f.name: str(getattr(self, f.name)) for f in fields(self)}
+        return {METADATA_PREFIX + f.name: str(getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) is not None}
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str) -> ModelMetadata:
         """Parse :meth:`to_props` output; ``source`` (a file name) is named in errors."""
-        missing = [f.name for f in fields(cls) if METADATA_PREFIX + f.name not in props]
+        missing = [f.name for f in fields(cls)
+                   if METADATA_PREFIX + f.name not in props and f.name not in OPTIONAL_FIELDS]
         if missing:
             raise ValueError(f"{source}: not exported by hoi-perception export (metadata lacks "
                              f"{[METADATA_PREFIX + m for m in missing]})")
-        values: dict[str, Any] = {f.name: props[METADATA_PREFIX + f.name] for f in fields(cls)}
+        values: dict[str, Any] = {f.name: props[METADATA_PREFIX + f.name] for f in fields(cls)
+                                  if METADATA_PREFIX + f.name in props}
         try:
             values["input_size"] = int(values["input_size"])
+            if "crop_box_expansion" in values:
+                values["crop_box_expansion"] = float(values["crop_box_expansion"])
         except ValueError:
-            raise ValueError(f"{source}: metadata input_size {values['input_size']!r} is not an integer") from None
+            raise ValueError(f"{source}: metadata input_size {values['input_size']!r} or crop_box_expansion "
+                             f"{values.get('crop_box_expansion')!r} is not a number") from None
         return cls(**values)
 
     def check(self, source: str, graph: str | None = None, model_name: str | None = None,
@@ -393,10 +403,12 @@ def export_main(checkpoint: str | Path, fmt: Literal["onnx", "tensorrt"], out: s
                          "(refine: none); its graphs do not depend on the object")
     checkpoint_hash = file_sha256(checkpoint)
     version = code_version()
+    box_expansion = checkpoint_box_expansion(read_training_checkpoint(checkpoint))
     written: dict[str, Path] = {}
     for name, graph in graphs.items():
         metadata = ModelMetadata(graph=name, model_name=config.name, input_size=config.input_size,
-                                 checkpoint_sha256=checkpoint_hash, code_version=version)
+                                 checkpoint_sha256=checkpoint_hash, code_version=version,
+                                 crop_box_expansion=box_expansion)
         props = metadata.to_props()
         if name in REFINE_GRAPHS:
             props.update(extra_props)

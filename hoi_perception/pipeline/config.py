@@ -49,9 +49,10 @@ class EstimatorConfig:
     mano_dir: Path | None = None
     # Temporal filter settings (hoi_perception.tracking.FilterConfig), a YAML path.
     filter_config: Path = Path("filter.yaml")
-    # Each of the hand and object boxes grows by this factor before their union is
-    # squared into the crop: the training crop's setting (hoi_training AugmentConfig).
-    crop_box_expansion: float = 1.5
+    # Each of the hand and object boxes grows by this factor before their union is squared
+    # into the crop. null: as the model was trained (its checkpoint or exported graphs
+    # record it); a value that contradicts the model's record is refused.
+    crop_box_expansion: float | None = None
     detection: DetectionSelectionConfig = field(default_factory=DetectionSelectionConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
@@ -62,7 +63,7 @@ class EstimatorConfig:
             raise ConfigError("hand_sides: list at least one of 'right', 'left'")
         if len(set(self.hand_sides)) != len(self.hand_sides):
             raise ConfigError(f"hand_sides: each side at most once, got {self.hand_sides}")
-        if self.crop_box_expansion < 1.0:
+        if self.crop_box_expansion is not None and self.crop_box_expansion < 1.0:
             raise ConfigError(f"crop_box_expansion must be >= 1, got {self.crop_box_expansion}")
         if self.object_name == "":
             raise ConfigError("object_name: give an object library name, or null to track hands only")

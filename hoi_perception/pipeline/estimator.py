@@ -47,7 +47,13 @@ import torch
 from hoi_perception.config import ConfigError
 from hoi_perception.engines.base import InferenceEngine, create_engine
 from hoi_perception.engines.export import REFINE_GRAPHS
-from hoi_perception.geometry.camera import box_union, crop_intrinsics, project, square_box
+from hoi_perception.geometry.camera import crop_intrinsics, project
+from hoi_perception.geometry.crop import (
+    DEFAULT_BOX_EXPANSION,
+    checkpoint_box_expansion,
+    resolve_box_expansion,
+    square_crop_box,
+)
 from hoi_perception.geometry.hand_translation import locate_hand
 from hoi_perception.geometry.mirror import MIRROR_X, mirror_axis_angle, mirror_boxes, mirror_points_3d
 from hoi_perception.geometry.pnp import PnPResult, select_votes, solve_pnp
@@ -113,11 +119,6 @@ class CropGeometry:
         return points @ inverse[:2, :2].T + inverse[:2, 2]
 
 
-def _expand(box: np.ndarray, factor: float) -> np.ndarray:
-    centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * factor
-    return np.concatenate([centre - half, centre + half])
-
-
 def _box_through(matrix: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     x0, y0, x1, y1 = box
     corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ matrix[:2, :2].T + matrix[:2, 2]
@@ -125,7 +126,7 @@ def _box_through(matrix: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
 
 
 def crop_geometry(hand_box: np.ndarray, object_box: np.ndarray, image_width: int, size: int, mirrored: bool,
-                  box_expansion: float = 1.5) -> CropGeometry:
+                  box_expansion: float = DEFAULT_BOX_EXPANSION) -> CropGeometry:
     """The training crop (``hoi_training.data.augment.evaluation_crop``) for these full-image boxes.
 
     Mirrored crops are the training crop of the mirrored image (``mirror_sample``: boxes
@@ -137,7 +138,7 @@ def crop_geometry(hand_box: np.ndarray, object_box: np.ndarray, image_width: int
     if mirrored:
         flip = np.array([[-1.0, 0.0, image_width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     hand_w, object_w = (mirror_boxes(b, image_width) if mirrored else b for b in (hand_box, object_box))
-    union = square_box(box_union(_expand(hand_w, box_expansion), _expand(object_w, box_expansion)))
+    union = square_crop_box((hand_w, object_w), box_expansion)
     side = float(union[2] - union[0])
     if not side > 1.0:
         raise ValueError(f"crop box {union.tolist()} is degenerate (hand box {hand_box.tolist()}, "
@@ -219,6 +220,21 @@ def build_engines(config: EstimatorConfig) -> tuple[InferenceEngine, InferenceEn
     return engines[0], engines[1]
 
 
+
+
+def trained_box_expansion(config: EstimatorConfig, crop_engine: InferenceEngine) -> float | None:
+    """The crop enlargement the crop network was trained with, from its exported metadata or its
+    checkpoint (torch engine); None where neither records it."""
+    from hoi_perception.engines.export import METADATA_PREFIX, ModelMetadata
+
+    metadata = getattr(crop_engine, "metadata", None) or {}
+    if any(key.startswith(METADATA_PREFIX) for key in metadata):
+        return ModelMetadata.from_props(metadata, crop_engine.describe()).crop_box_expansion
+    if config.engine.kind == "torch" and config.checkpoint is not None:
+        from hoi_perception.models.checkpoint import read_training_checkpoint
+
+        return checkpoint_box_expansion(read_training_checkpoint(config.checkpoint))
+    return None
 
 
 def refine_model_paths(crop_model: Path) -> dict[str, Path]:
@@ -355,6 +371,8 @@ class Estimator:
         self.crop_engine = crop_engine
         self.detector_engine = detector_engine
         self.crop_size = _square_input_size(crop_engine, "crop")
+        trained = trained_box_expansion(config, crop_engine)
+        self.box_expansion = resolve_box_expansion(config.crop_box_expansion, trained, crop_engine.describe())
         self.detector_size = _square_input_size(detector_engine, DETECTOR_INPUT)
         self.object_model = (load_object_model(config.object_name, config.objects)
                              if config.object_name is not None else None)
@@ -511,10 +529,10 @@ class Estimator:
                 continue
             object_box = obj.box if obj is not None else hand.box
             geometry = crop_geometry(hand.box, object_box, width, self.crop_size, side == "left",
-                                     self.config.crop_box_expansion)
+                                     self.box_expansion)
             jobs.append(_CropJob(hand, obj, geometry))
         if not jobs and obj is not None:
-            geometry = crop_geometry(obj.box, obj.box, width, self.crop_size, False, self.config.crop_box_expansion)
+            geometry = crop_geometry(obj.box, obj.box, width, self.crop_size, False, self.box_expansion)
             jobs.append(_CropJob(None, obj, geometry))
         return jobs
 

@@ -37,7 +37,8 @@ import cv2
 import numpy as np
 
 from hoi_perception.config import ConfigError
-from hoi_perception.geometry.camera import box_from_points, box_union, crop_intrinsics, project, square_box
+from hoi_perception.geometry.camera import box_from_points, crop_intrinsics, project
+from hoi_perception.geometry.crop import DEFAULT_BOX_EXPANSION, square_crop_box
 from hoi_perception.geometry.mirror import MIRROR_X
 from hoi_training.data.sample import HandObjectSample, SampleError, rotate_sample_3d
 
@@ -52,7 +53,7 @@ class AugmentConfig:
     """Crop and jitter settings; the defaults are SHO/HFL's (HFL's 256 px input)."""
 
     output_size: int = 256
-    box_expansion: float = 1.5
+    box_expansion: float = DEFAULT_BOX_EXPANSION
     scale_jitter: float = 0.2
     center_jitter: float = 0.1
     rotation_deg: float = 180.0
@@ -104,23 +105,14 @@ def crop_box_of(sample: HandObjectSample, box_expansion: float) -> np.ndarray:
 
     Falls back to the 2D joints' extent, then to the largest centred square of the image.
     """
-    boxes = [_expand(b, box_expansion) for b in (sample.hand_box, sample.object_box) if b is not None]
+    boxes = [b for b in (sample.hand_box, sample.object_box) if b is not None]
     if not boxes and sample.joints_2d is not None:
-        boxes = [_expand(np.concatenate([sample.joints_2d.min(0), sample.joints_2d.max(0)]), box_expansion)]
+        boxes = [np.concatenate([sample.joints_2d.min(0), sample.joints_2d.max(0)])]
     if not boxes:
         width, height = sample.image_size
         side = min(width, height)
         return np.array([(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2])
-    union = boxes[0]
-    for box in boxes[1:]:
-        union = box_union(union, box)
-    return square_box(union)
-
-
-def _expand(box: np.ndarray, factor: float) -> np.ndarray:
-    box = np.asarray(box, dtype=np.float64)
-    centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * factor
-    return np.concatenate([centre - half, centre + half])
+    return square_crop_box(boxes, box_expansion)
 
 
 def _apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:

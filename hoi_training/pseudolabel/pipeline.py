@@ -51,7 +51,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -62,9 +62,10 @@ import torch
 from hoi_perception.config import to_dict
 from hoi_perception.engines.base import file_sha256
 from hoi_perception.geometry.camera import box_iou
+from hoi_perception.geometry.crop import checkpoint_box_expansion, resolve_box_expansion
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, estimate_hand_translation
 from hoi_perception.geometry.mirror import MIRROR_X, mirror_axis_angle, mirror_points_3d
-from hoi_perception.models.checkpoint import load_network_checkpoint
+from hoi_perception.models.checkpoint import load_network_checkpoint, read_training_checkpoint
 from hoi_perception.models.detection_head import (
     DetectionSelectionConfig,
     FrameDetections,
@@ -147,7 +148,7 @@ class LabellingGeometry:
     """The runtime settings pseudo-labelling shares with the estimator (``perception.yaml``'s
     ``estimator:`` section), so labels are made exactly as the deployed system sees hands."""
 
-    crop_box_expansion: float = 1.5
+    crop_box_expansion: float | None = None  # None until run_job resolves it with the checkpoint's record
     hand_sides: tuple[str, ...] = ("right", "left")
     detection: DetectionSelectionConfig = field(default_factory=DetectionSelectionConfig)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
@@ -616,6 +617,9 @@ def run_job(checkpoint: str | Path, source_kind: SourceKind, input_path: str | P
         raise ValueError(f"--source: expected one of {list(SOURCE_KINDS)}, got {source_kind!r}")
     config.validate()
     network = load_network_checkpoint(checkpoint)
+    trained = checkpoint_box_expansion(read_training_checkpoint(checkpoint))
+    geometry = replace(geometry, crop_box_expansion=resolve_box_expansion(geometry.crop_box_expansion, trained,
+                                                                           f"checkpoint '{checkpoint}'"))
     identity = job_identity(checkpoint, source_kind, input_path, config, geometry, network)
     source = open_source(source_kind, input_path, config.source)
     units = plan_units(source.sequences(), config.sharding.max_frames_per_unit)
