@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -39,7 +40,9 @@ from hoi_perception.models.backbones import count_parameters  # noqa: E402
 from hoi_perception.models.config import ModelConfig, load_model_config  # noqa: E402
 from hoi_perception.models.network import CropNetworkExport, DetectionExport, HOINet  # noqa: E402
 
-DEFAULT_CONFIGS = ("hfl_r50", "sho_r50", "hfl_r18")
+DEFAULT_CONFIGS = ("hfl_r50", "sho_r50", "hfl_r18", "cpu_r18")
+# MediaPipe Hands' models, as extracted from the mediapipe 0.10.21 wheel (see --mediapipe-models).
+MEDIAPIPE_MODELS = {"palm detector": "palm_detection_full.tflite", "hand landmark model": "hand_landmark_full.tflite"}
 
 
 @dataclass
@@ -108,6 +111,31 @@ def _measure(module: torch.nn.Module, args: tuple[torch.Tensor, ...], threads: i
                       Timing.of(onnx_samples) if session is not None else None)
 
 
+def measure_mediapipe(folder: Path, threads: int, warmup: int, runs: int) -> dict[str, Timing]:
+    """MediaPipe Hands' palm detector and landmark model in LiteRT (``ai-edge-litert``), batch 1, interleaved."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreters = {}
+    for name, file in MEDIAPIPE_MODELS.items():
+        path = folder / file
+        if not path.is_file():
+            raise FileNotFoundError(f"--mediapipe-models: '{path}' not found (take it out of the mediapipe 0.10.21 "
+                                    "wheel: mediapipe/modules/*/)")
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreters[name] = (interpreter, detail["index"], np.random.rand(*detail["shape"]).astype(np.float32))
+    samples: dict[str, list[float]] = {name: [] for name in interpreters}
+    for i in range(warmup + runs):
+        for name, (interpreter, index, image) in interpreters.items():
+            start = time.perf_counter()
+            interpreter.set_tensor(index, image)
+            interpreter.invoke()
+            if i >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    return {name: Timing.of(values) for name, values in samples.items()}
+
+
 def benchmark_config(name: str, threads: int, warmup: int, runs: int, with_onnx: bool) -> ConfigResult:
     config = load_model_config(f"models/{name}.yaml")
     torch.manual_seed(0)
@@ -132,7 +160,8 @@ def _fmt_time(t: Timing | None) -> str:
 
 
 def write_report(results: list[ConfigResult], path: Path, threads: int, warmup: int, runs: int,
-                 load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> str:
+                 load_before: tuple[float, float, float], load_after: tuple[float, float, float],
+                 mediapipe: dict[str, Timing] | None = None) -> str:
     wait_policy = os.environ.get("OMP_WAIT_POLICY", "")
     lines = [
         "# HOINet latency, FLOPs and parameters (CPU, batch 1)",
@@ -170,6 +199,14 @@ def write_report(results: list[ConfigResult], path: Path, threads: int, warmup: 
             speed = "-" if graph.onnx_speedup is None else f"{graph.onnx_speedup:.2f}x"
             lines.append(f"| {r.config.name} | {r.config.input_size} | {graph.gflops:.1f} | "
                          f"{_fmt_time(graph.torch_time)} | {_fmt_time(graph.onnx_time)} | {speed} |")
+    if mediapipe:
+        lines += ["", "## MediaPipe Hands in the same run (LiteRT, XNNPACK, same thread count)", "",
+                  "| model | input | ms |", "| --- | --- | --- |",
+                  f"| palm detector (`palm_detection_full.tflite`) | 192 | {_fmt_time(mediapipe['palm detector'])} |",
+                  f"| hand landmark model (`hand_landmark_full.tflite`) | 224 | "
+                  f"{_fmt_time(mediapipe['hand landmark model'])} |", "",
+                  "Per hand MediaPipe runs the landmark model (and the palm detector when it has no track); "
+                  "ours runs the detector once per frame and the crop network per hand."]
     lines += ["", "## Parameters (trainable; the MANO layer is fixed and not counted)", "",
               "| config | total | backbone (ResNet + FPN) | interaction | heads (hand, object, detection) |",
               "| --- | --- | --- | --- | --- |"]
@@ -192,6 +229,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-onnx", action="store_true", help="PyTorch only")
+    parser.add_argument("--mediapipe-models", type=Path, default=None,
+                        help="folder with MediaPipe's palm_detection_full.tflite and hand_landmark_full.tflite "
+                             "(from the mediapipe 0.10.21 wheel); timed with ai-edge-litert in the same run")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "network_latency.md")
     args = parser.parse_args()
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
@@ -205,7 +245,10 @@ def main() -> None:
               + (f", {result.crop.onnx_time.median_ms:.1f} ms onnxruntime" if result.crop.onnx_time else "")
               + f"; detect {result.detect.torch_time.median_ms:.1f} ms torch", flush=True)
         results.append(result)
-    print(write_report(results, args.output, args.threads, args.warmup, args.runs, load_before, os.getloadavg()))
+    mediapipe = (measure_mediapipe(args.mediapipe_models, args.threads, args.warmup, args.runs)
+                 if args.mediapipe_models is not None else None)
+    print(write_report(results, args.output, args.threads, args.warmup, args.runs, load_before, os.getloadavg(),
+                       mediapipe))
 
 
 if __name__ == "__main__":
