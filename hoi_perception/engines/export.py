@@ -389,12 +389,19 @@ def read_training_checkpoint(checkpoint: str | Path) -> dict:
     """A training checkpoint's dict (tensors on CPU), with clear errors for a missing,
     unreadable or foreign file: it must hold ``model_config`` and ``model``."""
     path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        found = sorted(p.relative_to(path).as_posix() for p in path.glob("**/*.pt"))[:3]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise ValueError(f"checkpoint '{path}' is a folder; expected a .pt file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint '{path}' is empty (0 bytes); an interrupted copy or download?")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable files
-        raise ValueError(f"checkpoint '{path}' cannot be read as a PyTorch checkpoint: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint '{path}' cannot be read as a PyTorch checkpoint: {reason}") from exc
     if not isinstance(data, dict) or "model_config" not in data or "model" not in data:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"checkpoint '{path}': expected a dict with 'model_config' and 'model', got {keys}")

@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hoi_perception.bag_io import open_bag_writer
+from hoi_perception.output_paths import ROSBAG, check_output
 from hoi_perception.pipeline.image_decoding import (
     CAMERA_INFO_TYPE,
     DEPTH_ENCODINGS,
@@ -62,6 +63,10 @@ TRACKING_STATE_VALUES = {"detecting": 0, "tracking": 1, "lost": 2}  # HandObject
 
 class BagTopicError(ValueError):
     """The input bag's topics do not say unambiguously what to process."""
+
+
+class NothingProcessedError(ValueError):
+    """Not one frame of the input could be processed; the message says why."""
 
 
 # ----------------------------------------------------------------------------- topics
@@ -94,6 +99,11 @@ def choose_topics(types: dict[str, str], encodings: dict[str, str], image: str |
         if given is not None and types[given] not in allowed:
             raise BagTopicError(f"topic {given} carries {types[given]}, expected {' or '.join(allowed)}")
     depth_topics = sorted(t for t, m in types.items() if m == IMAGE_TYPE and encodings.get(t) in DEPTH_ENCODINGS)
+    if image is not None and image in depth_topics:
+        raise BagTopicError(f"topic {image} carries depth images ({encodings[image]}), not colour; choose the colour "
+                            f"topic with --image-topic. Topics present: {_listing(types)}")
+    if depth is not None and depth == image:
+        raise BagTopicError(f"--depth-topic {depth} is the image topic; give the aligned depth topic or --no-depth")
     if image is None:
         colour = sorted(t for t, m in types.items() if m in IMAGE_TYPES and t not in depth_topics)
         # A raw topic and its image_transport twin <topic>/compressed are one stream: prefer raw.
@@ -111,6 +121,7 @@ def choose_topics(types: dict[str, str], encodings: dict[str, str], image: str |
             raise BagTopicError(f"{'several' if infos else 'no'} CameraInfo topics for {image} ({infos}); "
                                 f"choose one with --camera-info-topic. Topics present: {_listing(types)}")
         camera_info = infos[0]
+    depth_topics = [t for t in depth_topics if t != image]  # never the colour stream itself
     if depth is None and use_depth and len(depth_topics) == 1:
         depth = depth_topics[0]
     elif depth is None and use_depth and depth_topics:
@@ -358,8 +369,14 @@ class _PendingImage:
 def process_bag(estimator: Any, in_bag: str | Path, out_bag: str | Path, *, image_topic: str | None = None,
                 camera_info_topic: str | None = None, depth_topic: str | None = None, use_depth: bool = True,
                 storage: str = "mcap", overwrite: bool = False, progress: bool = True) -> BagSummary:
-    """Run ``estimator`` (an :class:`~hoi_perception.pipeline.estimator.Estimator`) over a bag."""
+    """Run ``estimator`` (an :class:`~hoi_perception.pipeline.estimator.Estimator`) over a bag.
+
+    Raises :class:`NothingProcessedError` (and writes no bag) when no frame could be processed.
+    """
+    check_output(out_bag, kind=ROSBAG, inputs=[in_bag], overwrite=overwrite, option="output bag")
     reader = BagReader(in_bag)
+    if not any(reader.counts.values()):
+        raise BagTopicError(f"input bag '{reader.path}' holds no messages")
     encodings = _first_encodings(reader)
     topics = choose_topics(reader.types, encodings, image_topic, camera_info_topic, depth_topic, use_depth)
     summary = BagSummary(topics)
@@ -399,14 +416,20 @@ def process_bag(estimator: Any, in_bag: str | Path, out_bag: str | Path, *, imag
             _process_one(estimator, reader, writer, pending.popleft(), infos, depths, topics, summary)
             bar.update()
         bar.close()
+        if summary.processed == 0:  # raising inside the writer leaves no output bag behind
+            reasons = "; ".join(f"{reason}: {count}" for reason, count in sorted(summary.skipped.items()))
+            raise NothingProcessedError(f"no frame of '{in_bag}' was processed ({summary.images} images on "
+                                        f"{topics.image}{'; ' + reasons if reasons else ''}); no output bag written")
     summary.written = writer.written
     summary.damaged = reader.damaged
     return summary
 
 
 def _count(summary: BagSummary, kind: str, exc: Exception | str) -> None:
+    """Count a skip; only the first of each kind is logged (the summary has the totals)."""
     summary.skipped[kind] += 1
-    log.warning("%s: %s", kind, exc)
+    if summary.skipped[kind] == 1:
+        log.warning("%s: %s (further ones are only counted in the summary)", kind, exc)
 
 
 def _first_encodings(reader: BagReader) -> dict[str, str]:
@@ -493,8 +516,12 @@ def process_bag_main(in_bag: str | Path, out_bag: str | Path, image_topic: str |
     perception.yaml, with ``overrides``), process ``in_bag`` into ``out_bag`` and print a summary."""
     from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
     from hoi_perception.pipeline.estimator import Estimator
+    from hoi_perception.pipeline.shipped_model import describe_targets, with_shipped_model
 
-    estimator = Estimator(load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides))
+    check_output(out_bag, kind=ROSBAG, inputs=[in_bag], overwrite=overwrite, option="output bag")  # before loading
+    estimator_config = with_shipped_model(load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides))
+    print(describe_targets(estimator_config))
+    estimator = Estimator(estimator_config)
     summary = process_bag(estimator, in_bag, out_bag, image_topic=image_topic, camera_info_topic=camera_info_topic,
                           depth_topic=depth_topic, use_depth=use_depth, storage=storage, overwrite=overwrite)
     for line in summary.lines():

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hoi_perception.config import ConfigError, apply_overrides, from_dict, read_yaml, resolve_config_path
+from hoi_perception.config import (
+    ConfigError,
+    apply_overrides,
+    check_override_keys,
+    from_dict,
+    read_yaml,
+    resolve_config_path,
+)
 from hoi_perception.engines.base import EngineConfig
 from hoi_perception.geometry.hand_translation import HandTranslationConfig
 from hoi_perception.geometry.pnp import PnPConfig
@@ -110,5 +117,7 @@ def load_estimator_config(source: str | Path | dict[str, Any] | None = DEFAULT_P
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: '{ESTIMATOR_SECTION}' must be a mapping, got {type(data).__name__}")
         where = f"{path}: {ESTIMATOR_SECTION}"
+    overrides = list(overrides)
+    check_override_keys(EstimatorConfig, overrides)
     data = apply_overrides(data, overrides)
     return from_dict(EstimatorConfig, data, where)

@@ -273,6 +273,12 @@ def build_refine_engines(config: EstimatorConfig) -> dict[str, InferenceEngine]:
     return engines
 
 
+def load_object_library_names(library: str | Path | None) -> list[str]:
+    """The object names of an object library YAML (default: the shipped objects.yaml), sorted."""
+    path = resolve_config_path(library if library is not None else "objects.yaml")
+    return sorted(from_dict(ObjectLibraryConfig, read_yaml(path), str(path)).objects)
+
+
 def load_object_model(name: str, library: str | Path | None) -> ObjectModel:
     """Build only the named entry of an object library YAML (default: the shipped objects.yaml)."""
     path = resolve_config_path(library if library is not None else "objects.yaml")
@@ -510,7 +516,10 @@ class Estimator:
 
     def _skip(self, stamp: Any, kind: str, reason: str, timings: Mapping[str, float] | None = None) -> FrameResult:
         self.skipped[kind] += 1
-        log.warning("frame at %s skipped: %s", stamp, reason)
+        if self.skipped[kind] == 1:  # later ones of this kind are counted, not logged per frame
+            log.warning("frame at %s skipped: %s (further '%s' skips are counted, not logged)", stamp, reason, kind)
+        else:
+            log.debug("frame at %s skipped: %s", stamp, reason)
         value = float(stamp) if isinstance(stamp, (int, float, np.number)) and not isinstance(stamp, bool) \
             else float("nan")
         return FrameResult(value, tracking_state="tracking" if self.tracker.tracks else "lost",
