@@ -25,6 +25,7 @@ from hoi_perception.engines.base import EngineConfig
 from hoi_perception.geometry.hand_translation import HandTranslationConfig
 from hoi_perception.geometry.pnp import PnPConfig
 from hoi_perception.models.detection_head import DetectionSelectionConfig
+from hoi_perception.pipeline.gates import GateConfig
 from hoi_perception.pipeline.tracking import TrackingConfig
 
 DEFAULT_PERCEPTION_CONFIG = "perception.yaml"
@@ -63,6 +64,7 @@ class EstimatorConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
+    gates: GateConfig = field(default_factory=GateConfig)
 
     def validate(self) -> None:
         if not self.hand_sides:

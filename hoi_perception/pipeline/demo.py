@@ -69,7 +69,6 @@ VIDEO_NAME = "overlay.mp4"
 FRAMES_DIR = "frames"
 REPORT_JSON = "demo_report.json"
 REPORT_MD = "demo_report.md"
-GROUND_TRUTH_COLOR = (255, 255, 255)
 ADD_DIAMETER_FRACTION = 0.1
 # Estimator settings the demo sets itself from --checkpoint and the sequence.
 DEMO_OWNED_SETTINGS = ("checkpoint", "crop_model", "detector_model")
@@ -472,13 +471,6 @@ def _demo_estimator_config(config: str | Path | None, overrides: Sequence[str]) 
     return estimator_config
 
 
-def _ground_truth_overlay(image: np.ndarray, joints2d: np.ndarray) -> np.ndarray:
-    from hoi_perception.render.overlay import draw_hand_skeleton
-
-    return draw_hand_skeleton(image, joints2d, joint_colors=[GROUND_TRUTH_COLOR] * len(joints2d), thickness=1,
-                              radius=1)
-
-
 class _VideoWriter:
     """MP4 through OpenCV, written under a hidden name and renamed into place when complete."""
 
@@ -523,8 +515,9 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     from hoi_perception.bag_io import camera_info_msg, image_msg, open_bag_writer
     from hoi_perception.engines.base import file_sha256
     from hoi_perception.engines.export import load_network_checkpoint
-    from hoi_perception.pipeline.bag_processing import EstimateBagWriter, draw_result
+    from hoi_perception.pipeline.bag_processing import EstimateBagWriter, object_control_points
     from hoi_perception.pipeline.estimator import Estimator
+    from hoi_perception.pipeline.messages import draw_frame
     from hoi_perception.render.overlay import save_png
     from hoi_training.data.sample import read_rgb
     from hoi_training.data.synthetic import read_sequence_labels
@@ -572,7 +565,6 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     K = np.asarray(labels["K"], dtype=np.float64)
     width, height = int(meta["width"]), int(meta["height"])
     object_model = estimator.object_model
-    control_points = None if object_model is None else object_model.control_points
     frames_dir = out_dir / FRAMES_DIR
     frames_dir.mkdir(parents=True, exist_ok=True)
     for stale in frames_dir.glob("[0-9]*.png"):  # overlays of an earlier run
@@ -587,7 +579,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     try:
         with open_bag_writer(out_dir / BAG_NAME, storage="mcap", overwrite=True) as bag:
             writer = EstimateBagWriter(bag, {side: estimator.hand_faces(side) for side in ("right", "left")},
-                                       control_points, object_name)
+                                       object_control_points(estimator))
             for index in range(int(meta["frames"])):
                 image = read_rgb(seq_dir / "rgb" / f"{index:06d}.png")
                 stamp_s = float(labels["timestamps"][index])
@@ -607,8 +599,8 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
                     wall_ms.append(elapsed)
                     predictions.append(prediction_from_result(result, meta["hand_side"]))
                     writer.write(result, image, K, stamp_ns, CAMERA_FRAME_ID, stamp_ns)
-                    drawn = draw_result(_ground_truth_overlay(image, labels["joints2d"][index]), result, K,
-                                        control_points)
+                    drawn = draw_frame(image, result, K, object_control_points(estimator),
+                                       ground_truth_joints=[labels["joints2d"][index]])
                 video.write(drawn)
                 if index % sequence.png_interval == 0:
                     save_png(frames_dir / f"{index:06d}.png", drawn)

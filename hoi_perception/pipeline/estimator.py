@@ -19,6 +19,9 @@ Per frame (:meth:`Estimator.process`):
    joints and wrist replace the hand's, the refined mesh's offsets from the coarse one
    are kept for the output mesh, and the crop that gave the object pose gives the
    refined object pose;
+4c. **gates** - a hand or object pose whose projection contradicts its 2D box (centre,
+   size, hence depth) or its 2D joints / control-point votes is refused with a reason
+   (:mod:`hoi_perception.pipeline.gates`): it is not filtered, published or followed;
 5. **filter** - per track the hand and object temporal filters, then the MANO layer
    re-poses the hand mesh from the filtered pose and shape, so mesh and joints agree.
 
@@ -66,6 +69,7 @@ from hoi_perception.models.refinement import (
 from hoi_perception.models.results import HandResult, ObjectResult
 from hoi_perception.objects.models import ObjectLibraryConfig, ObjectModel, build_object
 from hoi_perception.pipeline.config import EstimatorConfig
+from hoi_perception.pipeline.gates import GateMeasures, gate_problem, hand_measures, object_measures
 from hoi_perception.pipeline.image_decoding import camera_matrix_problem
 from hoi_perception.pipeline.results import FrameResult, TrackedHand, TrackedObject
 from hoi_perception.pipeline.tracking import BoxTracker, Track
@@ -347,6 +351,7 @@ class _ObjectEstimate:
     inlier_points: int
     confidence: float
     crop_index: int = -1
+    rejection: str = ""  # why a plausibility gate refused the pose (pnp is then a failure)
 
 
 def _ms(start: float) -> float:
@@ -491,6 +496,14 @@ class Estimator:
             object_estimate = self._refine(jobs, inputs, outputs, hands, object_estimate, K)
             timings["refine"] = _ms(start)
 
+        measures: dict[str, GateMeasures] = {}
+        hand_failures: dict[str, str] = {}
+        if self.config.gates.enabled:
+            for hand in hands:
+                self._gate_hand(hand, K, measures, hand_failures)
+            if object_estimate is not None and object_estimate.pnp.success:
+                object_estimate = self._gate_object(object_estimate, K, measures)
+
         start = time.perf_counter()
         filtered = [(hand, self._filter_hand(hand, stamp)) for hand in hands]
         tracked_objects = [] if object_estimate is None else [self._filter_object(object_estimate, stamp)]
@@ -503,7 +516,8 @@ class Estimator:
 
         state, frames = self.tracker.end_frame()
         self.frames_processed += 1
-        return FrameResult(stamp, tracked_hands, tracked_objects, state, frames, timings)
+        return FrameResult(stamp, tracked_hands, tracked_objects, state, frames, timings, hand_failures=hand_failures,
+                           gate_measures=measures)
 
     def detect(self, image: np.ndarray) -> FrameDetections:
         """Run the detector on the letterboxed full frame and pick the best hands and object."""
@@ -639,6 +653,31 @@ class Estimator:
         return replace(estimate, pnp=replace(estimate.pnp, rotation=refined_object[0],
                                              translation=refined_object[1]))
 
+    def _gate_hand(self, hand: _HandEstimate, K: np.ndarray, measures: dict[str, GateMeasures],  # noqa: N803
+                   failures: dict[str, str]) -> None:
+        """Step 4c: a hand whose posed mesh contradicts its box or 2D joints is not published (gates.py)."""
+        if hand.translation is None:
+            return
+        key = hand.track.key
+        measures[key] = hand_measures(hand.vertices_rel + hand.translation, hand.joints_rel + hand.translation,
+                                      hand.track.box, hand.joints2d, hand.joint_confidence, K)
+        problem = gate_problem(measures[key], self.config.gates.hand)
+        if problem is not None:
+            hand.translation, hand.failure = None, problem
+            failures[key] = problem
+
+    def _gate_object(self, estimate: _ObjectEstimate, K: np.ndarray,  # noqa: N803
+                     measures: dict[str, GateMeasures]) -> _ObjectEstimate:
+        """Step 4c: an object pose that contradicts its box or its votes becomes a reported failure."""
+        model = self.object_model
+        measures["object"] = object_measures(model.points, model.control_points, estimate.pnp.rotation,  # type: ignore[union-attr]
+                                             estimate.pnp.translation, estimate.track.box,
+                                             estimate.control_points_2d, K)
+        problem = gate_problem(measures["object"], self.config.gates.object)
+        if problem is None:
+            return estimate
+        return replace(estimate, pnp=PnPResult.failure(problem, estimate.pnp.num_correspondences), rejection=problem)
+
     def _filter_hand(self, hand: _HandEstimate, stamp: float) -> FilteredHand | None:
         if hand.translation is None:
             return None
@@ -663,7 +702,7 @@ class Estimator:
 
         if not estimate.pnp.success:
             return TrackedObject(result(np.full((3, 3), np.nan), np.full(3, np.nan), False,
-                                        f"PnP: {estimate.pnp.reason}"), track.track_id, None)
+                                        estimate.rejection or f"PnP: {estimate.pnp.reason}"), track.track_id, None)
         track_filter = self._object_filters.setdefault(track.track_id, ObjectTrackFilter(self.filter_config.object))
         filtered = track_filter.update(ObjectFrame(stamp, estimate.pnp.rotation, estimate.pnp.translation,
                                                    estimate.confidence))

@@ -178,12 +178,14 @@ def check_run_outputs(out: str | Path | None, bag: str | Path | None, inputs: Se
 def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K: np.ndarray | None, *,
                   out: str | Path | None = None, bag: str | Path | None = None, fps: float = 30.0,
                   show: bool = False, hfov_deg: float = DEFAULT_HFOV_DEG, max_frames: int | None = None,
-                  inputs: Sequence[str | Path] = (), overwrite: bool = False) -> RunSummary:
+                  inputs: Sequence[str | Path] = (), overwrite: bool = False, outputs: Any = None) -> RunSummary:
     """Process ``frames`` with ``estimator``; write the overlay video ``out`` and the MCAP ``bag``
-    (images, CameraInfo and the results). ``inputs`` are never overwritten; existing outputs only
+    (images, CameraInfo and the node's outputs, named by ``outputs``, an
+    :class:`~hoi_perception.pipeline.messages.OutputSettings`). ``inputs`` are never overwritten; existing outputs only
     with ``overwrite`` (:func:`hoi_perception.output_paths.check_output`)."""
     from hoi_perception.bag_io import camera_info_msg, image_msg, open_bag_writer
-    from hoi_perception.pipeline.bag_processing import EstimateBagWriter, draw_result
+    from hoi_perception.pipeline.bag_processing import EstimateBagWriter, object_control_points
+    from hoi_perception.pipeline.messages import draw_frame
 
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"--max-frames must be a positive number of frames, got {max_frames}")
@@ -199,12 +201,10 @@ def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K:
         with contextlib.ExitStack() as stack:
             bag_writer = None
             if bag is not None:
-                model = estimator.object_model
                 bag_writer = EstimateBagWriter(stack.enter_context(open_bag_writer(bag, storage="mcap",
                                                                                    overwrite=overwrite)),
                                                {side: estimator.hand_faces(side) for side in ("right", "left")},
-                                               None if model is None else model.control_points,
-                                               None if model is None else model.name)
+                                               object_control_points(estimator), outputs)
             for stamp, image in frames:
                 if max_frames is not None and summary.frames >= max_frames:
                     break
@@ -221,8 +221,7 @@ def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K:
                     summary.skipped += 1
                     continue
                 summary.processed += 1
-                drawn = draw_result(image, result, K, None if estimator.object_model is None
-                                    else estimator.object_model.control_points)
+                drawn = draw_frame(image, result, K, object_control_points(estimator))
                 stamp_ns = int(round(stamp * 1e9))
                 if bag_writer is not None:
                     bag_writer.bag.write(INPUT_TOPIC, image_msg(bag_writer.ts, image, stamp_ns, CAMERA_FRAME_ID),
