@@ -49,13 +49,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def node_output_settings(config: str | None):
+    """What the node would publish with ``config``'s ``node:`` parameters (topics, frames, publish),
+    for a node named ``hoi_perception``: process-bag and run --bag write exactly that."""
+    from hoi_perception.pipeline.messages import DEFAULT_NODE_NAME
+    from hoi_perception.ros.node_logic import output_settings
+    from hoi_perception.ros.params import load_node_params
+
+    return output_settings(load_node_params(config), DEFAULT_NODE_NAME)
+
+
 def _cmd_process_bag(args: argparse.Namespace) -> int:
     """Run the estimator over a ROS 2 bag and write the results as a bag."""
     from hoi_perception.pipeline.bag_processing import process_bag_main
 
     process_bag_main(args.in_bag, args.out_bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
                      depth_topic=args.depth_topic, config=args.config, storage=args.storage, overrides=args.set,
-                     use_depth=not args.no_depth, overwrite=args.overwrite)
+                     use_depth=not args.no_depth, overwrite=args.overwrite, outputs=node_output_settings(args.config))
     return 0
 
 
@@ -65,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     run_main(video=args.video, camera=args.camera, intrinsics=args.intrinsics, out=args.out, config=args.config,
              show=args.show, bag=args.bag, overrides=args.set, hfov_deg=args.hfov, max_frames=args.max_frames,
-             overwrite=args.overwrite)
+             overwrite=args.overwrite, outputs=node_output_settings(args.config))
     return 0
 
 

@@ -40,7 +40,7 @@ def test_the_true_pose_passes_and_wrong_depth_shift_or_votes_fail(scene, model):
     far = object_measures(model.points, model.control_points, R, t * 5, box, votes, K)
     assert far.size_ratio == pytest.approx(0.2, abs=0.03)
     assert "depth contradicts the box" in gate_problem(far, limits)
-    shifted = object_measures(model.points, model.control_points, R, t + [0.06, 0, 0], box, votes, K)
+    shifted = object_measures(model.points, model.control_points, R, t + [0.08, 0, 0], box, votes, K)
     assert shifted.size_ratio == pytest.approx(1.0, abs=0.1) and shifted.centre_offset > 0.5
     assert "projected centre" in gate_problem(shifted, limits)
     size = np.sqrt(np.prod(box[2:] - box[:2]))
@@ -60,7 +60,7 @@ def test_hand_measures_weight_joints_by_confidence(scene):
     confidence = np.ones(21)
     confidence[5] = 0.0
     assert hand_measures(hand.vertices_cam, hand.joints_cam, hand.box, wrong, confidence, K).reprojection < 1e-9
-    farther = hand_measures(hand.vertices_cam * 3, hand.joints_cam * 3, hand.box, joints2d, np.ones(21), K)
+    farther = hand_measures(hand.vertices_cam + [0, 0, 1.0], hand.joints_cam + [0, 0, 1.0], hand.box, joints2d, np.ones(21), K)
     assert "depth contradicts" in gate_problem(farther, GateLimits())
 
 

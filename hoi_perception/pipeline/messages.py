@@ -267,10 +267,11 @@ def draw_frame(image: np.ndarray, result: FrameResult, K: np.ndarray,  # noqa: N
         layout.put(out, f"{side} hand not published: {reason.split(':')[0]}", 2, 12, REJECTED_COLOR)
     for text, box, color in labels:
         layout.put(out, text, box[0], box[1] - 3, color)
-    legend = [("estimate", (255, 255, 255))] + ([("ground truth", GROUND_TRUTH_COLOR)] if len(ground_truth_joints)
-                                                 else [])
+    legend = [("estimate: finger-coloured skeleton, boxes", (255, 255, 255))]
+    if len(ground_truth_joints):
+        legend.append(("ground truth: thin magenta skeleton", GROUND_TRUTH_COLOR))
     for i, (text, color) in enumerate(reversed(legend)):
-        layout.put(out, f"-- {text}", 2, height - 4 - i * _LINE_PX, color)
+        layout.put(out, text, 2, height - 4 - i * _LINE_PX, color)
     return out
 
 

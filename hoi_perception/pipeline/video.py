@@ -271,7 +271,7 @@ def _show(image: np.ndarray) -> None:
 def run_main(video: str | Path | None = None, camera: int | None = None, intrinsics: str | Path | None = None,
              out: str | Path | None = None, config: str | Path | None = None, show: bool = False, *,
              bag: str | Path | None = None, overrides: Sequence[str] = (), hfov_deg: float = DEFAULT_HFOV_DEG,
-             max_frames: int | None = None, overwrite: bool = False) -> RunSummary:
+             max_frames: int | None = None, overwrite: bool = False, outputs: Any = None) -> RunSummary:
     """``hoi-perception run``: the estimator on ``video`` or webcam ``camera``; see the module docstring."""
     from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
     from hoi_perception.pipeline.estimator import Estimator
@@ -294,7 +294,7 @@ def run_main(video: str | Path | None = None, camera: int | None = None, intrins
             K = fit_intrinsics(calibration[0], (calibration[1], calibration[2]), (first.shape[1], first.shape[0]))
             frames = _prepend((first_stamp, first), frames)
         summary = run_estimator(estimator, frames, K, out=out, bag=bag, fps=fps, show=show, hfov_deg=hfov_deg,
-                                max_frames=max_frames, inputs=inputs, overwrite=overwrite)
+                                max_frames=max_frames, inputs=inputs, overwrite=overwrite, outputs=outputs)
     finally:
         capture.release()
     print(f"{name}: {summary.frames} frames, {summary.processed} processed, {summary.skipped} skipped, "
