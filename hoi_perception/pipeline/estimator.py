@@ -498,11 +498,10 @@ class Estimator:
 
         measures: dict[str, GateMeasures] = {}
         hand_failures: dict[str, str] = {}
-        if self.config.gates.enabled:
-            for hand in hands:
-                self._gate_hand(hand, K, measures, hand_failures)
-            if object_estimate is not None and object_estimate.pnp.success:
-                object_estimate = self._gate_object(object_estimate, K, measures)
+        for hand in hands:
+            self._gate_hand(hand, K, measures, hand_failures)
+        if object_estimate is not None and object_estimate.pnp.success:
+            object_estimate = self._gate_object(object_estimate, K, measures)
 
         start = time.perf_counter()
         filtered = [(hand, self._filter_hand(hand, stamp)) for hand in hands]
@@ -655,13 +654,14 @@ class Estimator:
 
     def _gate_hand(self, hand: _HandEstimate, K: np.ndarray, measures: dict[str, GateMeasures],  # noqa: N803
                    failures: dict[str, str]) -> None:
-        """Step 4c: a hand whose posed mesh contradicts its box or 2D joints is not published (gates.py)."""
+        """Step 4c: a hand whose posed mesh contradicts its box or 2D joints is not published (gates.py).
+        The measures are recorded even with the gates off (for choosing thresholds)."""
         if hand.translation is None:
             return
         key = hand.track.key
         measures[key] = hand_measures(hand.vertices_rel + hand.translation, hand.joints_rel + hand.translation,
                                       hand.track.box, hand.joints2d, hand.joint_confidence, K)
-        problem = gate_problem(measures[key], self.config.gates.hand)
+        problem = gate_problem(measures[key], self.config.gates.hand) if self.config.gates.enabled else None
         if problem is not None:
             hand.translation, hand.failure = None, problem
             failures[key] = problem
@@ -673,7 +673,7 @@ class Estimator:
         measures["object"] = object_measures(model.points, model.control_points, estimate.pnp.rotation,  # type: ignore[union-attr]
                                              estimate.pnp.translation, estimate.track.box,
                                              estimate.control_points_2d, K)
-        problem = gate_problem(measures["object"], self.config.gates.object)
+        problem = gate_problem(measures["object"], self.config.gates.object) if self.config.gates.enabled else None
         if problem is None:
             return estimate
         return replace(estimate, pnp=PnPResult.failure(problem, estimate.pnp.num_correspondences), rejection=problem)
