@@ -129,14 +129,17 @@ def choose(samples: list[Sample], precision: float, tolerance: float, min_kept: 
         key = (len(kept), size + centre + reproj)  # most kept, then loosest
         if kept and frac >= precision and (best is None or key > best[0]):
             best = (key, limits, len(kept), within)
-        if len(kept) >= min_kept and (fallback is None or (frac, len(kept)) > fallback[0]):
-            fallback = ((frac, len(kept)), limits, len(kept), within)
-    chosen = best or fallback
-    if chosen is None:
-        raise SystemExit("no grid point keeps any pose; is the model producing poses at all?")
+        rank = (len(kept) >= min_kept, frac, len(kept))
+        if kept and (fallback is None or rank > fallback[0]):
+            fallback = (rank, limits, len(kept), within)
+    # No grid point keeps a pose at all: every pose contradicts its box; keep the shipped defaults.
+    chosen = best or fallback or (None, GateLimits(), 0, 0)
     _, limits, kept, within = chosen
+    ratios = np.array([s.measures.size_ratio for s in samples]) if samples else np.zeros(0)
     return limits, {"samples": len(samples), "within_tolerance_ungated": int(total_within), "kept": kept,
-                    "kept_within_tolerance": int(within), "precision_reached": best is not None}
+                    "kept_within_tolerance": int(within), "precision_reached": best is not None,
+                    "size_ratio_quartiles": np.round(np.quantile(ratios, [0.25, 0.5, 0.75]), 3).tolist()
+                    if len(ratios) else []}
 
 
 def main() -> None:
@@ -186,6 +189,11 @@ def markdown(report: dict) -> str:
     for kind, limits in report["chosen"].items():
         lines.append(f"| {kind} | {limits['max_size_ratio']} | {limits['max_centre_offset']} | "
                      f"{limits['max_reprojection']} | {report['selection'][kind]['precision_reached']} |")
+    lines += ["", "| pose | solved poses (gates off) | within tolerance | kept by the chosen gates | kept and within "
+              "| projected/box size quartiles |", "| --- | --- | --- | --- | --- | --- |"]
+    for kind, stats in report["selection"].items():
+        lines.append(f"| {kind} | {stats['samples']} | {stats['within_tolerance_ungated']} | {stats['kept']} | "
+                     f"{stats['kept_within_tolerance']} | {stats['size_ratio_quartiles']} |")
     ungated, gated = report["ungated"], report["gated"]
     lines += ["", "| published | gates off | gates on (chosen) |", "| --- | --- | --- |",
               f"| object TFs within tolerance | {_fraction(ungated['object_within'], ungated['object_published'])} "

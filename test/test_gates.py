@@ -60,7 +60,8 @@ def test_hand_measures_weight_joints_by_confidence(scene):
     confidence = np.ones(21)
     confidence[5] = 0.0
     assert hand_measures(hand.vertices_cam, hand.joints_cam, hand.box, wrong, confidence, K).reprojection < 1e-9
-    farther = hand_measures(hand.vertices_cam + [0, 0, 1.0], hand.joints_cam + [0, 0, 1.0], hand.box, joints2d, np.ones(21), K)
+    back = np.array([0.0, 0.0, 1.0])  # the same hand a metre farther, against the same box
+    farther = hand_measures(hand.vertices_cam + back, hand.joints_cam + back, hand.box, joints2d, np.ones(21), K)
     assert "depth contradicts" in gate_problem(farther, GateLimits())
 
 

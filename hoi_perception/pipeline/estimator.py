@@ -283,6 +283,16 @@ def load_object_library_names(library: str | Path | None) -> list[str]:
     return sorted(from_dict(ObjectLibraryConfig, read_yaml(path), str(path)).objects)
 
 
+def describe_targets(config: EstimatorConfig) -> str:
+    """One line for the commands to print: which hands, and which object (or none, and how to choose one)."""
+    hands = " and ".join(config.hand_sides)
+    if config.object_name is not None:
+        return f"estimating: {hands} hand(s) and the object '{config.object_name}'"
+    names = load_object_library_names(config.objects)
+    return (f"estimating: {hands} hand(s) only - no object_name is set, so no object pose; choose the object in view "
+            f"with --set object_name=NAME (the library has: {', '.join(names)})")
+
+
 def load_object_model(name: str, library: str | Path | None) -> ObjectModel:
     """Build only the named entry of an object library YAML (default: the shipped objects.yaml)."""
     path = resolve_config_path(library if library is not None else "objects.yaml")

@@ -1,62 +1,50 @@
-"""The model ``process-bag`` and ``run`` use when none is given: the shipped checkpoint, as in the demo.
+"""The shipped checkpoint as the estimator's default model, so the node runs with no parameters.
 
-``engine.kind: torch`` runs the checkpoint itself; ONNX engines run its export, made once
-into a per-user cache folder keyed by the checkpoint's hash and reused afterwards
-(:func:`hoi_perception.pipeline.demo.export_models`). :func:`describe_targets` is the
-line both commands print so a user knows whether an object pose is being estimated.
+An estimator config that names no model (no ``checkpoint``, ``crop_model`` or
+``detector_model``) gets the shipped ``hfl_r18_synthetic.pt``, as ``hoi-perception demo``
+runs it: directly for ``engine.kind torch``, else exported once to ONNX into a cache
+folder keyed by the checkpoint's hash (``$XDG_CACHE_HOME/hoi_perception/models/<sha>``)
+and reused while the checkpoint and the code are unchanged (the demo's export check).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from hoi_perception.pipeline.config import EstimatorConfig
-
-log = logging.getLogger(__name__)
-
-
-def model_cache_dir() -> Path:
-    """``$HOI_PERCEPTION_CACHE`` or ``$XDG_CACHE_HOME/hoi_perception`` (default ``~/.cache/hoi_perception``)."""
-    if os.environ.get("HOI_PERCEPTION_CACHE"):
-        return Path(os.environ["HOI_PERCEPTION_CACHE"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "hoi_perception"
+MODEL_SETTINGS = ("checkpoint", "crop_model", "detector_model")
 
 
-def with_shipped_model(config: EstimatorConfig) -> EstimatorConfig:
-    """``config`` unchanged when it names its models; else the shipped checkpoint (exported when needed)."""
-    if config.engine.kind == "torch":
-        if config.checkpoint is not None:
-            return config
-    elif config.crop_model is not None or config.detector_model is not None or config.checkpoint is not None:
+def default_models_cache() -> Path:
+    """``$XDG_CACHE_HOME/hoi_perception/models`` (``~/.cache/...`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hoi_perception" / "models"
+
+
+def names_a_model(config: Any) -> bool:
+    return any(getattr(config, name) is not None for name in MODEL_SETTINGS)
+
+
+def with_shipped_model(config: Any, cache_dir: str | Path | None = None) -> Any:
+    """``config`` unchanged when it names a model, else with the shipped checkpoint (exported for ONNX engines).
+
+    Raises FileNotFoundError naming the checkpoint when this installation lacks it.
+    """
+    if names_a_model(config):
         return config
     from hoi_perception.engines.base import file_sha256
-    from hoi_perception.pipeline.demo import export_models, resolve_checkpoint
+    from hoi_perception.pipeline.demo import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(None)
     if config.engine.kind == "torch":
-        log.info("no model given: running the shipped checkpoint %s", checkpoint)
         return dataclasses.replace(config, checkpoint=checkpoint)
     from hoi_perception.engines.export import load_network_checkpoint
+    from hoi_perception.pipeline.demo import export_models
 
     sha = file_sha256(checkpoint)
     network = load_network_checkpoint(checkpoint)
-    models_dir = model_cache_dir() / f"{checkpoint.stem}_{sha[:16]}"
+    models_dir = Path(cache_dir) if cache_dir is not None else default_models_cache() / sha[:16]
     files = export_models(checkpoint, sha, network, models_dir, config.object_name, config.objects)
-    log.info("no model given: running the shipped checkpoint %s (ONNX export in %s)", checkpoint, models_dir)
     return dataclasses.replace(config, crop_model=files["crop"], detector_model=files["detector"])
-
-
-def describe_targets(config: EstimatorConfig) -> str:
-    """One line: which hands and which object (or none, and how to choose one) are estimated."""
-    hands = " and ".join(config.hand_sides)
-    if config.object_name is not None:
-        return f"estimating: {hands} hand(s) and the object '{config.object_name}'"
-    from hoi_perception.pipeline.estimator import load_object_library_names
-
-    names = load_object_library_names(config.objects)
-    return (f"estimating: {hands} hand(s) only - no object_name is set, so no object pose; choose the object in view "
-            f"with --set object_name=NAME (the library has: {', '.join(names)})")
