@@ -3,8 +3,9 @@
 The rclpy adapter (:mod:`hoi_perception.ros.node`) only creates subscriptions,
 publishers and timers and forwards messages here; this module decides what to
 subscribe and publish (:func:`subscription_plan`, :func:`publisher_plans`), turns
-synchronised input messages into the estimator's arrays, runs it, builds every
-output message, limits the rate, contains failures and keeps the bookkeeping behind
+synchronised input messages into the estimator's arrays, runs it, has every output
+message built by the builder ``process-bag`` shares
+(:class:`~hoi_perception.pipeline.messages.FrameMessageBuilder`), limits the rate, contains failures and keeps the bookkeeping behind
 ``/diagnostics``. It imports no ROS package, so it runs and is tested anywhere:
 messages are built through a *typestore*-like object (a rosbags ``Typestore`` here,
 :class:`GeneratedMessageTypes` over rclpy's generated classes on a robot).
@@ -238,11 +239,6 @@ class LoadedEstimator:
     hand_faces: Mapping[str, np.ndarray]
     object_control_points: Mapping[str, np.ndarray]
     description: str
-
-    def object_bounds(self) -> dict[str, np.ndarray]:
-        """Model-frame bounding box [[min xyz], [max xyz]] per object."""
-        return {name: np.stack([points[:8].min(axis=0), points[:8].max(axis=0)])
-                for name, points in self.object_control_points.items()}
 
 
 def missing_model_files(config: Any) -> list[str]:
