@@ -269,3 +269,13 @@ def test_small_cli_mistakes_get_one_clear_line(tmp_path, capfd, caplog):
 
 def test_check_output_allows_a_fresh_path_and_an_own_kind(tmp_path):
     assert check_output(tmp_path / "new", kind=ROSBAG, inputs=[tmp_path / "in"]) == tmp_path / "new"
+
+
+def test_demo_writes_only_into_a_demo_folder(tmp_path, caplog):
+    notes = tmp_path / "notes"
+    (notes / "frames").mkdir(parents=True)
+    (notes / "frames" / "000000.png").write_bytes(b"my own frame")
+    (notes / "notes.txt").write_text("my notes")
+    before = tree_digest(notes)
+    assert run_cli(perception_cli, ["demo", "--out", str(notes)]) == 2
+    assert "is not a demo folder (it holds notes.txt)" in caplog.text and tree_digest(notes) == before

@@ -56,6 +56,7 @@ import numpy as np
 
 import hoi_perception
 from hoi_perception.atomic import atomic_write_json, atomic_write_text
+from hoi_perception.output_paths import UnsafeOutputError
 from hoi_perception.pipeline.results import STAGES, FrameResult
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ FRAMES_DIR = "frames"
 REPORT_JSON = "demo_report.json"
 REPORT_MD = "demo_report.md"
 ADD_DIAMETER_FRACTION = 0.1
+# What the demo writes into --out; a folder holding anything else is not a demo folder.
+DEMO_ENTRIES = frozenset({SEQUENCE_DIR, MODELS_DIR, BAG_NAME, VIDEO_NAME, FRAMES_DIR, REPORT_JSON, REPORT_MD})
 # Estimator settings the demo sets itself from --checkpoint and the sequence.
 DEMO_OWNED_SETTINGS = ("checkpoint", "crop_model", "detector_model")
 
@@ -530,6 +533,13 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     out_dir = Path(out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"--out '{out_dir}' exists and is not a folder")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in DEMO_ENTRIES
+                     and not p.name.startswith(".")) if out_dir.is_dir() else []
+    if foreign:  # a rerun reuses and replaces the demo's own files, never anything else
+        raise UnsafeOutputError(f"--out '{out_dir}' is not a demo folder (it holds {', '.join(foreign[:5])}); "
+                                "choose a new or empty folder")
+    if checkpoint is not None and Path(checkpoint).expanduser().resolve().is_relative_to(out_dir.resolve()):
+        raise UnsafeOutputError(f"--out '{out_dir}' holds the --checkpoint '{checkpoint}'; choose another folder")
     setup: dict[str, float] = {}
 
     start = time.perf_counter()
