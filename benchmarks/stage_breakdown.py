@@ -44,9 +44,10 @@ from hoi_perception.hand_model.mano import HandModel  # noqa: E402
 from hoi_perception.models.config import load_model_config  # noqa: E402
 from hoi_perception.models.detection_head import OBJECT, RIGHT_HAND, Letterbox  # noqa: E402
 from hoi_perception.models.network import HOINet  # noqa: E402
-from hoi_perception.pipeline.bag_processing import EstimateBagWriter, draw_result  # noqa: E402
+from hoi_perception.pipeline.bag_processing import EstimateBagWriter  # noqa: E402
 from hoi_perception.pipeline.config import EstimatorConfig  # noqa: E402
 from hoi_perception.pipeline.estimator import Estimator, build_engines, crop_geometry  # noqa: E402
+from hoi_perception.pipeline.messages import draw_frame  # noqa: E402
 
 OBJECT_NAME = "sugar_box"
 
@@ -179,7 +180,8 @@ def main() -> int:
                 self.typestore.serialize_cdr(msg, msg.__msgtype__)
 
     writer = EstimateBagWriter(SerializingBag(), {s: estimator.hand_faces(s) for s in ("right", "left")},
-                               estimator.object_model.control_points, OBJECT_NAME, overlay=False)
+                               {OBJECT_NAME: estimator.object_model.control_points},
+                               wanted=lambda output: output != "debug_image")
     image = np.random.default_rng(1).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
     stages: dict[str, list[float]] = defaultdict(list)
     per_frame_post, per_frame_network, totals, overlay_ms = [], [], [], []
@@ -193,7 +195,7 @@ def main() -> int:
         writer.write(result, image, scene.K, int((100.0 + i / 30) * 1e9), "camera_color_optical_frame", 0)
         done = time.perf_counter()
         draw_start = time.perf_counter()
-        draw_result(image, result, scene.K, scene.control_points)
+        draw_frame(image, result, scene.K, {OBJECT_NAME: scene.control_points})
         draw_ms = (time.perf_counter() - draw_start) * 1000
         if i < warmup:
             continue

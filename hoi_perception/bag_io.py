@@ -17,6 +17,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from hoi_perception.output_paths import ROSBAG, check_output
+
 DEFAULT_DISTRO = "humble"
 _STORES = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
 BAG_FORMAT_VERSION = 8  # rosbag2 metadata version read by Humble and later
@@ -108,13 +110,14 @@ class BagWriter:
 @contextmanager
 def open_bag_writer(path: str | Path, storage: str = "mcap", distro: str = DEFAULT_DISTRO,
                     overwrite: bool = False) -> Iterator[BagWriter]:
-    """Write a rosbag2 folder atomically: the bag appears at ``path`` only when complete."""
+    """Write a rosbag2 folder atomically: the bag appears at ``path`` only when complete.
+
+    An existing ``path`` is replaced only with ``overwrite`` and only when it is a rosbag2 folder
+    (:func:`hoi_perception.output_paths.check_output`)."""
     path = Path(path)
     if storage not in ("mcap", "sqlite3"):
         raise ValueError(f"bag storage '{storage}' is not supported; expected 'mcap' or 'sqlite3'")
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"output bag '{path}' already exists; remove it or choose another path")
+    check_output(path, kind=ROSBAG, overwrite=overwrite, option="output bag")
     path.parent.mkdir(parents=True, exist_ok=True)
     # rosbags names the storage file after the bag folder: write into a hidden
     # staging folder under the final name, then move it into place.
@@ -132,6 +135,7 @@ def open_bag_writer(path: str | Path, storage: str = "mcap", distro: str = DEFAU
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if path.exists():
+        check_output(path, kind=ROSBAG, overwrite=overwrite, option="output bag")  # still ours after the run
         shutil.rmtree(path)
     partial.rename(path)
     staging.rmdir()

@@ -49,13 +49,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def node_output_settings(config: str | None):
+    """What the node would publish with ``config``'s ``node:`` parameters (topics, frames, publish),
+    for a node named ``hoi_perception``: process-bag and run --bag write exactly that."""
+    from hoi_perception.pipeline.messages import DEFAULT_NODE_NAME
+    from hoi_perception.ros.node_logic import output_settings
+    from hoi_perception.ros.params import load_node_params
+
+    return output_settings(load_node_params(config), DEFAULT_NODE_NAME)
+
+
 def _cmd_process_bag(args: argparse.Namespace) -> int:
     """Run the estimator over a ROS 2 bag and write the results as a bag."""
     from hoi_perception.pipeline.bag_processing import process_bag_main
 
     process_bag_main(args.in_bag, args.out_bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
                      depth_topic=args.depth_topic, config=args.config, storage=args.storage, overrides=args.set,
-                     use_depth=not args.no_depth, overwrite=args.overwrite)
+                     use_depth=not args.no_depth, overwrite=args.overwrite, outputs=node_output_settings(args.config))
     return 0
 
 
@@ -64,7 +74,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hoi_perception.pipeline.video import run_main
 
     run_main(video=args.video, camera=args.camera, intrinsics=args.intrinsics, out=args.out, config=args.config,
-             show=args.show, bag=args.bag, overrides=args.set, hfov_deg=args.hfov, max_frames=args.max_frames)
+             show=args.show, bag=args.bag, overrides=args.set, hfov_deg=args.hfov, max_frames=args.max_frames,
+             overwrite=args.overwrite, outputs=node_output_settings(args.config))
     return 0
 
 
@@ -76,12 +87,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows every option's default unless its help already states one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == [] \
+            or action.default == argparse.SUPPRESS
+        if "default" in text or unset or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hoi-perception",
+        prog="hoi-perception", formatter_class=DefaultsHelpFormatter,
         description="3D hand mesh and object 6-DoF pose estimation from camera images.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_subparser_class(DefaultsHelpFormatter))
 
     info = sub.add_parser("info", help="show libraries, devices, hand model files and objects in use")
     info.add_argument("--mano-dir", default=None,
@@ -125,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage")
     bag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override an estimator setting, e.g. --set crop_model=hfl_r18_crop.onnx (repeatable)")
-    bag.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    bag.add_argument("--overwrite", action="store_true",
+                     help="replace an existing output rosbag2 folder (never the input, nor a folder that is not a bag)")
     bag.set_defaults(func=_cmd_process_bag)
 
     run = sub.add_parser("run", help="estimate hands and objects in a video file or webcam stream")
@@ -135,14 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--intrinsics", default=None,
                      help="camera_info YAML/JSON calibration (default: guessed from --hfov, with a warning)")
     run.add_argument("--hfov", type=float, default=60.0, help="horizontal field of view (deg) when no --intrinsics")
-    run.add_argument("--out", default=None, help="overlay video to write (.mp4)")
+    run.add_argument("--out", default=None, help="overlay video to write (.mp4; must not exist unless --overwrite)")
     run.add_argument("--bag", default=None, help="also write an MCAP bag with the images and results")
     run.add_argument("--config", default=None, help="perception YAML (default: config/perception.yaml)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an estimator setting")
     run.add_argument("--show", action="store_true", help="show the overlay in a window (needs GUI OpenCV)")
-    run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    run.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing --out video / --bag folder written by an earlier run (never an input)")
     run.set_defaults(func=_cmd_run)
     return parser
+
+
+def _subparser_class(formatter: type[argparse.HelpFormatter]) -> type[argparse.ArgumentParser]:
+    """ArgumentParser whose subcommands use ``formatter`` too."""
+
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("formatter_class", formatter)
+            super().__init__(*args, **kwargs)
+
+    return Parser
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, logger: logging.Logger) -> int:

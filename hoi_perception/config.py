@@ -102,6 +102,24 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
     return data
 
 
+def check_override_keys(cls: type, overrides: typing.Iterable[str]) -> None:
+    """Each ``a.b.c=value`` override names a setting of dataclass ``cls``; an unknown one is blamed on
+    the override (``--set``), not on the YAML file it is applied to."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        owner: Any = cls
+        for part in key.split("."):
+            if not (isinstance(owner, type) and dataclasses.is_dataclass(owner)):
+                break  # a mapping or free-form section: its keys are checked when the value is read
+            names = {f.name for f in dataclasses.fields(owner)}
+            if part not in names:
+                raise ConfigError(f"--set {item}: unknown setting '{key}' ('{part}' is not one of {sorted(names)})")
+            hint = typing.get_type_hints(owner)[part]
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            owner = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 \
+                else hint
+
+
 def load_config(cls: type[T], source: str | Path | dict[str, Any] | None = None,
                 overrides: typing.Iterable[str] = ()) -> T:
     """Build dataclass ``cls`` from a YAML file, a dict or nothing (defaults)."""
@@ -112,6 +130,8 @@ def load_config(cls: type[T], source: str | Path | dict[str, Any] | None = None,
     else:
         origin = str(resolve_config_path(source))
         data = read_yaml(source)
+    overrides = list(overrides)
+    check_override_keys(cls, overrides)
     data = apply_overrides(data, overrides)
     return from_dict(cls, data, f"{origin}:")
 

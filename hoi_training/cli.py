@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 log = logging.getLogger("hoi_training")
 
@@ -24,7 +25,19 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from hoi_training.trainer import fit_main
 
+    if args.resume and args.out is not None:
+        _check_resumable(Path(args.out) / "checkpoints" / "last.pt")
+
     return fit_main(args.config, args.set, args.resume, args.out)
+
+
+def _check_resumable(last: Path) -> None:
+    """A run resumes from a training checkpoint; a released file there (no optimiser state) is refused."""
+    from hoi_training.release import is_release_file
+
+    if is_release_file(last):
+        raise ValueError(f"--resume: '{last}' is a released checkpoint (weights only, no optimiser state), not a "
+                         "training checkpoint; it cannot be resumed - start a new run with init_checkpoint")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -43,16 +56,20 @@ def _cmd_pseudolabel(args: argparse.Namespace) -> int:
 def _cmd_release(args: argparse.Namespace) -> int:
     from hoi_training.release import release_checkpoint
 
-    summary = release_checkpoint(args.checkpoint, args.out, fp16=not args.fp32)
+    summary = release_checkpoint(args.checkpoint, args.out, fp16=not args.fp32, overwrite=args.overwrite)
     print(f"wrote {summary['path']}: {summary['bytes'] / 1e6:.1f} MB, {summary['parameters'] / 1e6:.2f} M "
           f"{summary['dtype']} weights from step {summary['step']}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hoi-train", description="Training side of hoi_perception.")
+    from hoi_perception.cli import DefaultsHelpFormatter, _subparser_class
+
+    parser = argparse.ArgumentParser(prog="hoi-train", description="Training side of hoi_perception.",
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_subparser_class(DefaultsHelpFormatter))
 
     synth = sub.add_parser("synth", help="render synthetic hand-object video sequences with full labels")
     synth.add_argument("--out", required=True, help="output folder (must not hold a finished dataset)")
@@ -112,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
     release.add_argument("--out", required=True, help="released file, e.g. hoi_perception/checkpoints/NAME.pt")
     release.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    release.add_argument("--overwrite", action="store_true",
+                         help="replace an existing released file (never --checkpoint, nor a training checkpoint)")
     release.set_defaults(func=_cmd_release)
     return parser
 

@@ -16,12 +16,32 @@ import torch
 from hoi_perception.atomic import atomic_save_with
 from hoi_perception.geometry.crop import CROP_SETTINGS_KEY
 from hoi_perception.models.checkpoint import load_network_checkpoint, read_training_checkpoint
+from hoi_perception.output_paths import OutputKind, check_output
 
 RELEASE_FORMAT = "hoi_perception_release/1"
 
 
-def release_checkpoint(source: str | Path, destination: str | Path, fp16: bool = True) -> dict:
-    """Write ``destination`` with the model config and (fp16) weights of ``source``; returns its summary."""
+def is_release_file(path: Path) -> bool:
+    """A file this command wrote (``format`` is :data:`RELEASE_FORMAT`); a training checkpoint is not one."""
+    if not path.is_file():
+        return False
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable: certainly not our release file
+        return False
+    return isinstance(data, dict) and data.get("format") == RELEASE_FORMAT
+
+
+RELEASE_FILE = OutputKind("released checkpoint (hoi-train release)", is_release_file)
+
+
+def release_checkpoint(source: str | Path, destination: str | Path, fp16: bool = True, overwrite: bool = False
+                       ) -> dict:
+    """Write ``destination`` with the model config and (fp16) weights of ``source``; returns its summary.
+
+    ``destination`` may never be ``source``; an existing one is replaced only with ``overwrite``
+    and only when it is itself a released file (a training checkpoint never is)."""
+    check_output(destination, kind=RELEASE_FILE, inputs=[source], overwrite=overwrite, option="--out")
     data = read_training_checkpoint(source)
     weights = {name: (t.half() if fp16 and t.is_floating_point() else t).contiguous()
                for name, t in data["model"].items()}

@@ -99,7 +99,7 @@ def test_bag_in_results_out(scene, tmp_path):
     assert summary.skipped == {"undecodable image": 1}
     out = read_back(tmp_path / "output")
     assert summary.written == {topic: len(msgs) for topic, msgs in out.items()}
-    estimates = out["/hoi/estimate"]
+    estimates = out["/hoi_perception/estimate"]
     stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in estimates]
     assert stamps == [START_NS + i * PERIOD_NS for i in (0, 1, 3)]  # input stamps, corrupt frame left out
     assert {m.header.frame_id for m in estimates} == {FRAME_ID}
@@ -115,10 +115,10 @@ def test_bag_in_results_out(scene, tmp_path):
     object_tf = next(t for t in out["/tf"][0].transforms if t.child_frame_id == OBJECT_NAME)
     np.testing.assert_allclose([object_tf.transform.translation.x, object_tf.transform.translation.y,
                                 object_tf.transform.translation.z], scene.object_translation, atol=1e-3)
-    assert len(out["/hoi/hand_mesh"]) == 6 and len(out["/hoi/hand_mesh"][0].points) == 4614
-    assert out["/hoi/hand_mesh"][0].type == 11  # TRIANGLE_LIST
-    assert len(out["/hoi/markers"][0].markers) == 1 + 2 * 2 + 1  # DELETEALL, skeleton + joints per hand, box
-    overlay = out["/hoi/debug_image"][0]
+    assert len(out["/hoi_perception/hand_mesh"]) == 6 and len(out["/hoi_perception/hand_mesh"][0].points) == 4614
+    assert out["/hoi_perception/hand_mesh"][0].type == 11  # TRIANGLE_LIST
+    assert len(out["/hoi_perception/markers"][0].markers) == 1 + 2 * 2 + 1  # DELETEALL, skeleton + joints per hand, box
+    overlay = out["/hoi_perception/debug_image"][0]
     assert (overlay.width, overlay.height, overlay.encoding) == (WIDTH, HEIGHT, "rgb8")
     assert not np.array_equal(overlay.data.reshape(HEIGHT, WIDTH, 3), coordinate_image())  # something drawn
 
@@ -131,7 +131,7 @@ def test_a_bag_that_ends_mid_message_still_yields_what_came_before(scene, tmp_pa
     estimator, _, _ = make_estimator(scene)
     summary = process_bag(estimator, in_bag, tmp_path / "output", progress=False)
     assert summary.damaged is not None and 1 <= summary.processed < 6
-    assert len(read_back(tmp_path / "output")["/hoi/estimate"]) == summary.processed
+    assert len(read_back(tmp_path / "output")["/hoi_perception/estimate"]) == summary.processed
 
 
 def test_output_is_not_overwritten_and_missing_input_is_named(scene, tmp_path):
@@ -154,7 +154,7 @@ def test_process_bag_main_on_a_synthetic_sequence_bag(tmp_path, capsys):
     assert summary.topics.depth == manifest["topics"]["depth"]  # found by its 16UC1 encoding
     assert summary.images == 3 and summary.processed == 3
     out = read_back(tmp_path / "out")
-    assert len(out["/hoi/estimate"]) == 3 and len(out["/hoi/debug_image"]) == 3
-    assert {m.header.frame_id for m in out["/hoi/estimate"]} == {manifest["topics"]["frame_id"]}
+    assert len(out["/hoi_perception/estimate"]) == 3 and len(out["/hoi_perception/debug_image"]) == 3
+    assert {m.header.frame_id for m in out["/hoi_perception/estimate"]} == {manifest["topics"]["frame_id"]}
     assert "images on /camera/color/image_raw: 3, processed: 3" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "synth")

@@ -88,9 +88,9 @@ def test_demo_writes_bag_video_frames_and_report(demo_run):
     assert {m.header.frame_id for m in bag[IMAGE_TOPIC] + bag[CAMERA_INFO_TOPIC]} == {"camera_color_optical_frame"}
     processed = report.latency.frames
     assert processed == 5 - report.skipped_frames == 5
-    for topic in ("/hoi/estimate", "/hoi/markers", "/hoi/debug_image"):
+    for topic in ("/hoi_perception/estimate", "/hoi_perception/markers", "/hoi_perception/debug_image"):
         assert len(bag[topic]) == processed, topic
-    assert [stamp_ns(m) for m in bag["/hoi/estimate"]] == [stamp_ns(m) for m in bag[IMAGE_TOPIC]]
+    assert [stamp_ns(m) for m in bag["/hoi_perception/estimate"]] == [stamp_ns(m) for m in bag[IMAGE_TOPIC]]
 
     capture = cv2.VideoCapture(str(out / "overlay.mp4"))
     frames = 0

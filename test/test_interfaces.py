@@ -8,11 +8,11 @@ from rosbags.highlevel import AnyReader
 from rosbags.typesys.store import Typestore
 from scipy.spatial.transform import Rotation
 
+from hoi_perception import ros_messages as ri
 from hoi_perception.bag_io import header, open_bag_writer
 from hoi_perception.bag_io import typestore as distro_typestore
 from hoi_perception.hand_model.joint_orders import HO3D_BONES
 from hoi_perception.models.results import HandResult, ObjectResult
-from hoi_perception.ros import interfaces as ri
 
 ROOT = Path(__file__).resolve().parents[1]
 MANO_FACES = 1538

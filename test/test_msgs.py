@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from catkin_pkg.package import parse_package
 
-from hoi_perception.ros.interfaces import MESSAGE_NAMES, PACKAGE_NAME, TrackingState, hoi_typestore, message_type
+from hoi_perception.ros_messages import MESSAGE_NAMES, PACKAGE_NAME, TrackingState, hoi_typestore, message_type
 
 ROOT = Path(__file__).resolve().parents[1]
 MSG_DIR = ROOT / "msg"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from hoi_perception import ros_messages as ri
 from hoi_perception.bag_io import camera_info_msg, image_msg
 from hoi_perception.models.results import HandResult, ObjectResult
 from hoi_perception.pipeline.results import FrameResult, TrackedHand, TrackedObject
-from hoi_perception.ros import interfaces as ri
 from hoi_perception.ros import node as rn
 from hoi_perception.ros import node_logic as nl
 from hoi_perception.ros import params as rp

@@ -66,7 +66,7 @@ def test_run_writes_an_overlay_video_and_a_bag(scene, tmp_path):
                                                                                                           HEIGHT)
     with AnyReader([tmp_path / "run"]) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-    assert counts["/camera/color/image_raw"] == 3 and counts["/hoi/estimate"] == 3 and counts["/tf"] == 3
+    assert counts["/camera/color/image_raw"] == 3 and counts["/hoi_perception/estimate"] == 3 and counts["/tf"] == 3
     assert not list(tmp_path.glob(".*partial*"))
 
 

@@ -398,3 +398,9 @@ def load_object_model(name: str, library: str | Path | None) -> ObjectModel:
                           f"{sorted(config.objects)}")
     return build_object(name, config.objects[name], path.parent, config.num_points, config.points_seed,
                         where=f"{path}: objects.{name}")
+
+
+def load_object_library_names(library: str | Path | None) -> list[str]:
+    """The object names of an object library YAML (default: the shipped objects.yaml), sorted."""
+    path = resolve_config_path(library if library is not None else "objects.yaml")
+    return sorted(from_dict(ObjectLibraryConfig, read_yaml(path), str(path)).objects)

@@ -6,15 +6,22 @@ depth image (16UC1 mm / 32FC1 m). Topics are found automatically when not given;
 that is ambiguous the error lists the topics present. Images pair with the CameraInfo
 and the depth image nearest in header stamp (within ``MAX_PAIRING_S``).
 
-Output (written atomically: the bag appears only when complete), every message
-stamped with its input image's header stamp and framed in the camera's optical frame
-(the CameraInfo's ``frame_id``):
+Output (written atomically: the bag appears only when complete; never over the input or
+a folder that is not a rosbag2 folder), every message stamped with its input image's
+header stamp and framed in the camera's optical frame (the CameraInfo's ``frame_id``):
+exactly what the ROS node publishes, built by the node's own builder
+(:mod:`hoi_perception.pipeline.messages`) from the node parameters of the perception
+config (``node.topics``, ``node.frames``, ``node.publish``), for a node named
+``hoi_perception`` by default:
 
-* ``/tf`` - ``tf2_msgs/TFMessage``: wrist frames ``right_hand``/``left_hand`` and the object's frame;
-* ``/hoi/estimate`` - the package's ``HandObjectEstimate``;
-* ``/hoi/hand_mesh`` - one ``Marker`` TRIANGLE_LIST per hand;
-* ``/hoi/markers`` - ``MarkerArray`` with the hand skeletons and the object's box;
-* ``/hoi/debug_image`` - the input image with skeletons, boxes and the object pose drawn.
+* ``/tf`` - ``tf2_msgs/TFMessage``: wrist frames (``right_hand``/``left_hand``) and the
+  frame of each object whose pose passed the plausibility gates;
+* ``/hoi_perception/estimate`` - the package's ``HandObjectEstimate`` (failed or refused
+  object poses with their reasons);
+* ``/hoi_perception/hand_mesh`` - one ``Marker`` TRIANGLE_LIST per hand;
+* ``/hoi_perception/markers`` - ``MarkerArray`` with the hand skeletons and the object's box;
+* ``/hoi_perception/joint_states`` - ``JointState`` of the hands' finger joints;
+* ``/hoi_perception/debug_image`` - the input image with skeletons, boxes and the object pose.
 
 A message that cannot be decoded is logged and skipped, as is a frame the estimator
 refuses; both are counted in the summary. A bag whose file ends mid-message (a
@@ -26,7 +33,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hoi_perception.bag_io import open_bag_writer
+from hoi_perception.output_paths import ROSBAG, check_output
 from hoi_perception.pipeline.image_decoding import (
     CAMERA_INFO_TYPE,
     DEPTH_ENCODINGS,
@@ -46,22 +54,21 @@ from hoi_perception.pipeline.image_decoding import (
     decode_depth_image,
     stamp_to_ns,
 )
+from hoi_perception.pipeline.messages import TF_TOPIC, FrameMessageBuilder, OutputSettings
 from hoi_perception.pipeline.results import FrameResult
 
 log = logging.getLogger(__name__)
 
-TF_TOPIC = "/tf"
-ESTIMATE_TOPIC = "/hoi/estimate"
-MESH_TOPIC = "/hoi/hand_mesh"
-MARKERS_TOPIC = "/hoi/markers"
-OVERLAY_TOPIC = "/hoi/debug_image"
 MAX_PAIRING_S = 0.02  # largest stamp difference between an image and its CameraInfo / depth image
 DEPTH_WAIT_S = 0.2  # how long (bag time) an image waits for its depth image to arrive
-TRACKING_STATE_VALUES = {"detecting": 0, "tracking": 1, "lost": 2}  # HandObjectEstimate constants
 
 
 class BagTopicError(ValueError):
     """The input bag's topics do not say unambiguously what to process."""
+
+
+class NothingProcessedError(ValueError):
+    """Not one frame of the input could be processed; the message says why."""
 
 
 # ----------------------------------------------------------------------------- topics
@@ -94,6 +101,11 @@ def choose_topics(types: dict[str, str], encodings: dict[str, str], image: str |
         if given is not None and types[given] not in allowed:
             raise BagTopicError(f"topic {given} carries {types[given]}, expected {' or '.join(allowed)}")
     depth_topics = sorted(t for t, m in types.items() if m == IMAGE_TYPE and encodings.get(t) in DEPTH_ENCODINGS)
+    if image is not None and image in depth_topics:
+        raise BagTopicError(f"topic {image} carries depth images ({encodings[image]}), not colour; choose the colour "
+                            f"topic with --image-topic. Topics present: {_listing(types)}")
+    if depth is not None and depth == image:
+        raise BagTopicError(f"--depth-topic {depth} is the image topic; give the aligned depth topic or --no-depth")
     if image is None:
         colour = sorted(t for t, m in types.items() if m in IMAGE_TYPES and t not in depth_topics)
         # A raw topic and its image_transport twin <topic>/compressed are one stream: prefer raw.
@@ -111,6 +123,7 @@ def choose_topics(types: dict[str, str], encodings: dict[str, str], image: str |
             raise BagTopicError(f"{'several' if infos else 'no'} CameraInfo topics for {image} ({infos}); "
                                 f"choose one with --camera-info-topic. Topics present: {_listing(types)}")
         camera_info = infos[0]
+    depth_topics = [t for t in depth_topics if t != image]  # never the colour stream itself
     if depth is None and use_depth and len(depth_topics) == 1:
         depth = depth_topics[0]
     elif depth is None and use_depth and depth_topics:
@@ -243,83 +256,33 @@ def scan_mcap(data: bytes, wanted: set[str] | None = None) -> Iterator[RawMessag
 # ----------------------------------------------------------------------------- writing
 
 
-def object_bounds(control_points: np.ndarray) -> np.ndarray:
-    """[[min xyz], [max xyz]] of an object's bounding box from its 21 control points."""
-    corners = np.asarray(control_points)[:8]
-    return np.stack([corners.min(0), corners.max(0)])
-
-
-def draw_result(image: np.ndarray, result: FrameResult, K: np.ndarray, control_points: np.ndarray | None
-                ) -> np.ndarray:
-    """The debug overlay: hand boxes and skeletons, the object's posed box and axes, the tracking state."""
-    import cv2
-
-    from hoi_perception.render.overlay import draw_box_2d, draw_hand_skeleton, draw_object_pose
-
-    out = image
-    for tracked in result.hands:
-        hand = tracked.result
-        color = (90, 150, 240) if hand.side == "left" else (240, 140, 90)
-        out = draw_box_2d(out, hand.box, f"{hand.side} #{tracked.track_id} {hand.confidence:.2f}", color)
-        out = draw_hand_skeleton(out, hand.joints2d)
-    for tracked in result.objects:
-        obj = tracked.result
-        out = draw_box_2d(out, obj.box, f"{obj.name} #{tracked.track_id}", (80, 220, 100))
-        if obj.success and control_points is not None:
-            out = draw_object_pose(out, control_points, obj.rotation, obj.translation, K)
-    out = np.ascontiguousarray(out).copy()
-    text = f"{result.tracking_state} {result.total_ms:.0f} ms"
-    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
-    return out
-
-
 class EstimateBagWriter:
-    """Turns :class:`FrameResult` s into the output messages and writes them to an open bag."""
+    """Writes each :class:`FrameResult`'s messages (:class:`~hoi_perception.pipeline.messages.FrameMessageBuilder`,
+    the node's builder) to an open bag: TF on ``/tf``, the rest on ``settings.topics``."""
 
-    def __init__(self, bag: Any, hand_faces: dict[str, np.ndarray], control_points: np.ndarray | None,
-                 object_name: str | None, overlay: bool = True) -> None:
-        from hoi_perception.ros.interfaces import QuaternionContinuity, register_messages
+    def __init__(self, bag: Any, hand_faces: Mapping[str, np.ndarray],
+                 object_control_points: Mapping[str, np.ndarray], settings: OutputSettings | None = None,
+                 wanted: Callable[[str], bool] | None = None) -> None:
+        from hoi_perception.ros_messages import register_messages
 
         self.bag = bag
         self.ts = register_messages(bag.typestore)
-        self.hand_faces = hand_faces
-        self.control_points = control_points
-        self.bounds = {object_name: object_bounds(control_points)} if object_name and control_points is not None \
-            else {}
-        self.overlay = overlay
-        self.continuity = QuaternionContinuity()
+        self.settings = settings or OutputSettings()
+        self.builder = FrameMessageBuilder(self.settings, self.ts, hand_faces, object_control_points,
+                                           serialized_mesh=True)
+        self.wanted = wanted
         self.written: Counter[str] = Counter()
 
-    def write(self, result: FrameResult, image: np.ndarray, K: np.ndarray, stamp_ns: int, frame_id: str,
+    def write(self, result: FrameResult, image: np.ndarray, K: np.ndarray, stamp_ns: int, frame_id: str,  # noqa: N803
               log_time_ns: int) -> None:
-        from hoi_perception.bag_io import header, image_msg
-        from hoi_perception.ros import interfaces
+        from hoi_perception.bag_io import header
 
-        ts = self.ts
-        head = header(ts, stamp_ns, frame_id)
-        hands = [t.result for t in result.hands]
-        objects = [t.result for t in result.objects]
-        frames = [interfaces.wrist_frame(h, f"{h.side}_hand") for h in hands]
-        frames += [interfaces.object_frame(o, o.name) for o in objects if o.success]
-        if frames:
-            self._write(TF_TOPIC, interfaces.tf_message(ts, head, frames, continuity=self.continuity), log_time_ns)
-        hand_msgs = [interfaces.hand_estimate_msg(ts, t.result, t.track_id, continuity=self.continuity)
-                     for t in result.hands]
-        object_msgs = [interfaces.object_estimate_msg(ts, t.result, continuity=self.continuity)
-                       for t in result.objects]
-        estimate = interfaces.hand_object_estimate_msg(
-            ts, head, hand_msgs, object_msgs, tracking_state=TRACKING_STATE_VALUES[result.tracking_state],
-            frames_since_detection=result.frames_since_detection, stage_latencies_ms=result.timings_ms)
-        self._write(ESTIMATE_TOPIC, estimate, log_time_ns)
-        for index, hand in enumerate(hands):
-            color = interfaces.LEFT_HAND_COLOR if hand.side == "left" else interfaces.RIGHT_HAND_COLOR
-            mesh = interfaces.hand_mesh_marker_cdr(ts, head, hand.vertices_cam, self.hand_faces[hand.side], color,
-                                                   namespace=f"hand_mesh_{hand.side}", marker_id=index)
-            self._write(MESH_TOPIC, mesh, log_time_ns)
-        self._write(MARKERS_TOPIC, interfaces.scene_markers(ts, head, hands, objects, self.bounds), log_time_ns)
-        if self.overlay:
-            drawn = draw_result(image, result, K, self.control_points)
-            self._write(OVERLAY_TOPIC, image_msg(ts, drawn, stamp_ns, frame_id), log_time_ns)
+        outputs = self.builder.build(header(self.ts, stamp_ns, frame_id), result, image, K, wanted=self.wanted)
+        if outputs.transforms:
+            self._write(TF_TOPIC, self.builder.tf_message(outputs), log_time_ns)
+        for name, messages in outputs.messages.items():
+            for message in messages:
+                self._write(self.settings.topics[name], message, log_time_ns)
 
     def _write(self, topic: str, msg: Any, log_time_ns: int) -> None:
         self.bag.write(topic, msg, log_time_ns)
@@ -357,20 +320,25 @@ class _PendingImage:
 
 def process_bag(estimator: Any, in_bag: str | Path, out_bag: str | Path, *, image_topic: str | None = None,
                 camera_info_topic: str | None = None, depth_topic: str | None = None, use_depth: bool = True,
-                storage: str = "mcap", overwrite: bool = False, progress: bool = True) -> BagSummary:
-    """Run ``estimator`` (an :class:`~hoi_perception.pipeline.estimator.Estimator`) over a bag."""
+                storage: str = "mcap", overwrite: bool = False, progress: bool = True,
+                outputs: OutputSettings | None = None) -> BagSummary:
+    """Run ``estimator`` (an :class:`~hoi_perception.pipeline.estimator.Estimator`) over a bag.
+
+    Raises :class:`NothingProcessedError` (and writes no bag) when no frame could be processed.
+    """
+    check_output(out_bag, kind=ROSBAG, inputs=[in_bag], overwrite=overwrite, option="output bag")
     reader = BagReader(in_bag)
+    if not any(reader.counts.values()):
+        raise BagTopicError(f"input bag '{reader.path}' holds no messages")
     encodings = _first_encodings(reader)
     topics = choose_topics(reader.types, encodings, image_topic, camera_info_topic, depth_topic, use_depth)
     summary = BagSummary(topics)
     infos = _camera_infos(reader, topics.camera_info, summary)
     if len(infos[0]) == 0:
         raise BagTopicError(f"no usable CameraInfo on {topics.camera_info} in '{reader.path}'")
-    object_name = estimator.object_model.name if estimator.object_model is not None else None
-    control_points = estimator.object_model.control_points if estimator.object_model is not None else None
     faces = {side: estimator.hand_faces(side) for side in ("right", "left")}
     with open_bag_writer(out_bag, storage=storage, overwrite=overwrite) as bag:
-        writer = EstimateBagWriter(bag, faces, control_points, object_name)
+        writer = EstimateBagWriter(bag, faces, object_control_points(estimator), outputs)
         pending: deque[_PendingImage] = deque()
         depths: deque[tuple[int, Any]] = deque(maxlen=30)
         bar = tqdm(total=reader.counts.get(topics.image, 0), desc="process-bag", unit="frame", disable=not progress)
@@ -399,14 +367,26 @@ def process_bag(estimator: Any, in_bag: str | Path, out_bag: str | Path, *, imag
             _process_one(estimator, reader, writer, pending.popleft(), infos, depths, topics, summary)
             bar.update()
         bar.close()
+        if summary.processed == 0:  # raising inside the writer leaves no output bag behind
+            reasons = "; ".join(f"{reason}: {count}" for reason, count in sorted(summary.skipped.items()))
+            raise NothingProcessedError(f"no frame of '{in_bag}' was processed ({summary.images} images on "
+                                        f"{topics.image}{'; ' + reasons if reasons else ''}); no output bag written")
     summary.written = writer.written
     summary.damaged = reader.damaged
     return summary
 
 
+def object_control_points(estimator: Any) -> dict[str, np.ndarray]:
+    """The estimator's object's control points by name (empty when it tracks hands only)."""
+    model = estimator.object_model
+    return {} if model is None else {model.name: model.control_points}
+
+
 def _count(summary: BagSummary, kind: str, exc: Exception | str) -> None:
+    """Count a skip; only the first of each kind is logged (the summary has the totals)."""
     summary.skipped[kind] += 1
-    log.warning("%s: %s", kind, exc)
+    if summary.skipped[kind] == 1:
+        log.warning("%s: %s (further ones are only counted in the summary)", kind, exc)
 
 
 def _first_encodings(reader: BagReader) -> dict[str, str]:
@@ -488,15 +468,24 @@ def _process_one(estimator: Any, reader: BagReader, writer: EstimateBagWriter, p
 def process_bag_main(in_bag: str | Path, out_bag: str | Path, image_topic: str | None = None,
                      camera_info_topic: str | None = None, depth_topic: str | None = None,
                      config: str | Path | None = None, storage: str = "mcap", *, overrides: Sequence[str] = (),
-                     use_depth: bool = True, overwrite: bool = False) -> BagSummary:
+                     use_depth: bool = True, overwrite: bool = False,
+                     outputs: OutputSettings | None = None) -> BagSummary:
     """``hoi-perception process-bag``: build the estimator from ``config`` (default: the shipped
     perception.yaml, with ``overrides``), process ``in_bag`` into ``out_bag`` and print a summary."""
     from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
-    from hoi_perception.pipeline.estimator import Estimator
+    from hoi_perception.pipeline.estimator import Estimator, describe_targets
+    from hoi_perception.pipeline.shipped_model import names_a_model, with_shipped_model
 
-    estimator = Estimator(load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides))
+    check_output(out_bag, kind=ROSBAG, inputs=[in_bag], overwrite=overwrite, option="output bag")  # before loading
+    estimator_config = load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides)
+    if not names_a_model(estimator_config):
+        log.info("no model given: running the shipped checkpoint, as the demo does")
+    estimator_config = with_shipped_model(estimator_config)
+    print(describe_targets(estimator_config))
+    estimator = Estimator(estimator_config)
     summary = process_bag(estimator, in_bag, out_bag, image_topic=image_topic, camera_info_topic=camera_info_topic,
-                          depth_topic=depth_topic, use_depth=use_depth, storage=storage, overwrite=overwrite)
+                          depth_topic=depth_topic, use_depth=use_depth, storage=storage, overwrite=overwrite,
+                          outputs=outputs)
     for line in summary.lines():
         print(line)
     return summary

@@ -13,11 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hoi_perception.config import ConfigError, apply_overrides, from_dict, read_yaml, resolve_config_path
+from hoi_perception.config import (
+    ConfigError,
+    apply_overrides,
+    check_override_keys,
+    from_dict,
+    read_yaml,
+    resolve_config_path,
+)
 from hoi_perception.engines.base import EngineConfig
 from hoi_perception.geometry.hand_translation import HandTranslationConfig
 from hoi_perception.geometry.pnp import PnPConfig
 from hoi_perception.models.detection_head import DetectionSelectionConfig
+from hoi_perception.pipeline.gates import GateConfig
 from hoi_perception.pipeline.tracking import TrackingConfig
 
 DEFAULT_PERCEPTION_CONFIG = "perception.yaml"
@@ -57,6 +65,7 @@ class EstimatorConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
+    gates: GateConfig = field(default_factory=GateConfig)
 
     def validate(self) -> None:
         if not self.hand_sides:
@@ -111,5 +120,7 @@ def load_estimator_config(source: str | Path | dict[str, Any] | None = DEFAULT_P
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: '{ESTIMATOR_SECTION}' must be a mapping, got {type(data).__name__}")
         where = f"{path}: {ESTIMATOR_SECTION}"
+    overrides = list(overrides)
+    check_override_keys(EstimatorConfig, overrides)
     data = apply_overrides(data, overrides)
     return from_dict(EstimatorConfig, data, where)

@@ -56,6 +56,7 @@ import numpy as np
 
 import hoi_perception
 from hoi_perception.atomic import atomic_write_json, atomic_write_text
+from hoi_perception.output_paths import UnsafeOutputError
 from hoi_perception.pipeline.results import STAGES, FrameResult
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,9 @@ VIDEO_NAME = "overlay.mp4"
 FRAMES_DIR = "frames"
 REPORT_JSON = "demo_report.json"
 REPORT_MD = "demo_report.md"
-GROUND_TRUTH_COLOR = (255, 255, 255)
 ADD_DIAMETER_FRACTION = 0.1
+# What the demo writes into --out; a folder holding anything else is not a demo folder.
+DEMO_ENTRIES = frozenset({SEQUENCE_DIR, MODELS_DIR, BAG_NAME, VIDEO_NAME, FRAMES_DIR, REPORT_JSON, REPORT_MD})
 # Estimator settings the demo sets itself from --checkpoint and the sequence.
 DEMO_OWNED_SETTINGS = ("checkpoint", "crop_model", "detector_model")
 
@@ -473,13 +475,6 @@ def _demo_estimator_config(config: str | Path | None, overrides: Sequence[str]) 
     return estimator_config
 
 
-def _ground_truth_overlay(image: np.ndarray, joints2d: np.ndarray) -> np.ndarray:
-    from hoi_perception.render.overlay import draw_hand_skeleton
-
-    return draw_hand_skeleton(image, joints2d, joint_colors=[GROUND_TRUTH_COLOR] * len(joints2d), thickness=1,
-                              radius=1)
-
-
 class _VideoWriter:
     """MP4 through OpenCV, written under a hidden name and renamed into place when complete."""
 
@@ -524,8 +519,9 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     from hoi_perception.bag_io import camera_info_msg, image_msg, open_bag_writer
     from hoi_perception.engines.base import file_sha256
     from hoi_perception.models.checkpoint import load_network_checkpoint
-    from hoi_perception.pipeline.bag_processing import EstimateBagWriter, draw_result
+    from hoi_perception.pipeline.bag_processing import EstimateBagWriter, object_control_points
     from hoi_perception.pipeline.estimator import Estimator
+    from hoi_perception.pipeline.messages import draw_frame
     from hoi_perception.render.overlay import save_png
     from hoi_perception.synth.generator import BAG_EPOCH_NS, CAMERA_FRAME_ID, CAMERA_INFO_TOPIC, IMAGE_TOPIC
     from hoi_perception.synth.sequence_files import read_rgb, read_sequence_labels
@@ -537,6 +533,13 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     out_dir = Path(out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"--out '{out_dir}' exists and is not a folder")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in DEMO_ENTRIES
+                     and not p.name.startswith(".")) if out_dir.is_dir() else []
+    if foreign:  # a rerun reuses and replaces the demo's own files, never anything else
+        raise UnsafeOutputError(f"--out '{out_dir}' is not a demo folder (it holds {', '.join(foreign[:5])}); "
+                                "choose a new or empty folder")
+    if checkpoint is not None and Path(checkpoint).expanduser().resolve().is_relative_to(out_dir.resolve()):
+        raise UnsafeOutputError(f"--out '{out_dir}' holds the --checkpoint '{checkpoint}'; choose another folder")
     setup: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -572,7 +575,6 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     K = np.asarray(labels["K"], dtype=np.float64)
     width, height = int(meta["width"]), int(meta["height"])
     object_model = estimator.object_model
-    control_points = None if object_model is None else object_model.control_points
     frames_dir = out_dir / FRAMES_DIR
     frames_dir.mkdir(parents=True, exist_ok=True)
     for stale in frames_dir.glob("[0-9]*.png"):  # overlays of an earlier run
@@ -587,7 +589,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
     try:
         with open_bag_writer(out_dir / BAG_NAME, storage="mcap", overwrite=True) as bag:
             writer = EstimateBagWriter(bag, {side: estimator.hand_faces(side) for side in ("right", "left")},
-                                       control_points, object_name)
+                                       object_control_points(estimator))
             for index in range(int(meta["frames"])):
                 image = read_rgb(seq_dir / "rgb" / f"{index:06d}.png")
                 stamp_s = float(labels["timestamps"][index])
@@ -607,8 +609,8 @@ def run_demo(out: str | Path = DEFAULT_OUT, checkpoint: str | Path | None = None
                     wall_ms.append(elapsed)
                     predictions.append(prediction_from_result(result, meta["hand_side"]))
                     writer.write(result, image, K, stamp_ns, CAMERA_FRAME_ID, stamp_ns)
-                    drawn = draw_result(_ground_truth_overlay(image, labels["joints2d"][index]), result, K,
-                                        control_points)
+                    drawn = draw_frame(image, result, K, object_control_points(estimator),
+                                       ground_truth_joints=[labels["joints2d"][index]])
                 video.write(drawn)
                 if index % sequence.png_interval == 0:
                     save_png(frames_dir / f"{index:06d}.png", drawn)

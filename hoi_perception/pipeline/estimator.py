@@ -19,6 +19,9 @@ Per frame (:meth:`Estimator.process`):
    joints and wrist replace the hand's, the refined mesh's offsets from the coarse one
    are kept for the output mesh, and the crop that gave the object pose gives the
    refined object pose;
+4c. **gates** - a hand or object pose whose projection contradicts its 2D box (centre,
+   size, hence depth) or its 2D joints / control-point votes is refused with a reason
+   (:mod:`hoi_perception.pipeline.gates`): it is not filtered, published or followed;
 5. **filter** - per track the hand and object temporal filters, then the MANO layer
    re-poses the hand mesh from the filtered pose and shape, so mesh and joints agree.
 
@@ -70,8 +73,9 @@ from hoi_perception.models.refinement import (
     mirror_pose,
 )
 from hoi_perception.models.results import HandResult, ObjectResult
-from hoi_perception.objects.models import load_object_model
+from hoi_perception.objects.models import load_object_library_names, load_object_model
 from hoi_perception.pipeline.config import EstimatorConfig
+from hoi_perception.pipeline.gates import GateMeasures, gate_problem, hand_measures, object_measures
 from hoi_perception.pipeline.image_decoding import camera_matrix_problem
 from hoi_perception.pipeline.results import FrameResult, TrackedHand, TrackedObject
 from hoi_perception.pipeline.tracking import BoxTracker, Track
@@ -285,6 +289,16 @@ def build_refine_engines(config: EstimatorConfig) -> dict[str, InferenceEngine]:
     return engines
 
 
+def describe_targets(config: EstimatorConfig) -> str:
+    """One line for the commands to print: which hands, and which object (or none, and how to choose one)."""
+    hands = " and ".join(config.hand_sides)
+    if config.object_name is not None:
+        return f"estimating: {hands} hand(s) and the object '{config.object_name}'"
+    names = load_object_library_names(config.objects)
+    return (f"estimating: {hands} hand(s) only - no object_name is set, so no object pose; choose the object in view "
+            f"with --set object_name=NAME (the library has: {', '.join(names)})")
+
+
 def _square_input_size(engine: InferenceEngine, name: str) -> int:
     spec = {s.name: s for s in engine.inputs}[name]
     shape = spec.shape
@@ -342,6 +356,7 @@ class _ObjectEstimate:
     inlier_points: int
     confidence: float
     crop_index: int = -1
+    rejection: str = ""  # why a plausibility gate refused the pose (pnp is then a failure)
 
 
 def _ms(start: float) -> float:
@@ -488,6 +503,13 @@ class Estimator:
             object_estimate = self._refine(jobs, inputs, outputs, hands, object_estimate, K)
             timings["refine"] = _ms(start)
 
+        measures: dict[str, GateMeasures] = {}
+        hand_failures: dict[str, str] = {}
+        for hand in hands:
+            self._gate_hand(hand, K, measures, hand_failures)
+        if object_estimate is not None and object_estimate.pnp.success:
+            object_estimate = self._gate_object(object_estimate, K, measures)
+
         start = time.perf_counter()
         filtered = [(hand, self._filter_hand(hand, stamp)) for hand in hands]
         tracked_objects = [] if object_estimate is None else [self._filter_object(object_estimate, stamp)]
@@ -500,7 +522,8 @@ class Estimator:
 
         state, frames = self.tracker.end_frame()
         self.frames_processed += 1
-        return FrameResult(stamp, tracked_hands, tracked_objects, state, frames, timings)
+        return FrameResult(stamp, tracked_hands, tracked_objects, state, frames, timings, hand_failures=hand_failures,
+                           gate_measures=measures)
 
     def detect(self, image: np.ndarray) -> FrameDetections:
         """Run the detector on the letterboxed full frame and pick the best hands and object."""
@@ -513,7 +536,10 @@ class Estimator:
 
     def _skip(self, stamp: Any, kind: str, reason: str, timings: Mapping[str, float] | None = None) -> FrameResult:
         self.skipped[kind] += 1
-        log.warning("frame at %s skipped: %s", stamp, reason)
+        if self.skipped[kind] == 1:  # later ones of this kind are counted, not logged per frame
+            log.warning("frame at %s skipped: %s (further '%s' skips are counted, not logged)", stamp, reason, kind)
+        else:
+            log.debug("frame at %s skipped: %s", stamp, reason)
         value = float(stamp) if isinstance(stamp, (int, float, np.number)) and not isinstance(stamp, bool) \
             else float("nan")
         return FrameResult(value, tracking_state="tracking" if self.tracker.tracks else "lost",
@@ -633,6 +659,32 @@ class Estimator:
         return replace(estimate, pnp=replace(estimate.pnp, rotation=refined_object[0],
                                              translation=refined_object[1]))
 
+    def _gate_hand(self, hand: _HandEstimate, K: np.ndarray, measures: dict[str, GateMeasures],  # noqa: N803
+                   failures: dict[str, str]) -> None:
+        """Step 4c: a hand whose posed mesh contradicts its box or 2D joints is not published (gates.py).
+        The measures are recorded even with the gates off (for choosing thresholds)."""
+        if hand.translation is None:
+            return
+        key = hand.track.key
+        measures[key] = hand_measures(hand.vertices_rel + hand.translation, hand.joints_rel + hand.translation,
+                                      hand.track.box, hand.joints2d, hand.joint_confidence, K)
+        problem = gate_problem(measures[key], self.config.gates.hand) if self.config.gates.enabled else None
+        if problem is not None:
+            hand.translation, hand.failure = None, problem
+            failures[key] = problem
+
+    def _gate_object(self, estimate: _ObjectEstimate, K: np.ndarray,  # noqa: N803
+                     measures: dict[str, GateMeasures]) -> _ObjectEstimate:
+        """Step 4c: an object pose that contradicts its box or its votes becomes a reported failure."""
+        model = self.object_model
+        measures["object"] = object_measures(model.points, model.control_points, estimate.pnp.rotation,  # type: ignore[union-attr]
+                                             estimate.pnp.translation, estimate.track.box,
+                                             estimate.control_points_2d, K)
+        problem = gate_problem(measures["object"], self.config.gates.object) if self.config.gates.enabled else None
+        if problem is None:
+            return estimate
+        return replace(estimate, pnp=PnPResult.failure(problem, estimate.pnp.num_correspondences), rejection=problem)
+
     def _filter_hand(self, hand: _HandEstimate, stamp: float) -> FilteredHand | None:
         if hand.translation is None:
             return None
@@ -657,7 +709,7 @@ class Estimator:
 
         if not estimate.pnp.success:
             return TrackedObject(result(np.full((3, 3), np.nan), np.full(3, np.nan), False,
-                                        f"PnP: {estimate.pnp.reason}"), track.track_id, None)
+                                        estimate.rejection or f"PnP: {estimate.pnp.reason}"), track.track_id, None)
         track_filter = self._object_filters.setdefault(track.track_id, ObjectTrackFilter(self.filter_config.object))
         filtered = track_filter.update(ObjectFrame(stamp, estimate.pnp.rotation, estimate.pnp.translation,
                                                    estimate.confidence))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hoi_perception.models.results import HandResult, ObjectResult
+from hoi_perception.pipeline.gates import GateMeasures
 from hoi_perception.pipeline.tracking import TrackingStateName
 from hoi_perception.tracking import FilterState, ObjectFilterState
 
@@ -57,6 +58,10 @@ class FrameResult:
     frames_since_detection: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
+    # Hands estimated but refused by a plausibility gate: side -> reason (not in ``hands``).
+    hand_failures: dict[str, str] = field(default_factory=dict)
+    # What the gates measured per pose ("right", "left", "object"), for reports and threshold choice.
+    gate_measures: dict[str, GateMeasures] = field(default_factory=dict)
 
     @property
     def total_ms(self) -> float:

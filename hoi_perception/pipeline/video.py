@@ -26,17 +26,23 @@ import cv2
 import numpy as np
 import yaml
 
+from hoi_perception.output_paths import MP4_VIDEO, ROSBAG, check_output
 from hoi_perception.pipeline.image_decoding import camera_matrix_problem
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HFOV_DEG = 60.0  # a typical webcam
 INPUT_TOPIC = "/camera/color/image_raw"
+CAMERA_INFO_TOPIC = "/camera/color/camera_info"
 CAMERA_FRAME_ID = "camera_color_optical_frame"
 
 
 class VideoSourceError(ValueError):
     """A video file or camera cannot be opened or read."""
+
+
+class NothingProcessedError(ValueError):
+    """No frame of the input could be processed."""
 
 
 def load_intrinsics(path: str | Path) -> tuple[np.ndarray, int, int]:
@@ -104,7 +110,9 @@ def open_capture(video: str | Path | None, camera: int | None) -> tuple[cv2.Vide
         path = Path(video).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"video '{path}' does not exist")
-        capture, name = cv2.VideoCapture(str(path)), f"video '{path}'"
+        with _quiet_stderr():  # FFmpeg prints "moov atom not found" and the like before our one-line error
+            capture = cv2.VideoCapture(str(path))
+        name = f"video '{path}'"
     else:
         capture, name = cv2.VideoCapture(int(camera)), f"camera {camera}"
     if not capture.isOpened():
@@ -112,6 +120,23 @@ def open_capture(video: str | Path | None, camera: int | None) -> tuple[cv2.Vide
         raise VideoSourceError(f"{name} could not be opened ({hint})")
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     return capture, name, fps if math.isfinite(fps) and fps > 0 else 0.0
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the process's stderr (file descriptor 2, where FFmpeg writes) for the block."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def read_frames(capture: cv2.VideoCapture, name: str, fps: float, live: bool) -> Iterator[tuple[float, np.ndarray]]:
@@ -139,18 +164,36 @@ class RunSummary:
     bag_path: Path | None = None
 
 
+def check_run_outputs(out: str | Path | None, bag: str | Path | None, inputs: Sequence[str | Path],
+                      overwrite: bool) -> None:
+    """``--out`` (an MP4) and ``--bag`` (a rosbag2 folder) may replace neither an input, each other,
+    nor, even with ``--overwrite``, anything that is not their kind."""
+    if out is not None:
+        check_output(out, kind=MP4_VIDEO, inputs=inputs, overwrite=overwrite, option="--out")
+    if bag is not None:
+        check_output(bag, kind=ROSBAG, inputs=[*inputs, *([out] if out is not None else [])], overwrite=overwrite,
+                     option="--bag")
+
+
 def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K: np.ndarray | None, *,
                   out: str | Path | None = None, bag: str | Path | None = None, fps: float = 30.0,
-                  show: bool = False, hfov_deg: float = DEFAULT_HFOV_DEG, max_frames: int | None = None
-                  ) -> RunSummary:
-    """Process ``frames`` with ``estimator``; write the overlay video ``out`` and the MCAP ``bag``."""
-    from hoi_perception.bag_io import image_msg, open_bag_writer
-    from hoi_perception.pipeline.bag_processing import EstimateBagWriter, draw_result
+                  show: bool = False, hfov_deg: float = DEFAULT_HFOV_DEG, max_frames: int | None = None,
+                  inputs: Sequence[str | Path] = (), overwrite: bool = False, outputs: Any = None) -> RunSummary:
+    """Process ``frames`` with ``estimator``; write the overlay video ``out`` and the MCAP ``bag``
+    (images, CameraInfo and the node's outputs, named by ``outputs``, an
+    :class:`~hoi_perception.pipeline.messages.OutputSettings`). ``inputs`` are never overwritten; existing outputs only
+    with ``overwrite`` (:func:`hoi_perception.output_paths.check_output`)."""
+    from hoi_perception.bag_io import camera_info_msg, image_msg, open_bag_writer
+    from hoi_perception.pipeline.bag_processing import EstimateBagWriter, object_control_points
+    from hoi_perception.pipeline.messages import draw_frame
 
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"--max-frames must be a positive number of frames, got {max_frames}")
     summary = RunSummary()
     out_path = Path(out).expanduser() if out is not None else None
     if out_path is not None and out_path.suffix.lower() != ".mp4":
         raise ValueError(f"--out '{out_path}': expected a .mp4 file name")
+    check_run_outputs(out_path, bag, inputs, overwrite)
     writer: cv2.VideoWriter | None = None
     video_tmp: Path | None = None
     total_ms = 0.0
@@ -158,11 +201,10 @@ def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K:
         with contextlib.ExitStack() as stack:
             bag_writer = None
             if bag is not None:
-                model = estimator.object_model
-                bag_writer = EstimateBagWriter(stack.enter_context(open_bag_writer(bag, storage="mcap")),
+                bag_writer = EstimateBagWriter(stack.enter_context(open_bag_writer(bag, storage="mcap",
+                                                                                   overwrite=overwrite)),
                                                {side: estimator.hand_faces(side) for side in ("right", "left")},
-                                               None if model is None else model.control_points,
-                                               None if model is None else model.name)
+                                               object_control_points(estimator), outputs)
             for stamp, image in frames:
                 if max_frames is not None and summary.frames >= max_frames:
                     break
@@ -179,12 +221,13 @@ def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K:
                     summary.skipped += 1
                     continue
                 summary.processed += 1
-                drawn = draw_result(image, result, K, None if estimator.object_model is None
-                                    else estimator.object_model.control_points)
+                drawn = draw_frame(image, result, K, object_control_points(estimator))
                 stamp_ns = int(round(stamp * 1e9))
                 if bag_writer is not None:
                     bag_writer.bag.write(INPUT_TOPIC, image_msg(bag_writer.ts, image, stamp_ns, CAMERA_FRAME_ID),
                                          stamp_ns)
+                    bag_writer.bag.write(CAMERA_INFO_TOPIC, camera_info_msg(bag_writer.ts, K, width, height, stamp_ns,
+                                                                            CAMERA_FRAME_ID), stamp_ns)
                     bag_writer.write(result, image, K, stamp_ns, CAMERA_FRAME_ID, stamp_ns)
                 if out_path is not None:
                     if writer is None:
@@ -198,6 +241,9 @@ def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K:
                     writer.write(np.ascontiguousarray(drawn[..., ::-1]))
                 if show:
                     _show(drawn)
+            if summary.processed == 0:  # raised inside the bag writer: no bag is left behind
+                raise NothingProcessedError(f"no frame was processed ({summary.frames} read, {summary.skipped} "
+                                            "skipped by the estimator; see the warning above); nothing written")
     except BaseException:
         if writer is not None:
             writer.release()
@@ -225,17 +271,25 @@ def _show(image: np.ndarray) -> None:
 def run_main(video: str | Path | None = None, camera: int | None = None, intrinsics: str | Path | None = None,
              out: str | Path | None = None, config: str | Path | None = None, show: bool = False, *,
              bag: str | Path | None = None, overrides: Sequence[str] = (), hfov_deg: float = DEFAULT_HFOV_DEG,
-             max_frames: int | None = None) -> RunSummary:
+             max_frames: int | None = None, overwrite: bool = False, outputs: Any = None) -> RunSummary:
     """``hoi-perception run``: the estimator on ``video`` or webcam ``camera``; see the module docstring."""
     from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
-    from hoi_perception.pipeline.estimator import Estimator
+    from hoi_perception.pipeline.estimator import Estimator, describe_targets
+    from hoi_perception.pipeline.shipped_model import names_a_model, with_shipped_model
 
     if out is None and bag is None and not show:
         raise ValueError("nothing to produce: give --out VIDEO.mp4, --bag OUT_BAG and/or --show")
+    inputs = [p for p in (video, intrinsics) if p is not None]
+    check_run_outputs(out, bag, inputs, overwrite)  # before the slow start
     calibration = load_intrinsics(intrinsics) if intrinsics is not None else None
     capture, name, fps = open_capture(video, camera)
     try:
-        estimator = Estimator(load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides))
+        estimator_config = load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides)
+        if not names_a_model(estimator_config):
+            log.info("no model given: running the shipped checkpoint, as the demo does")
+        estimator_config = with_shipped_model(estimator_config)
+        print(describe_targets(estimator_config))
+        estimator = Estimator(estimator_config)
         frames = read_frames(capture, name, fps, live=camera is not None)
         K = None
         if calibration is not None:
@@ -243,7 +297,7 @@ def run_main(video: str | Path | None = None, camera: int | None = None, intrins
             K = fit_intrinsics(calibration[0], (calibration[1], calibration[2]), (first.shape[1], first.shape[0]))
             frames = _prepend((first_stamp, first), frames)
         summary = run_estimator(estimator, frames, K, out=out, bag=bag, fps=fps, show=show, hfov_deg=hfov_deg,
-                                max_frames=max_frames)
+                                max_frames=max_frames, inputs=inputs, overwrite=overwrite, outputs=outputs)
     finally:
         capture.release()
     print(f"{name}: {summary.frames} frames, {summary.processed} processed, {summary.skipped} skipped, "

@@ -3,9 +3,10 @@
 The rclpy adapter (:mod:`hoi_perception.ros.node`) only creates subscriptions,
 publishers and timers and forwards messages here; this module decides what to
 subscribe and publish (:func:`subscription_plan`, :func:`publisher_plans`), turns
-synchronised input messages into the estimator's arrays, runs it, builds every
-output message, limits the rate, contains failures and keeps the bookkeeping behind
-``/diagnostics``. It imports no ROS package, so it runs and is tested anywhere:
+synchronised input messages into the estimator's arrays, runs it, has every output
+message built by the builder ``process-bag`` shares
+(:class:`~hoi_perception.pipeline.messages.FrameMessageBuilder`), limits the rate,
+contains failures and keeps the bookkeeping behind ``/diagnostics``. It imports no ROS package, so it runs and is tested anywhere:
 messages are built through a *typestore*-like object (a rosbags ``Typestore`` here,
 :class:`GeneratedMessageTypes` over rclpy's generated classes on a robot).
 
@@ -29,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hoi_perception.models.results import HandResult, ObjectResult
+from hoi_perception import ros_messages as ri
 from hoi_perception.pipeline.image_decoding import (
     COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
@@ -39,24 +40,16 @@ from hoi_perception.pipeline.image_decoding import (
     decode_depth_image,
     stamp_to_ns,
 )
-from hoi_perception.ros import interfaces as ri
+from hoi_perception.pipeline.messages import (
+    OUTPUT_TYPES,
+    FrameMessageBuilder,
+    FrameOutputs,
+    OutputSettings,
+)
 from hoi_perception.ros.params import NodeParams, QosParams, estimator_overrides, read_sections
 
-MARKER_TYPE = "visualization_msgs/msg/Marker"
-
-# Topic outputs, by the name used in PublishParams/TopicParams; TF goes through the broadcaster.
-OUTPUT_TYPES: dict[str, str] = {
-    "estimate": ri.message_type("HandObjectEstimate"),
-    "hand_mesh": MARKER_TYPE,
-    "markers": "visualization_msgs/msg/MarkerArray",
-    "debug_image": IMAGE_TYPE,
-    "joint_states": "sensor_msgs/msg/JointState",
-}
 DIAGNOSTICS_OUTPUT = "diagnostics"
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
-HAND_MESH_IDS = {"right": 0, "left": 1}
-_TRACKING_STATES = {"detecting": ri.TrackingState.DETECTING, "tracking": ri.TrackingState.TRACKING,
-                    "lost": ri.TrackingState.LOST}
 
 
 # --------------------------------------------------------------------------- plans (plain data for the adapter)
@@ -101,6 +94,17 @@ def publisher_plans(params: NodeParams) -> list[PublisherPlan]:
     plans.append(PublisherPlan(DIAGNOSTICS_OUTPUT, params.topics.diagnostics, DIAGNOSTICS_TYPE,
                                QosParams(reliability="reliable", depth=10, durability="volatile")))
     return plans
+
+
+def output_settings(params: NodeParams, node_name: str) -> OutputSettings:
+    """The message builder's settings from the node's ``topics``, ``frames`` and ``publish`` parameters:
+    what the node publishes and what ``process-bag`` writes for a node of that name."""
+    topics = {name: resolve_topic(getattr(params.topics, name), node_name) for name in OUTPUT_TYPES
+              if getattr(params.publish, name)}
+    frames, publish = params.frames, params.publish
+    return OutputSettings(topics=topics, right_wrist=frames.right_wrist, left_wrist=frames.left_wrist,
+                          object_prefix=frames.object_prefix, tf=publish.tf, joint_tf=publish.joint_tf,
+                          estimate_vertices=publish.estimate_vertices)
 
 
 def resolve_topic(topic: str, node_name: str) -> str:
@@ -172,7 +176,7 @@ class GeneratedMessageTypes:
     """A typestore over ROS 2's generated Python message classes (``sensor_msgs.msg.Image``...).
 
     ``types["sensor_msgs/msg/Image"]`` imports ``sensor_msgs.msg`` on first use, so the
-    builders of :mod:`hoi_perception.ros.interfaces` serve rclpy unchanged.
+    builders of :mod:`hoi_perception.ros_messages` serve rclpy unchanged.
     """
 
     def __init__(self, importer: Callable[[str], Any] = importlib.import_module):
@@ -235,11 +239,6 @@ class LoadedEstimator:
     hand_faces: Mapping[str, np.ndarray]
     object_control_points: Mapping[str, np.ndarray]
     description: str
-
-    def object_bounds(self) -> dict[str, np.ndarray]:
-        """Model-frame bounding box [[min xyz], [max xyz]] per object."""
-        return {name: np.stack([points[:8].min(axis=0), points[:8].max(axis=0)])
-                for name, points in self.object_control_points.items()}
 
 
 def missing_model_files(config: Any) -> list[str]:
@@ -421,15 +420,6 @@ class DiagnosticsReport:
 # --------------------------------------------------------------------------- the per-frame logic
 
 
-@dataclass
-class FrameOutputs:
-    """The messages of one processed frame; the adapter publishes them in this order."""
-
-    header: Any
-    transforms: list[Any] = field(default_factory=list)  # geometry_msgs/TransformStamped for the broadcaster
-    messages: dict[str, list[Any]] = field(default_factory=dict)  # output name -> messages
-
-
 Logger = Callable[[str], None]
 
 
@@ -453,12 +443,10 @@ class PerceptionNodeLogic:
         self._clock = clock
         self._warn = ThrottledLog(warn, params.log_throttle_s, clock)
         self._status_name = f"{node_name}: hand-object perception"
-        self._object_bounds = loaded.object_bounds()
         self.rate_limiter = RateLimiter(params.max_rate_hz)
         self.statistics = FrameStatistics(clock)
-        self.continuity = ri.QuaternionContinuity()
-        self._meshes_shown: set[str] = set()
-        self._hand_streams: set[str] = set()
+        self.messages = FrameMessageBuilder(output_settings(params, node_name), types, loaded.hand_faces,
+                                            loaded.object_control_points)
         self._distortion_warned = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -467,9 +455,7 @@ class PerceptionNodeLogic:
         """Forget everything time-dependent (on activation): schedule, counters, quaternion signs, markers."""
         self.rate_limiter.reset()
         self.statistics.reset()
-        self.continuity.reset()
-        self._meshes_shown.clear()
-        self._hand_streams.clear()
+        self.messages.reset()
 
     # ----------------------------------------------------------------- frames
 
@@ -498,7 +484,8 @@ class PerceptionNodeLogic:
             result = self.loaded.estimator.process(rgb, K, stamp_ns * 1e-9, depth)
             if result.skipped:
                 return self._drop(DropReason.SKIPPED, "estimator", str(result.skipped))
-            outputs = self._outputs(header, result, rgb, K, decode_ms=(decoded - started) * 1e3)
+            outputs = self.messages.build(header, result, rgb, K, wanted=self._wanted,
+                                          extra_latencies_ms={"decode": (decoded - started) * 1e3})
             self._sink(outputs)
         except Exception as exc:  # noqa: BLE001 - contained, counted and reported
             return self._drop(DropReason.FAILED, type(exc).__name__, f"{type(exc).__name__}: {exc}")
@@ -560,96 +547,8 @@ class PerceptionNodeLogic:
     # ----------------------------------------------------------------- outputs
 
     def _wanted(self, output: str) -> bool:
-        if not getattr(self.params.publish, output):
-            return False
+        """Build an enabled output only when someone listens (``publish.only_when_subscribed``)."""
         return not self.params.publish.only_when_subscribed or self._has_subscribers(output)
-
-    def _outputs(self, header: Any, result: Any, rgb: np.ndarray, K: np.ndarray,  # noqa: N803
-                 decode_ms: float) -> FrameOutputs:
-        ts = self.types
-        hands: list[HandResult] = [tracked.result for tracked in result.hands]
-        objects: list[ObjectResult] = [tracked.result for tracked in result.objects]
-        outputs = FrameOutputs(header=header)
-        self._forget_ended_tracks(result)
-        if self.params.publish.tf:
-            outputs.transforms = list(ri.tf_message(ts, header, self._frames(hands, objects),
-                                                    continuity=self.continuity).transforms)
-        if self._wanted("estimate"):
-            hand_msgs = [ri.hand_estimate_msg(ts, t.result, t.track_id, continuity=self.continuity,
-                                              include_vertices=self.params.publish.estimate_vertices)
-                         for t in result.hands]
-            object_msgs = [ri.object_estimate_msg(ts, t.result, continuity=self.continuity) for t in result.objects]
-            latencies = {"decode": decode_ms, **{k: float(v) for k, v in result.timings_ms.items()}}
-            outputs.messages["estimate"] = [ri.hand_object_estimate_msg(
-                ts, header, hand_msgs, object_msgs, tracking_state=_TRACKING_STATES[result.tracking_state],
-                frames_since_detection=result.frames_since_detection, stage_latencies_ms=latencies)]
-        if self._wanted("hand_mesh"):
-            outputs.messages["hand_mesh"] = self._mesh_markers(header, hands)
-        if self._wanted("markers"):
-            outputs.messages["markers"] = [ri.scene_markers(ts, header, hands, objects, self._object_bounds)]
-        if self._wanted("joint_states") and hands:
-            outputs.messages["joint_states"] = [ri.joint_state_msg(ts, header, hands)]
-        if self._wanted("debug_image"):
-            outputs.messages["debug_image"] = [self._debug_image(header, rgb, K, result)]
-        return outputs
-
-    def _frames(self, hands: Sequence[HandResult], objects: Sequence[ObjectResult]) -> list[ri.FrameTransform]:
-        names = self.params.frames
-        frames = []
-        for hand in hands:
-            wrist = names.wrist(hand.side)
-            frames.append(ri.wrist_frame(hand, wrist))
-            if self.params.publish.joint_tf:
-                frames.extend(ri.joint_frames(hand, wrist))
-        frames.extend(ri.object_frame(obj, names.object(obj.name)) for obj in objects if obj.success)
-        return frames
-
-    def _forget_ended_tracks(self, result: Any) -> None:
-        """Drop the quaternion memory of hand tracks that ended (track ids are not reused)."""
-        live = {ri.hand_stream(t.result, t.track_id) for t in result.hands}
-        for stream in self._hand_streams - live:
-            self.continuity.forget(stream)
-        self._hand_streams = live
-
-    def _mesh_markers(self, header: Any, hands: Sequence[HandResult]) -> list[Any]:
-        """One TRIANGLE_LIST per visible hand (id by side), and a DELETE for a side that disappeared."""
-        markers = []
-        shown = set()
-        for hand in hands:
-            color = ri.LEFT_HAND_COLOR if hand.side == "left" else ri.RIGHT_HAND_COLOR
-            markers.append(ri.hand_mesh_marker(self.types, header, hand.vertices_cam, self.loaded.hand_faces[hand.side],
-                                               color, marker_id=HAND_MESH_IDS[hand.side]))
-            shown.add(hand.side)
-        Marker = self.types.types[MARKER_TYPE]
-        for side in sorted(self._meshes_shown - shown):
-            marker = ri.delete_all_marker(self.types, header)
-            marker.action = Marker.DELETE
-            marker.ns = "hand_mesh"
-            marker.id = HAND_MESH_IDS[side]
-            markers.append(marker)
-        self._meshes_shown = shown
-        return markers
-
-    def _debug_image(self, header: Any, rgb: np.ndarray, K: np.ndarray, result: Any) -> Any:  # noqa: N803
-        from hoi_perception.render import overlay
-
-        image = rgb
-        for tracked in result.objects:
-            obj = tracked.result
-            if obj.success and obj.name in self.loaded.object_control_points:
-                image = overlay.draw_object_pose(image, self.loaded.object_control_points[obj.name], obj.rotation,
-                                                 obj.translation, K)
-            image = overlay.draw_box_2d(image, obj.box, f"{obj.name} {obj.confidence:.2f}"
-                                        + ("" if obj.success else " (no pose)"), color=(80, 220, 90))
-        for tracked in result.hands:
-            hand = tracked.result
-            image = overlay.draw_hand_skeleton(image, hand.joints2d)
-            image = overlay.draw_box_2d(image, hand.box, f"{hand.side} #{tracked.track_id} {hand.confidence:.2f}",
-                                        color=(240, 140, 90) if hand.side == "right" else (90, 150, 240))
-        height, width = image.shape[:2]
-        return self.types.types[IMAGE_TYPE](header=header, height=height, width=width, encoding="rgb8",
-                                            is_bigendian=0, step=width * 3,
-                                            data=np.ascontiguousarray(image, dtype=np.uint8).reshape(-1))
 
     # ----------------------------------------------------------------- diagnostics
 

@@ -65,7 +65,7 @@ MESSAGE_NAMES: tuple[str, ...] = (
 SUPPORTED_DISTROS: tuple[str, ...] = ("humble", "jazzy")
 NUM_MANO_VERTICES = 778
 
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def message_type(name: str) -> str:

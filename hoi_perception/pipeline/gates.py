@@ -1,0 +1,118 @@
+"""Plausibility gates: a pose whose own projection contradicts the image evidence is not published.
+
+A robot acts on TF, so a hand or object pose is published only when it agrees with
+what the frame shows (``config/perception.yaml``, ``estimator.gates``):
+
+* **box centre**: the pose's projected silhouette box (model points for the object,
+  the mesh for a hand) is centred near the tracked 2D box;
+* **box size, hence depth**: the projected box's size (square root of its area) is
+  within a factor of the 2D box's; an object 3 m away projects to a tenth of the size
+  of one at 0.3 m, so a wrong depth fails here;
+* **reprojection**: the voted control points (object) or the 2D joints (hand) lie
+  near where the posed model puts them.
+
+Offsets are fractions of the 2D box's size, so one threshold fits near and far
+objects. Thresholds are chosen on a validation split (``benchmarks/gate_thresholds.py``).
+A failing pose is reported with its reason (``ObjectResult.failure_reason``,
+``FrameResult.hand_failures``) and is not published to TF nor counted as found.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hoi_perception.config import ConfigError
+from hoi_perception.geometry.camera import project
+
+
+@dataclass
+class GateLimits:
+    """Limits for one kind of pose (hand or object); see the module docstring."""
+
+    max_centre_offset: float = 0.5   # |projected box centre - 2D box centre| / 2D box size
+    max_size_ratio: float = 2.0      # projected / 2D box size outside [1 / r, r] fails
+    max_reprojection: float = 0.25   # mean |projected - observed 2D points| / 2D box size
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.max_centre_offset) and self.max_centre_offset > 0):
+            raise ConfigError(f"max_centre_offset: expected a positive fraction of the box size, got "
+                              f"{self.max_centre_offset}")
+        if not (math.isfinite(self.max_size_ratio) and self.max_size_ratio > 1.0):
+            raise ConfigError(f"max_size_ratio: expected a factor > 1, got {self.max_size_ratio}")
+        if not (math.isfinite(self.max_reprojection) and self.max_reprojection > 0):
+            raise ConfigError(f"max_reprojection: expected a positive fraction of the box size, got "
+                              f"{self.max_reprojection}")
+
+
+@dataclass
+class GateConfig:
+    """``estimator.gates``: ``enabled: false`` publishes every solved pose (for experiments only)."""
+
+    enabled: bool = True
+    object: GateLimits = field(default_factory=GateLimits)
+    hand: GateLimits = field(default_factory=GateLimits)
+
+
+@dataclass(frozen=True)
+class GateMeasures:
+    """What the gates compare, for one pose (also recorded by the threshold benchmark)."""
+
+    centre_offset: float
+    size_ratio: float
+    reprojection: float
+
+
+def _box_size(box: np.ndarray) -> float:
+    return float(math.sqrt(max(box[2] - box[0], 1e-6) * max(box[3] - box[1], 1e-6)))
+
+
+def measure(points_cam: np.ndarray, box: np.ndarray, K: np.ndarray, predicted_2d: np.ndarray,  # noqa: N803
+            observed_2d: np.ndarray, weights: np.ndarray | None = None) -> GateMeasures:
+    """Compare a posed model (``points_cam`` (N, 3), camera frame) with the 2D ``box`` it should fill,
+    and ``predicted_2d`` with ``observed_2d`` (M, 2) pixels (optionally weighted)."""
+    box = np.asarray(box, dtype=np.float64)
+    size = _box_size(box)
+    points_cam = np.asarray(points_cam, dtype=np.float64)
+    if not np.all(np.isfinite(points_cam)) or np.any(points_cam[:, 2] <= 1e-6):
+        return GateMeasures(math.inf, math.inf, math.inf)
+    uv = project(points_cam, K)
+    projected = np.concatenate([uv.min(0), uv.max(0)])
+    centre = (projected[:2] + projected[2:]) / 2 - (box[:2] + box[2:]) / 2
+    errors = np.linalg.norm(np.asarray(predicted_2d) - np.asarray(observed_2d), axis=-1)
+    w = np.ones_like(errors) if weights is None else np.clip(np.asarray(weights, dtype=np.float64), 0, None)
+    reprojection = float((errors * w).sum() / max(w.sum(), 1e-9))
+    return GateMeasures(float(np.linalg.norm(centre)) / size, _box_size(projected) / size, reprojection / size)
+
+
+def gate_problem(measures: GateMeasures, limits: GateLimits) -> str | None:
+    """Why the pose is implausible, or None."""
+    if measures.size_ratio > limits.max_size_ratio or measures.size_ratio < 1.0 / limits.max_size_ratio:
+        return (f"implausible pose: projects to {measures.size_ratio:.2f}x the detected box size (allowed "
+                f"1/{limits.max_size_ratio:g}-{limits.max_size_ratio:g}), so its depth contradicts the box")
+    if measures.centre_offset > limits.max_centre_offset:
+        return (f"implausible pose: projected centre {measures.centre_offset:.2f} box sizes from the detected box "
+                f"(allowed {limits.max_centre_offset:g})")
+    if measures.reprojection > limits.max_reprojection:
+        return (f"implausible pose: reprojection error {measures.reprojection:.2f} box sizes (allowed "
+                f"{limits.max_reprojection:g})")
+    return None
+
+
+def object_measures(model_points: np.ndarray, control_points: np.ndarray, rotation: np.ndarray,
+                    translation: np.ndarray, box: np.ndarray, voted_2d: np.ndarray,
+                    K: np.ndarray) -> GateMeasures:  # noqa: N803
+    """The object pose ``x_cam = R x + t`` against its 2D box and its voted control points (21, 2)."""
+    posed = model_points @ np.asarray(rotation).T + translation
+    controls = control_points @ np.asarray(rotation).T + translation
+    predicted = project(controls, K) if np.all(controls[:, 2] > 1e-6) else np.full((len(controls), 2), np.inf)
+    return measure(posed, box, K, predicted, voted_2d)
+
+
+def hand_measures(vertices_cam: np.ndarray, joints_cam: np.ndarray, box: np.ndarray, joints_2d: np.ndarray,
+                  joint_confidence: np.ndarray, K: np.ndarray) -> GateMeasures:  # noqa: N803
+    """The posed hand mesh against its 2D box, and its 3D joints against the 2D joints (weighted by confidence)."""
+    predicted = project(joints_cam, K) if np.all(joints_cam[:, 2] > 1e-6) else np.full((len(joints_cam), 2), np.inf)
+    return measure(vertices_cam, box, K, predicted, joints_2d, joint_confidence)

@@ -1,0 +1,102 @@
+"""Plausibility gates (issue 15, item 4): crafted poses that contradict the image are refused with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_estimator import OBJECT_NAME, K, SceneDetector, build_scene, coordinate_image, make_estimator
+
+from hoi_perception.config import ConfigError
+from hoi_perception.geometry.camera import project
+from hoi_perception.pipeline.config import load_estimator_config
+from hoi_perception.pipeline.estimator import load_object_model
+from hoi_perception.pipeline.gates import GateLimits, gate_problem, hand_measures, object_measures
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return build_scene()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_object_model(OBJECT_NAME, None)
+
+
+def _silhouette_box(model, rotation, translation):
+    uv = project(model.points @ rotation.T + translation, K)
+    return np.concatenate([uv.min(0), uv.max(0)])
+
+
+def test_the_true_pose_passes_and_wrong_depth_shift_or_votes_fail(scene, model):
+    R, t = scene.object_rotation, scene.object_translation
+    box = _silhouette_box(model, R, t)
+    votes = project(model.control_points @ R.T + t, K)
+    limits = GateLimits()
+    true = object_measures(model.points, model.control_points, R, t, box, votes, K)
+    assert true.centre_offset < 1e-9 and true.size_ratio == pytest.approx(1.0) and true.reprojection < 1e-9
+    assert gate_problem(true, limits) is None
+    # The issue's case: the same box and direction, but 5x farther (PnP on degenerate votes).
+    far = object_measures(model.points, model.control_points, R, t * 5, box, votes, K)
+    assert far.size_ratio == pytest.approx(0.2, abs=0.03)
+    assert "depth contradicts the box" in gate_problem(far, limits)
+    shifted = object_measures(model.points, model.control_points, R, t + [0.08, 0, 0], box, votes, K)
+    assert shifted.size_ratio == pytest.approx(1.0, abs=0.1) and shifted.centre_offset > 0.5
+    assert "projected centre" in gate_problem(shifted, limits)
+    size = np.sqrt(np.prod(box[2:] - box[:2]))
+    noisy = object_measures(model.points, model.control_points, R, t, box, votes + [0.4 * size, 0], K)
+    assert noisy.reprojection == pytest.approx(0.4) and "reprojection error 0.40" in gate_problem(noisy, limits)
+    behind = object_measures(model.points, model.control_points, R, -t, box, votes, K)
+    assert gate_problem(behind, limits) is not None
+
+
+def test_hand_measures_weight_joints_by_confidence(scene):
+    hand = scene.hands["right"]
+    joints2d = project(hand.joints_cam, K)
+    measures = hand_measures(hand.vertices_cam, hand.joints_cam, hand.box, joints2d, np.ones(21), K)
+    assert measures.reprojection < 1e-9 and gate_problem(measures, GateLimits()) is None
+    wrong = joints2d.copy()
+    wrong[5] += 1000.0  # one wild joint the network itself did not trust
+    confidence = np.ones(21)
+    confidence[5] = 0.0
+    assert hand_measures(hand.vertices_cam, hand.joints_cam, hand.box, wrong, confidence, K).reprojection < 1e-9
+    back = np.array([0.0, 0.0, 1.0])  # the same hand a metre farther, against the same box
+    farther = hand_measures(hand.vertices_cam + back, hand.joints_cam + back, hand.box, joints2d, np.ones(21), K)
+    assert "depth contradicts" in gate_problem(farther, GateLimits())
+
+
+class ShrunkObjectDetector(SceneDetector):
+    """The object's box a third of its true size: a pose at the true depth now contradicts it."""
+
+    def _run(self, inputs):
+        out = super()._run(inputs)
+        box = out["boxes"][0, 2]
+        centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 6
+        out["boxes"][0, 2] = np.concatenate([centre - half, centre + half])
+        return out
+
+
+def test_the_estimator_reports_a_gated_object_and_does_not_publish_it(scene):
+    from test_estimator import IdealCropNetwork
+
+    from hoi_perception.pipeline.estimator import Estimator
+    from hoi_perception.pipeline.messages import frame_transforms
+
+    estimator, _, _ = make_estimator(scene)
+    good = estimator.process(coordinate_image(), K, 1.0)
+    assert good.objects[0].result.success and good.gate_measures["object"].size_ratio < 2.0
+    config = load_estimator_config(None, [f"object_name={OBJECT_NAME}"])
+    gated = Estimator(config, crop_engine=IdealCropNetwork(scene), detector_engine=ShrunkObjectDetector(scene))
+    result = gated.process(coordinate_image(), K, 1.0)
+    obj = result.objects[0].result
+    assert not obj.success and "depth contradicts the box" in obj.failure_reason
+    assert result.gate_measures["object"].size_ratio > 2.0
+    children = {f.child_frame_id for f in frame_transforms(result)}
+    assert OBJECT_NAME not in children and {"right_hand", "left_hand"} <= children
+
+
+def test_gate_settings_are_validated():
+    with pytest.raises(ConfigError, match="max_size_ratio: expected a factor > 1"):
+        load_estimator_config(None, ["gates.object.max_size_ratio=0.5"])
+    config = load_estimator_config(None, ["gates.hand.max_reprojection=0.1"])
+    assert config.gates.hand.max_reprojection == 0.1 and config.gates.enabled
