@@ -103,7 +103,8 @@ def test_tf_mesh_joint_states_and_diagnostics_on_their_topics_with_their_types(g
 
     active = [d for d in graph["diagnostics"] if int(d["frames_received"]) > 0]
     assert active, graph["diagnostics"]
-    for key in ("frames_lost", "lost_stamp_gap", "lost_unmatched", "dropped_rate_limited", "processing_latency_ms_mean"):
+    for key in ("frames_lost", "lost_stamp_gap", "lost_unmatched", "dropped_rate_limited",
+                "processing_latency_ms_mean"):
         assert key in active[-1], key
 
 

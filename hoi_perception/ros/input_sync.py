@@ -7,10 +7,11 @@ so the node's diagnostics can count frames lost *before* the estimator next to
 frames it skipped on purpose.
 
 * :class:`ApproximateTimeSync`: one bounded queue per input; when a message arrives,
-  the oldest image whose every other input has a message within ``slop_s`` of its
-  stamp is emitted together with the nearest such messages. Emitting a set discards
-  the older messages of every queue (they can no longer pair: stamps only grow), and
-  a full queue drops its oldest message; discarded images are reported.
+  the image with the earliest stamp whose every other input has a message within
+  ``slop_s`` of it is emitted together with the nearest such messages. Emitting a set
+  discards the messages of every queue stamped no later than the emitted ones (they can
+  no longer pair: stamps only grow), and a full queue drops its oldest message;
+  discarded images are reported.
 * :class:`StampGapCounter`: counts images missing from the received sequence by their
   stamps (a camera at a steady rate: an interval of k periods means k - 1 frames lost
   on the way, e.g. overwritten in a keep-last subscription queue while the node was busy).
@@ -82,17 +83,23 @@ class ApproximateTimeSync:
             if match is None:
                 return
             positions, messages = match
-            unmatched_images = positions[IMAGE_INPUT]  # older images than the emitted one never pair now
-            for queue, position in zip(self._queues, positions):
-                for _ in range(position + 1):
-                    queue.popleft()
+            unmatched_images = 0
+            for index, (queue, position) in enumerate(zip(self._queues, positions)):
+                chosen = queue[position]
+                # Stamps only grow: what is not newer than the emitted message can no longer pair.
+                kept = [entry for entry in queue if entry is not chosen and entry[0] > chosen[0]]
+                if index == IMAGE_INPUT:
+                    unmatched_images = len(queue) - 1 - len(kept)
+                queue.clear()
+                queue.extend(kept)
             if unmatched_images:
                 self._on_unmatched(unmatched_images)
             self._callback(*messages)
 
     def _first_match(self) -> tuple[list[int], list[Any]] | None:
         images = self._queues[IMAGE_INPUT]
-        for image_position, (image_stamp, image) in enumerate(images):
+        for image_position in sorted(range(len(images)), key=lambda i: images[i][0]):
+            image_stamp, image = images[image_position]
             positions, messages = [image_position], [image]
             for queue in self._queues[1:]:
                 nearest = _nearest(queue, image_stamp)
