@@ -6,7 +6,7 @@ are the built ones. It starts the node executable with no parameters, drives it 
 every lifecycle transition by service and publishes rendered hand-object frames with
 their CameraInfo, and writes what it observed as JSON; the test asserts on that.
 
-    python3 test/ros_graph_driver.py NODE_EXECUTABLE OUT_DIR [--sustained-rates 5 10 15 30]
+    python3 test/ros_graph_driver.py NODE_EXECUTABLE OUT_DIR [--sustained-rates 10 15 20 30] [--size 640x480]
 
 With ``--sustained-rates`` it also publishes frames at each rate (Hz) and records the share
 that produced an estimate, the node's diagnostics and the latency (the rate figure of the README).
@@ -70,15 +70,16 @@ def permissive_config(out: Path) -> Path:
     return out / "perception.yaml"
 
 
-def render_frames(out: Path, count: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """RGB frames (240x320) and K of one synthetic hand-object sequence, never seen in training."""
+def render_frames(out: Path, count: int, seed: int, size: tuple[int, int] = (320, 240)
+                  ) -> tuple[list[np.ndarray], np.ndarray]:
+    """RGB frames (``size`` = width, height) and K of one synthetic hand-object sequence, unseen in training."""
     import cv2
 
     from hoi_perception.config import load_config
     from hoi_training.synth.config import SynthConfig
     from hoi_training.synth.generator import generate_dataset
 
-    config = load_config(SynthConfig, "synth.yaml", ["camera.width=320", "camera.height=240"])
+    config = load_config(SynthConfig, "synth.yaml", [f"camera.width={size[0]}", f"camera.height={size[1]}"])
     manifest = generate_dataset(config, out, sequences=1, frames=count, seed=seed)
     seq = out / manifest["sequences"][0]["name"]
     K = np.load(seq / "labels.npz")["K"].astype(np.float64)
@@ -229,10 +230,11 @@ def at_rate(graph: Graph, frames: list[np.ndarray], K: np.ndarray, first_stamp: 
             "diagnostics_warnings": sorted({d["_message"] for d in diagnostics if d["_level"] == "1"})}
 
 
-def run(node_executable: str, out: Path, sustained_rates: list[float], result: dict) -> None:
+def run(node_executable: str, out: Path, sustained_rates: list[float], result: dict,
+        size: tuple[int, int] = (320, 240)) -> None:
     """Fills ``result`` as it goes, so a failure still reports what came before it."""
     out.mkdir(parents=True, exist_ok=True)
-    frames, K = render_frames(out / "synth", 12, seed=2001)
+    frames, K = render_frames(out / "synth", 12, seed=2001, size=size)
     log = open(out / "node.log", "w")  # noqa: SIM115 - closed below
     node = subprocess.Popen([node_executable], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     result["node_log"] = str(out / "node.log")
@@ -366,10 +368,12 @@ def main() -> int:
     parser.add_argument("node_executable")
     parser.add_argument("out", type=Path)
     parser.add_argument("--sustained-rates", type=float, nargs="*", default=[])
+    parser.add_argument("--size", default="320x240", help="image WIDTHxHEIGHT")
     args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split("x"))
     result: dict = {}
     try:
-        run(args.node_executable, args.out, args.sustained_rates, result)
+        run(args.node_executable, args.out, args.sustained_rates, result, size)
     except Exception:  # noqa: BLE001 - reported to the test with everything observed so far
         result["error"] = traceback.format_exc()
     args.out.mkdir(parents=True, exist_ok=True)
