@@ -80,6 +80,7 @@ def test_shipped_model_with_no_parameters_estimates_every_frame_stamped_in_the_o
     assert {e["frame_id"] for e in graph["estimates"]} == {CAMERA_FRAME}
     rate = graph["rate_5hz"]
     assert rate["sent"] == 15 and rate["estimates"] >= 12, rate
+    assert rate["diagnostics_lost"] == rate["sent"] - rate["estimates"], rate  # what went missing is counted
 
 
 def test_tf_mesh_joint_states_and_diagnostics_on_their_topics_with_their_types(graph):
