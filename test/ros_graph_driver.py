@@ -303,7 +303,7 @@ def run(node_executable: str, out: Path, sustained_rates: list[float], result: d
 
         # 5 Hz, like a slow camera: estimates for (nearly) every frame.
         result["rate_5hz"] = at_rate(graph, frames, K, good + FRAME_PERIOD_NS, 5.0, 15)
-        next_stamp = good + 20 * FRAME_PERIOD_NS
+        next_stamp = good + 30 * FRAME_PERIOD_NS  # a pause of 3 s after the 5 Hz frames: a new stream
         for rate in sustained_rates:
             result.setdefault("sustained", []).append(at_rate(graph, frames, K, next_stamp, rate, int(rate * 6)))
             next_stamp += 8 * 10**9
