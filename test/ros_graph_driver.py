@@ -76,8 +76,8 @@ def render_frames(out: Path, count: int, seed: int, size: tuple[int, int] = (320
     import cv2
 
     from hoi_perception.config import load_config
-    from hoi_training.synth.config import SynthConfig
-    from hoi_training.synth.generator import generate_dataset
+    from hoi_perception.synth.config import SynthConfig
+    from hoi_perception.synth.generator import generate_dataset
 
     config = load_config(SynthConfig, "synth.yaml", [f"camera.width={size[0]}", f"camera.height={size[1]}"])
     manifest = generate_dataset(config, out, sequences=1, frames=count, seed=seed)
