@@ -31,7 +31,9 @@ runtime = [
 extras = {
     "train": ["tensorboard>=2.14", "matplotlib>=3.7"],  # matplotlib: the experiment scripts' plots
     "tensorrt": ["tensorrt>=10.0,<11"],  # fp16 plans use BuilderFlag.FP16, removed in 11
-    "test": ["pytest>=7.4", "ruff>=0.5", "catkin_pkg>=1.0"],
+    # pytest 9 rejects launch_testing's plugin hooks (ROS 2's launch tests); the ROS 2 wheels that
+    # tools/ros2_jazzy/build_workspace.sh installs would otherwise pull it in.
+    "test": ["pytest>=7.4,<9", "ruff>=0.5", "catkin_pkg>=1.0"],
 }
 
 setup(
@@ -49,7 +51,7 @@ setup(
     package_dir={"hoi_perception._config": "config", "hoi_perception._msg": "msg"},
     package_data={
         "hoi_perception": ["hand_model/assets/*.npz", "checkpoints/*"],
-        "hoi_perception._config": ["*.yaml", "*/*.yaml", "*.rviz"],
+        "hoi_perception._config": ["*.yaml", "*/*.yaml", "*.rviz", "*.xml"],
         "hoi_perception._msg": ["*.msg"],
     },
     install_requires=runtime,

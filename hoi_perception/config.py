@@ -20,9 +20,15 @@ import yaml
 T = TypeVar("T")
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-# config/ lives beside the packages in a source checkout and under share/ in an
-# installed ROS package; pip installs ship a copy inside the package.
-_CONFIG_CANDIDATES = (PACKAGE_ROOT.parent / "config", PACKAGE_ROOT / "_config")
+
+
+# colcon (CMakeLists.txt) installs the Python packages to <prefix>/lib/pythonX.Y/site-packages
+# and config/ to <prefix>/share/hoi_perception/config.
+_INSTALL_PREFIX = PACKAGE_ROOT.parents[3] if len(PACKAGE_ROOT.parents) > 3 else PACKAGE_ROOT.parent
+# config/ lives beside the packages in a source checkout and under share/ in an installed
+# ROS package; pip installs ship a copy inside the package.
+_CONFIG_CANDIDATES = (PACKAGE_ROOT.parent / "config", _INSTALL_PREFIX / "share" / "hoi_perception" / "config",
+                      PACKAGE_ROOT / "_config")
 
 
 class ConfigError(ValueError):

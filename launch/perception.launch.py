@@ -11,9 +11,11 @@ Arguments:
     record        record the camera inputs and the node's outputs to MCAP (record.launch.py)
     bag           output folder of the recording ("" = ros2 bag's dated default)
     use_sim_time  use /clock (set by replay.launch.py)
+    autostart     configure and activate the node on start (node parameter autostart; default true
+                  here, false for a bare `ros2 run`); false leaves it to `ros2 lifecycle set`
 
-The node configures and activates itself (node parameter autostart); a missing model file
-fails configure with an error naming it and the process exits.
+With autostart a missing model file fails configure with an error naming it and the
+process exits.
 """
 
 import os
@@ -43,6 +45,7 @@ def _launch_setup(context):
     use_sim_time = _is_true(context, "use_sim_time")
     _, overrides = launch_params(params_file, LaunchConfiguration("camera").perform(context))
     overrides["use_sim_time"] = use_sim_time
+    overrides["autostart"] = _is_true(context, "autostart")
     return [
         Node(package=PACKAGE, executable="hoi_perception_node", name=NODE_NAME, output="screen", emulate_tty=True,
              parameters=[overrides]),
@@ -71,5 +74,7 @@ def generate_launch_description():
         DeclareLaunchArgument("bag", default_value="",
                               description="Output folder of the recording; empty = ros2 bag's dated default"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (bag replay)"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="Configure and activate the node on start (false: ros2 lifecycle set)"),
         OpaqueFunction(function=_launch_setup),
     ])

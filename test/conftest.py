@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from hoi_perception.config import load_config
+
+# benchmarks/ (imported by the experiment tests) sits beside the packages. `colcon test` runs
+# pytest from the build folder, where it is not importable; appended, not prepended, so that
+# the installed hoi_perception (with its generated messages) keeps its place on the path there.
+REPOSITORY = Path(__file__).resolve().parents[1]
+if str(REPOSITORY) not in sys.path:
+    sys.path.append(str(REPOSITORY))
 
 
 @pytest.fixture(scope="session")

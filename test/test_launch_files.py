@@ -18,7 +18,7 @@ from hoi_perception.ros import params as rp
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
 ARGUMENTS = {
-    "perception.launch.py": ["camera", "params_file", "rviz", "record", "bag", "use_sim_time"],
+    "perception.launch.py": ["camera", "params_file", "rviz", "record", "bag", "use_sim_time", "autostart"],
     "replay.launch.py": ["bag", "rate", "loop", "start_delay", "camera", "params_file", "rviz", "record", "out_bag"],
     "record.launch.py": ["camera", "params_file", "node_name", "bag", "debug_image"],
 }
@@ -57,7 +57,8 @@ def test_launch_file_declares_and_documents_its_arguments(name):
 
 def test_launch_files_wire_the_documented_behaviour():
     perception = string_constants(ast.parse((LAUNCH / "perception.launch.py").read_text()))
-    assert {"hoi_perception_node", "rviz2", "perception.rviz", "record.launch.py", "use_sim_time"} <= perception
+    assert {"hoi_perception_node", "rviz2", "perception.rviz", "record.launch.py", "use_sim_time",
+            "autostart"} <= perception
     replay = string_constants(ast.parse((LAUNCH / "replay.launch.py").read_text()))
     assert {"play", "--clock", "--rate", "--loop", "perception.launch.py"} <= replay
     record = string_constants(ast.parse((LAUNCH / "record.launch.py").read_text()))

@@ -5,6 +5,7 @@ message classes are rosbags' (the same builders serve both), so every published 
 is checked against the real ROS 2 definitions.
 """
 
+import dataclasses
 import gc
 from types import SimpleNamespace
 
@@ -112,6 +113,7 @@ class FakeLifecycleNode:
         self.logger = FakeLogger()
         self.clock = FakeClock()
         self.publishers, self.timers, self.subscriptions = [], [], []
+        self.plain_publishers = []
         self.destroyed = []
         self.state = "unconfigured"
 
@@ -139,6 +141,17 @@ class FakeLifecycleNode:
         publisher = FakePublisher(msg_class, topic, qos)
         self.publishers.append(publisher)
         return publisher
+
+    def create_publisher(self, msg_class, topic, qos):
+        publisher = FakePublisher(msg_class, topic, qos)
+        publisher.active = True  # not a lifecycle publisher
+        self.plain_publishers.append(publisher)
+        return publisher
+
+    def create_subscription(self, msg_class, topic, callback, qos):
+        subscription = FakeSubscription(msg_class, topic, callback, qos)
+        self.subscriptions.append(subscription)
+        return subscription
 
     def destroy_lifecycle_publisher(self, publisher):
         self.publishers.remove(publisher)
@@ -194,38 +207,20 @@ class FakeLifecycleNode:
         return self._trigger(self.on_cleanup, "unconfigured")
 
 
-class FakeSubscriber:
-    def __init__(self, node, msg_class, topic, qos_profile):
-        self.msg_class, self.topic, self.qos = msg_class, topic, qos_profile
-        self.sub = SimpleNamespace(topic=topic)
-        node.subscriptions.append(self.sub)
+class FakeSubscription:
+    def __init__(self, msg_class, topic, callback, qos):
+        self.msg_class, self.topic, self.callback, self.qos = msg_class, topic, callback, qos
 
 
-class FakeSynchronizer:
-    instances = []
-
-    def __init__(self, subscribers, queue_size, slop):
-        self.subscribers, self.queue_size, self.slop = subscribers, queue_size, slop
-        self.callbacks = []
-        FakeSynchronizer.instances.append(self)
-
-    def registerCallback(self, callback):  # noqa: N802 - message_filters' name
-        self.callbacks.append(callback)
-
-    def deliver(self, *messages):
-        for callback in self.callbacks:
-            callback(*messages)
+def deliver(node, *messages):
+    """Each message to the subscription of its position (image, CameraInfo[, depth]), as the executor would."""
+    for subscription, message in zip(node.subscriptions, messages):
+        subscription.callback(message)
 
 
-class FakeBroadcaster:
-    instances = []
-
-    def __init__(self, node):
-        self.sent = []
-        FakeBroadcaster.instances.append(self)
-
-    def sendTransform(self, transforms):  # noqa: N802 - tf2_ros' name
-        self.sent.append(list(transforms))
+def tf_publisher(node):
+    (found,) = [p for p in node.plain_publishers if p.topic == "/tf"]
+    return found
 
 
 def fake_loader(params, config_file):
@@ -247,8 +242,6 @@ def make_api(ts, loader=fake_loader, spin=None):
         QoSProfile=lambda **kw: SimpleNamespace(**kw),
         ReliabilityPolicy=policies, HistoryPolicy=policies, DurabilityPolicy=policies,
         ParameterDescriptor=lambda **kw: SimpleNamespace(**kw),
-        Subscriber=FakeSubscriber, ApproximateTimeSynchronizer=FakeSynchronizer,
-        TransformBroadcaster=FakeBroadcaster,
         message_types=ts, message_class=lambda name: ts.types[name],
         load_estimator=loader,
     ), calls
@@ -262,8 +255,6 @@ def ts():
 @pytest.fixture(autouse=True)
 def clean_stand_in():
     FakeLifecycleNode.overrides = {}
-    FakeSynchronizer.instances.clear()
-    FakeBroadcaster.instances.clear()
     yield
     gc.unfreeze()
 
@@ -287,7 +278,7 @@ def publisher(node, topic):
 # --------------------------------------------------------------------------- tests
 
 
-def test_construction_declares_every_parameter_and_one_broadcaster(ts):
+def test_construction_declares_every_parameter(ts):
     node, _ = make_node(ts, {"max_rate_hz": 15, "topics.image": "/cam/image_raw"})
     expected = {spec.name for spec in rp.parameter_specs(rp.NodeParams())} | {"config_file"}
     assert set(node.parameters) == expected
@@ -296,7 +287,7 @@ def test_construction_declares_every_parameter_and_one_broadcaster(ts):
     assert node.descriptors["max_rate_hz"].additional_constraints.startswith("type: double")
     params = node.read_params()
     assert params.max_rate_hz == 15.0 and params.topics.image == "/cam/image_raw"
-    assert len(FakeBroadcaster.instances) == 1 and node.node_name == "hoi_perception"
+    assert node.node_name == "hoi_perception" and not node.plain_publishers and not node.publishers
 
 
 def test_configure_fails_with_a_clear_log_when_a_model_file_is_missing(ts, tmp_path):
@@ -328,18 +319,25 @@ def test_full_lifecycle_publishes_stamped_outputs_from_synchronised_inputs(ts):
     assert topics["~/hand_mesh"].msg_class is ts.types["visualization_msgs/msg/Marker"]
     topics["~/debug_image"].subscribers = 0  # nobody watches the overlay: it is not built
 
+    tf = tf_publisher(node)  # tf2_ros's broadcaster QoS
+    assert tf.msg_class is ts.types["tf2_msgs/msg/TFMessage"]
+    assert (tf.qos.reliability, tf.qos.depth, tf.qos.durability) == ("reliable", 100, "volatile")
+
     assert node.trigger_activate() == SUCCESS
-    (sync,) = FakeSynchronizer.instances
-    assert [s.topic for s in sync.subscribers] == ["/camera/color/image_raw", "/camera/color/camera_info"]
-    assert sync.subscribers[0].msg_class is ts.types["sensor_msgs/msg/Image"]
-    assert sync.subscribers[0].qos.reliability == "best_effort" and sync.subscribers[0].qos.depth == 5
-    assert (sync.queue_size, sync.slop) == (10, 0.02)
+    subscriptions = node.subscriptions
+    assert [s.topic for s in subscriptions] == ["/camera/color/image_raw", "/camera/color/camera_info"]
+    assert subscriptions[0].msg_class is ts.types["sensor_msgs/msg/Image"]
+    assert subscriptions[0].qos.reliability == "best_effort" and subscriptions[0].qos.depth == 5
+    assert (node._synchronizer.queue_size, node._synchronizer.slop_ns) == (10, 20_000_000)
     (timer,) = node.timers
     assert timer.period == 1.0
 
-    sync.deliver(*frame(ts))
-    (broadcaster,) = FakeBroadcaster.instances
-    (transforms,) = broadcaster.sent
+    image, info = frame(ts)
+    subscriptions[0].callback(image)
+    assert not tf.messages  # waiting for its CameraInfo
+    subscriptions[1].callback(info)
+    (tf_message,) = tf.messages
+    transforms = tf_message.transforms
     assert [t.child_frame_id for t in transforms] == ["right_hand", "mustard_bottle"]
     assert all(t.header.frame_id == CAMERA_FRAME for t in transforms)
     estimate = topics["~/estimate"].messages[0]
@@ -361,8 +359,8 @@ def test_full_lifecycle_publishes_stamped_outputs_from_synchronised_inputs(ts):
     assert node.trigger_cleanup() == SUCCESS
     assert not node.publishers and len(node.destroyed) == 6
     assert gc.get_freeze_count() == 0
-    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS  # again, same broadcaster
-    assert len(FakeBroadcaster.instances) == 1
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS  # again, same /tf publisher
+    assert len(node.plain_publishers) == 1
 
 
 def test_compressed_image_with_depth_subscribes_three_synchronised_topics(ts):
@@ -370,25 +368,24 @@ def test_compressed_image_with_depth_subscribes_three_synchronised_topics(ts):
                              "qos.input.reliability": "reliable", "sync.slop_s": 0.05})
     node.trigger_configure()
     node.trigger_activate()
-    (sync,) = FakeSynchronizer.instances
-    assert [(s.topic, s.msg_class.__msgtype__) for s in sync.subscribers] == [
+    assert [(s.topic, s.msg_class.__msgtype__) for s in node.subscriptions] == [
         ("/camera/color/image_raw/compressed", "sensor_msgs/msg/CompressedImage"),
         ("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo"),
         ("/camera/aligned_depth/image_raw", "sensor_msgs/msg/Image")]
-    assert sync.subscribers[0].qos.reliability == "reliable" and sync.slop == 0.05
+    assert node.subscriptions[0].qos.reliability == "reliable" and node._synchronizer.slop_ns == 50_000_000
+    assert node._synchronizer.pending() == [0, 0, 0]
 
 
 def test_bad_frames_and_publish_failures_never_escape_the_callback(ts):
     node, _ = make_node(ts)
     node.trigger_configure()
     node.trigger_activate()
-    (sync,) = FakeSynchronizer.instances
     image, info = frame(ts)
     image.encoding = "bayer_rggb8"
-    sync.deliver(image, info)
+    deliver(node, image, info)
     estimate_publisher = publisher(node, "~/estimate")
     estimate_publisher.fail_with = RuntimeError("middleware refused the message")
-    sync.deliver(*frame(ts))
+    deliver(node, *frame(ts, STAMP_NS + 33_000_000))
     warnings = node.logger.texts("warning")
     assert "image encoding 'bayer_rggb8' is not supported" in warnings[0]
     assert "RuntimeError: middleware refused the message" in warnings[1]
@@ -398,10 +395,15 @@ def test_bad_frames_and_publish_failures_never_escape_the_callback(ts):
     assert status.level == status.ERROR and values["dropped_refused"] == "1" and values["dropped_failed"] == "1"
 
 
-def test_main_autostarts_and_exits_nonzero_when_configure_fails(ts, tmp_path):
+def test_main_waits_unconfigured_or_autostarts_and_exits_nonzero_when_configure_fails(ts, tmp_path):
     api, calls = make_api(ts)
     assert rn.main(["--ros-args"], api=api) == 0
-    assert calls == [("init", ["--ros-args"]), ("spin", "active"), ("shutdown",)]
+    assert calls == [("init", ["--ros-args"]), ("spin", "unconfigured"), ("shutdown",)]  # for lifecycle services
+
+    FakeLifecycleNode.overrides = {"autostart": True}
+    api, calls = make_api(ts)
+    assert rn.main([], api=api) == 0
+    assert calls[1] == ("spin", "active")
 
     def missing(params, config_file):
         raise FileNotFoundError("model file(s) not found: estimator.crop_model 'x.onnx'")
@@ -410,7 +412,7 @@ def test_main_autostarts_and_exits_nonzero_when_configure_fails(ts, tmp_path):
     assert rn.main([], api=api) == 1
     assert [c[0] for c in calls] == ["init", "shutdown"]
 
-    FakeLifecycleNode.overrides = {"autostart": False}
+    FakeLifecycleNode.overrides = {}
     api, calls = make_api(ts, spin=lambda node: (_ for _ in ()).throw(KeyboardInterrupt))
     assert rn.main([], api=api) == 0 and calls[-1] == ("shutdown",)
 
@@ -427,3 +429,40 @@ def test_load_ros_api_explains_a_missing_ros_installation():
             rn.load_ros_api()
     else:
         assert rn.load_ros_api().LifecycleNode.__name__ == "LifecycleNode"
+
+
+def test_frames_lost_before_the_estimator_are_counted_apart_from_dropped_ones(ts):
+    node, _ = make_node(ts)
+    node.trigger_configure()
+    node.trigger_activate()
+    period = 33_333_333
+    for i in (0, 1, 2, 3, 7):  # frames 4-6 never arrive: overwritten in a busy node's queue
+        deliver(node, *frame(ts, STAMP_NS + i * period))
+    image, _ = frame(ts, STAMP_NS + 8 * period)
+    node.subscriptions[0].callback(image)  # its CameraInfo never comes
+    deliver(node, *frame(ts, STAMP_NS + 9 * period))
+    deliver(node, *frame(ts, STAMP_NS + 5 * period))  # going back: refused, not lost
+    node.timers[0].callback()
+    status = publisher(node, "/diagnostics").messages[0].status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert (values["frames_lost"], values["lost_stamp_gap"], values["lost_unmatched"]) == ("4", "3", "1")
+    assert (values["frames_published"], values["dropped_refused"], values["dropped_rate_limited"]) == ("6", "1", "0")
+    assert status.level == status.WARN
+    assert "out of order" in node.logger.texts("warning")[0]
+
+
+def test_configure_fails_clearly_without_tf2_msgs_unless_tf_is_off(ts):
+    def without_tf2_msgs(name):
+        if name.startswith("tf2_msgs/"):
+            raise KeyError(f"message type {name!r} is not available")
+        return ts.types[name]
+
+    api, _ = make_api(ts)
+    api = dataclasses.replace(api, message_class=without_tf2_msgs)
+    node = rn.build_node_class(api)()
+    assert node.trigger_configure() == FAILURE
+    (error,) = node.logger.texts("error")
+    assert "'tf2_msgs/msg/TFMessage' is not available" in error and "or set publish.tf false" in error
+    FakeLifecycleNode.overrides = {"publish.tf": False}
+    node = rn.build_node_class(api)()
+    assert node.trigger_configure() == SUCCESS and not node.plain_publishers

@@ -334,6 +334,12 @@ def test_depth_is_decoded_and_must_be_aligned(ts):
     assert "depth is 10x10 but the image is 64x48" in warnings[-1]
 
 
+def advance(image, ms=1):
+    """The next frame of a stream: the node refuses stamps that do not move forward."""
+    image.header.stamp.nanosec += ms * 1_000_000
+    return image
+
+
 def test_exceptions_are_contained_counted_and_processing_continues(ts):
     def script(call):
         if len(estimator.calls) == 1:
@@ -345,17 +351,33 @@ def test_exceptions_are_contained_counted_and_processing_continues(ts):
     image, info = inputs(ts)
     assert logic.on_frame(image, info) is nl.DropReason.FAILED
     assert "RuntimeError: engine exploded" in warnings[0]
-    assert logic.on_frame(image, info) is None and len(published) == 1
+    assert logic.on_frame(advance(image), info) is None and len(published) == 1
 
     def failing_sink(outputs):
         raise TypeError("publisher rejected a field")
 
     logic._sink = failing_sink
-    assert logic.on_frame(image, info) is nl.DropReason.FAILED
+    assert logic.on_frame(advance(image), info) is nl.DropReason.FAILED
     assert logic.statistics.dropped["failed"] == 2 and logic.statistics.published == 1
     broken = SimpleNamespace(header=SimpleNamespace(frame_id="x"))  # no stamp, no encoding
     assert logic.on_frame(broken, info) is nl.DropReason.FAILED
     assert logic.statistics.dropped["failed"] == 3
+
+
+def test_stamps_must_move_forward_unless_the_stream_restarts(ts):
+    logic, published, warnings = make_logic(ts)
+    image, info = inputs(ts)
+    assert logic.on_frame(image, info) is None
+    assert logic.on_frame(image, info) is nl.DropReason.REFUSED  # repeated
+    assert logic.on_frame(advance(image, -500), info) is nl.DropReason.REFUSED  # half a second back
+    assert "is not after the last processed 1700000123.250000000 s (out of order)" in warnings[0]
+    assert logic.on_frame(advance(image, 533), info) is None
+    image.header.stamp.sec -= 5  # five seconds back: a replayed bag looping, a new stream
+    assert logic.on_frame(image, info) is None
+    assert len(published) == 3 and logic.statistics.dropped["refused"] == 2
+    logic.reset()
+    image.header.stamp.sec -= 5
+    assert logic.on_frame(image, info) is None  # activation forgets the last stamp
 
 
 def test_skipped_frames_publish_nothing_and_are_reported(ts):
@@ -375,7 +397,7 @@ def test_rate_limit_drops_are_counted_but_not_a_fault(ts):
     image, info = inputs(ts)
     for i in range(30):
         clock.now = 100.0 + i / 30.0
-        logic.on_frame(image, info)
+        logic.on_frame(advance(image, 33), info)
     clock.now = 101.0
     report = logic.diagnostics_report()
     assert len(published) == 10 and report.values["dropped_rate_limited"] == 20
@@ -401,7 +423,7 @@ def test_mesh_markers_follow_the_visible_hands(ts):
     logic, published, _ = make_logic(ts, estimator)
     image, info = inputs(ts)
     for _ in sides:
-        assert logic.on_frame(image, info) is None
+        assert logic.on_frame(advance(image), info) is None
     first, second, third = (p.messages["hand_mesh"] for p in published)
     Marker = ts.types["visualization_msgs/msg/Marker"]
     assert [(m.id, m.type, len(m.points)) for m in first] == [(0, Marker.TRIANGLE_LIST, 18),
@@ -443,7 +465,7 @@ def test_distortion_warning_is_given_once(ts):
     image, info = inputs(ts)
     info.d = np.array([0.1, -0.05, 0.0, 0.0, 0.0])
     logic.on_frame(image, info)
-    logic.on_frame(image, info)
+    logic.on_frame(advance(image), info)
     assert len(warnings) == 1 and "non-zero distortion" in warnings[0]
 
 

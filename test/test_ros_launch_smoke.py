@@ -60,7 +60,8 @@ def write_inputs(workdir: Path) -> tuple[Path, Path]:
                workdir / "tiny.pt")
     config = workdir / "perception.yaml"
     config.write_text(f"estimator:\n  engine: {{kind: torch}}\n  checkpoint: {workdir / 'tiny.pt'}\n"
-                      "  object_name: mustard_bottle\nnode:\n  publish: {only_when_subscribed: false}\n"
+                      "  object_name: mustard_bottle\nnode:\n  autostart: true\n"
+                      "  publish: {only_when_subscribed: false}\n"
                       "  diagnostics_period_s: 0.5\n")
     return workdir / "synth" / "bags" / "seq_0000", config
 

@@ -1,8 +1,16 @@
 """``hoi_perception_node``: the rclpy lifecycle node, a thin adapter over :mod:`node_logic`.
 
 This module only calls rclpy: it declares the parameters, creates publishers,
-synchronised subscriptions, the diagnostics timer and one TransformBroadcaster, and
-hands every synchronised input to :class:`~hoi_perception.ros.node_logic.PerceptionNodeLogic`.
+subscriptions, the diagnostics timer and the one ``/tf`` publisher, pairs image and
+CameraInfo (and depth) with :class:`~hoi_perception.ros.input_sync.ApproximateTimeSync`
+and hands every matched set to :class:`~hoi_perception.ros.node_logic.PerceptionNodeLogic`.
+
+It needs rclpy and the message packages only: no tf2_ros or message_filters (neither
+is installable from the ROS 2 wheels). TF goes out as ``tf2_msgs/TFMessage`` on ``/tf``
+with tf2_ros's broadcaster QoS (reliable, keep last 100), which is all a
+TransformBroadcaster does; the own synchroniser also reports the images it had to
+discard, which the diagnostics count as lost next to the stamp gaps of the received
+images (frames overwritten in the subscription queue or lost in transport).
 
 Lifecycle (``ros2 lifecycle set /hoi_perception <transition>``; with ``autostart``
 the node configures and activates itself):
@@ -10,12 +18,13 @@ the node configures and activates itself):
 * configure: read the parameters, load the estimator (networks, MANO, object model),
   ``gc.freeze()`` the loaded models, create the publishers. A missing model file or a
   bad parameter fails the transition with an error log naming it.
-* activate: subscribe (image + CameraInfo [+ depth], ApproximateTimeSynchronizer) and
+* activate: subscribe (image + CameraInfo [+ depth], approximate-time pairing) and
   start the diagnostics timer. deactivate undoes that; cleanup releases the estimator.
 
-Every rclpy name the node uses comes through a :class:`RosApi`, which
-:func:`load_ros_api` fills from rclpy, message_filters and tf2_ros; tests build the
-node class over an in-process stand-in with :func:`build_node_class`.
+Every rclpy name the node uses comes through a :class:`RosApi` (or the LifecycleNode
+base class), which :func:`load_ros_api` fills from rclpy; tests build the node class
+over an in-process stand-in with :func:`build_node_class`, and test_ros_graph.py runs
+the installed node on a real ROS 2 graph.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hoi_perception.config import ConfigError
+from hoi_perception.ros.input_sync import ApproximateTimeSync, StampGapCounter, message_stamp_ns
 from hoi_perception.ros.node_logic import (
     DIAGNOSTICS_OUTPUT,
     FrameOutputs,
@@ -47,6 +57,9 @@ from hoi_perception.ros.params import (
 )
 
 NODE_NAME = "hoi_perception"
+TF_TOPIC = "/tf"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+TF_QOS = QosParams(reliability="reliable", depth=100, durability="volatile")  # tf2_ros.DynamicBroadcasterQoS
 CONFIG_FILE_PARAMETER = "config_file"
 _KIND_NAMES = {"bool": "bool", "integer": "integer", "double": "double (an integer is accepted)",
                "string": "string", "string_array": "string array"}
@@ -67,35 +80,28 @@ class RosApi:
     HistoryPolicy: Any
     DurabilityPolicy: Any
     ParameterDescriptor: Callable[..., Any]
-    Subscriber: Callable[..., Any]
-    ApproximateTimeSynchronizer: Callable[..., Any]
-    TransformBroadcaster: Callable[[Any], Any]
     message_types: Any  # typestore-like: .types[name] builds messages
     message_class: Callable[[str], type]  # the class publishers and subscriptions take
     load_estimator: Callable[[NodeParams, str | None], LoadedEstimator] = load_estimator
 
 
 def load_ros_api() -> RosApi:
-    """The real rclpy, message_filters and tf2_ros (a ROS 2 workspace must be sourced)."""
+    """The real rclpy (a ROS 2 workspace must be sourced)."""
     try:
         import rclpy
-        from message_filters import ApproximateTimeSynchronizer, Subscriber
         from rcl_interfaces.msg import ParameterDescriptor
         from rclpy.executors import ExternalShutdownException
         from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from tf2_ros import TransformBroadcaster
     except ImportError as exc:
-        raise ImportError(f"hoi_perception_node needs ROS 2 (rclpy, message_filters, tf2_ros): {exc}. Source your "
-                          "ROS 2 installation and workspace (source install/setup.bash)") from exc
+        raise ImportError(f"hoi_perception_node needs ROS 2 (rclpy): {exc}. Source your ROS 2 installation and "
+                          "workspace (source install/setup.bash)") from exc
     types = GeneratedMessageTypes()
     return RosApi(init=rclpy.init, spin=rclpy.spin, try_shutdown=rclpy.try_shutdown,
                   shutdown_exceptions=(KeyboardInterrupt, ExternalShutdownException), LifecycleNode=LifecycleNode,
                   TransitionCallbackReturn=TransitionCallbackReturn, QoSProfile=QoSProfile,
                   ReliabilityPolicy=ReliabilityPolicy, HistoryPolicy=HistoryPolicy, DurabilityPolicy=DurabilityPolicy,
-                  ParameterDescriptor=ParameterDescriptor, Subscriber=Subscriber,
-                  ApproximateTimeSynchronizer=ApproximateTimeSynchronizer, TransformBroadcaster=TransformBroadcaster,
-                  message_types=types, message_class=types.message_class)
+                  ParameterDescriptor=ParameterDescriptor, message_types=types, message_class=types.message_class)
 
 
 def qos_profile(api: RosApi, qos: QosParams) -> Any:
@@ -115,12 +121,13 @@ class PerceptionNodeAdapter:
         super().__init__(node_name, **kwargs)
         self._logic: PerceptionNodeLogic | None = None
         self._publishers_by_output: dict[str, Any] = {}
-        self._subscribers: list[Any] = []
-        self._synchronizer: Any = None
+        self._subscriptions_by_topic: dict[str, Any] = {}
+        self._synchronizer: ApproximateTimeSync | None = None
+        self._stamp_gaps = StampGapCounter()
         self._diagnostics_timer: Any = None
         self._input_topic = ""
         self._image_type = ""
-        self._tf_broadcaster = self._api.TransformBroadcaster(self)  # the node's only one
+        self._tf_publisher: Any = None  # the node's one /tf publisher, created at the first configure
         self._specs = self._declare_node_parameters()
 
     # ----------------------------------------------------------------- parameters
@@ -161,6 +168,8 @@ class PerceptionNodeAdapter:
         result = self._api.TransitionCallbackReturn
         try:
             params = self.read_params()
+            if params.publish.tf:
+                self._create_tf_publisher()
             loaded = self._api.load_estimator(params, self._config_file())
         except Exception as exc:  # noqa: BLE001 - every reason must reach the log, not kill the node
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
@@ -178,6 +187,15 @@ class PerceptionNodeAdapter:
         self.get_logger().info(f"configured: {loaded.description}")
         return result.SUCCESS
 
+    def _create_tf_publisher(self) -> None:
+        if self._tf_publisher is None:
+            try:
+                tf_class = self._api.message_class(TF_TYPE)
+            except KeyError as exc:
+                raise ConfigError(f"{exc.args[0]}: build tf2_msgs (tools/ros2_jazzy/build_workspace.sh builds it "
+                                  "from its definition) or set publish.tf false") from None
+            self._tf_publisher = self.create_publisher(tf_class, TF_TOPIC, qos_profile(self._api, TF_QOS))
+
     def on_activate(self, state: Any) -> Any:
         logic = self._require_logic()
         logic.reset()
@@ -186,10 +204,13 @@ class PerceptionNodeAdapter:
         topics = [(plan.image_type, plan.image_topic), ("sensor_msgs/msg/CameraInfo", plan.camera_info_topic)]
         if plan.depth_topic:
             topics.append(("sensor_msgs/msg/Image", plan.depth_topic))
-        self._subscribers = [self._api.Subscriber(self, self._api.message_class(msgtype), topic, qos_profile=qos)
-                             for msgtype, topic in topics]
-        self._synchronizer = self._api.ApproximateTimeSynchronizer(self._subscribers, plan.queue_size, plan.slop_s)
-        self._synchronizer.registerCallback(self._on_synchronised)
+        self._stamp_gaps.reset()
+        self._synchronizer = ApproximateTimeSync(
+            len(topics), plan.queue_size, plan.slop_s, self._on_synchronised,
+            on_unmatched=lambda count: logic.record_lost_inputs("unmatched", count))
+        for index, (msgtype, topic) in enumerate(topics):
+            self._subscriptions_by_topic[topic] = self.create_subscription(
+                self._api.message_class(msgtype), topic, lambda msg, index=index: self._on_input(index, msg), qos)
         self._input_topic = plan.image_topic
         self._image_type = plan.image_type
         self._diagnostics_timer = self.create_timer(logic.params.diagnostics_period_s, self._on_diagnostics_timer)
@@ -221,9 +242,9 @@ class PerceptionNodeAdapter:
         return self._logic
 
     def _stop_inputs(self) -> None:
-        for subscriber in self._subscribers:
-            self.destroy_subscription(subscriber.sub)
-        self._subscribers = []
+        for subscription in self._subscriptions_by_topic.values():
+            self.destroy_subscription(subscription)
+        self._subscriptions_by_topic = {}
         self._synchronizer = None
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
@@ -240,6 +261,18 @@ class PerceptionNodeAdapter:
 
     # ----------------------------------------------------------------- callbacks
 
+    def _on_input(self, index: int, message: Any) -> None:
+        """Every subscription's callback: count stamp gaps of the images, then pair by stamp."""
+        logic, synchronizer = self._logic, self._synchronizer
+        if logic is None or synchronizer is None:  # a message already taken when the node was deactivated
+            return
+        try:
+            if index == 0:
+                logic.record_lost_inputs("stamp_gap", self._stamp_gaps.add(message_stamp_ns(message)))
+            synchronizer.add(index, message)
+        except Exception as exc:  # noqa: BLE001 - a malformed message must not take the node down
+            self.get_logger().error(f"input message dropped: {type(exc).__name__}: {exc}")
+
     def _on_synchronised(self, image: Any, camera_info: Any, depth: Any = None) -> None:
         logic = self._logic
         if logic is None:  # a message already queued when the node was deactivated
@@ -248,8 +281,8 @@ class PerceptionNodeAdapter:
                        now_ns=self.get_clock().now().nanoseconds)
 
     def _publish_outputs(self, outputs: FrameOutputs) -> None:
-        if outputs.transforms:
-            self._tf_broadcaster.sendTransform(outputs.transforms)
+        if outputs.transforms and self._tf_publisher is not None:
+            self._tf_publisher.publish(self._api.message_types.types[TF_TYPE](transforms=outputs.transforms))
         for output, messages in outputs.messages.items():
             publisher = self._publishers_by_output[output]
             for message in messages:

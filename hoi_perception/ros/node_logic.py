@@ -6,9 +6,10 @@ subscribe and publish (:func:`subscription_plan`, :func:`publisher_plans`), turn
 synchronised input messages into the estimator's arrays, runs it, has every output
 message built by the builder ``process-bag`` shares
 (:class:`~hoi_perception.pipeline.messages.FrameMessageBuilder`), limits the rate,
-contains failures and keeps the bookkeeping behind ``/diagnostics``. It imports no ROS package, so it runs and is tested anywhere:
-messages are built through a *typestore*-like object (a rosbags ``Typestore`` here,
-:class:`GeneratedMessageTypes` over rclpy's generated classes on a robot).
+contains failures and keeps the bookkeeping behind ``/diagnostics``. It imports no ROS
+package, so it runs and is tested anywhere: messages are built through a
+*typestore*-like object (a rosbags ``Typestore`` here, :class:`GeneratedMessageTypes`
+over rclpy's generated classes on a robot).
 
 Per frame, in order: rate limit (wall clock) -> CameraInfo and image checks
 (K, size, frame id, encoding) -> estimator -> messages -> the adapter's sink. A frame
@@ -249,15 +250,18 @@ def missing_model_files(config: Any) -> list[str]:
 
 
 def load_estimator(params: NodeParams, config_path: str | Path | None = None) -> LoadedEstimator:
-    """The estimator of ``config_path``'s ``estimator:`` section with the node's selection applied.
+    """The estimator of ``config_path``'s ``estimator:`` section with the node's selection applied
+    (the shipped checkpoint when neither names a model).
 
     Raises ConfigError for invalid settings and FileNotFoundError naming each missing
     model file, before any network is loaded.
     """
     from hoi_perception.pipeline.config import load_estimator_config
+    from hoi_perception.pipeline.shipped_model import with_shipped_model
 
     path, _, _ = read_sections(config_path)
     config = load_estimator_config(path, estimator_overrides(params.estimator))
+    config = with_shipped_model(config)  # no model named: the shipped checkpoint, as the demo runs it
     config.check_model_files()
     missing = missing_model_files(config)
     if missing:
@@ -327,6 +331,15 @@ class DropReason(str, enum.Enum):
     FAILED = "failed"              # an exception while processing or publishing
 
 
+# Input frames that never reached the node logic: missing from the received image stamps
+# (lost in transport or overwritten in the keep-last subscription queue while the node was
+# busy), or received but evicted from the synchroniser without a CameraInfo (depth) partner.
+LOST_KINDS = ("stamp_gap", "unmatched")
+# An image stamp earlier than the last processed one by more than this starts a new stream
+# (a replayed bag looping); a smaller step back, or a repeat, is refused as out of order.
+STREAM_RESTART_S = 1.0
+
+
 class ThrottledLog:
     """Logs the first warning of each kind, then at most one per ``period_s`` with a count of the rest."""
 
@@ -360,6 +373,7 @@ class _Period:
     processing_ms: list[float] = field(default_factory=list)
     stamp_age_ms: list[float] = field(default_factory=list)
     last_reason: str = ""
+    lost: int = 0
 
 
 class FrameStatistics:
@@ -370,6 +384,7 @@ class FrameStatistics:
         self.received = 0
         self.published = 0
         self.dropped: dict[str, int] = {reason.value: 0 for reason in DropReason}
+        self.lost: dict[str, int] = {kind: 0 for kind in LOST_KINDS}
         self.last_reason = ""
         self.tracking_state = "none"
         self.frames_since_detection = 0
@@ -382,6 +397,15 @@ class FrameStatistics:
     def record_received(self) -> None:
         self.received += 1
         self._period.received += 1
+
+    def record_lost(self, kind: str, count: int) -> None:
+        """``count`` input frames that never reached this logic (``kind`` in LOST_KINDS)."""
+        self.lost[kind] += count
+        self._period.lost += count
+
+    @property
+    def lost_total(self) -> int:
+        return sum(self.lost.values())
 
     def record_drop(self, reason: DropReason, detail: str) -> None:
         self.dropped[reason.value] += 1
@@ -448,6 +472,7 @@ class PerceptionNodeLogic:
         self.messages = FrameMessageBuilder(output_settings(params, node_name), types, loaded.hand_faces,
                                             loaded.object_control_points)
         self._distortion_warned = False
+        self._last_stamp_ns: int | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -456,6 +481,12 @@ class PerceptionNodeLogic:
         self.rate_limiter.reset()
         self.statistics.reset()
         self.messages.reset()
+        self._last_stamp_ns = None
+
+    def record_lost_inputs(self, kind: str, count: int) -> None:
+        """Input frames the adapter saw go missing before they could reach :meth:`on_frame`."""
+        if count:
+            self.statistics.record_lost(kind, count)
 
     # ----------------------------------------------------------------- frames
 
@@ -480,7 +511,7 @@ class PerceptionNodeLogic:
                               f"reading the input messages: {type(exc).__name__}: {exc}")
         decoded = self._clock()
         try:
-            stamp_ns = stamp_to_ns(header.stamp)
+            stamp_ns = self._last_stamp_ns = stamp_to_ns(header.stamp)
             result = self.loaded.estimator.process(rgb, K, stamp_ns * 1e-9, depth)
             if result.skipped:
                 return self._drop(DropReason.SKIPPED, "estimator", str(result.skipped))
@@ -531,6 +562,10 @@ class PerceptionNodeLogic:
                 raise UnusableInputError("depth_size", f"depth is {depth.shape[1]}x{depth.shape[0]} but the image "
                                                        f"is {width}x{height}; subscribe to depth aligned to the "
                                                        "colour image")
+        stamp_ns, last = stamp_to_ns(image_msg.header.stamp), self._last_stamp_ns
+        if last is not None and last - STREAM_RESTART_S * 1e9 <= stamp_ns <= last:
+            raise UnusableInputError("stamp", f"image stamp {stamp_ns * 1e-9:.9f} s is not after the last processed "
+                                              f"{last * 1e-9:.9f} s (out of order)")
         header = self.types.types["std_msgs/msg/Header"](stamp=image_msg.header.stamp, frame_id=frame_id)
         return header, rgb, K, depth
 
@@ -570,6 +605,8 @@ class PerceptionNodeLogic:
             "frames_published": stats.published,
             "frames_dropped": stats.dropped_total,
             **{f"dropped_{reason}": count for reason, count in stats.dropped.items()},
+            "frames_lost": stats.lost_total,  # never reached the node logic, unlike the dropped ones
+            **{f"lost_{kind}": count for kind, count in stats.lost.items()},
             "max_rate_hz": self.params.max_rate_hz,
             "last_drop_reason": stats.last_reason or "none",
         }
@@ -581,6 +618,10 @@ class PerceptionNodeLogic:
             return DiagnosticsReport("error", f"no frame processed: {period.last_reason}", values)
         if faults:
             message = f"{faults} of {period.received} frames dropped; last: {period.last_reason}"
+            return DiagnosticsReport("warn", message, values)
+        if period.lost:
+            message = (f"{period.lost} input frames lost before processing (received {period.received}); "
+                       "see the README on input queue depth, QoS and Fast DDS shared memory")
             return DiagnosticsReport("warn", message, values)
         if stats.tracking_state == "lost":
             return DiagnosticsReport("warn", "tracking lost; re-detecting", values)

@@ -98,7 +98,7 @@ class QosSection:
 
 @dataclass
 class SyncParams:
-    """message_filters.ApproximateTimeSynchronizer settings for image, CameraInfo (and depth)."""
+    """Approximate-time pairing of image, CameraInfo (and depth); see hoi_perception.ros.input_sync."""
 
     queue_size: int = field(default=10, metadata=_doc("Messages per input kept while looking for a match"))
     slop_s: float = field(default=0.02, metadata=_doc("Largest stamp difference (s) between matched messages"))
@@ -203,8 +203,9 @@ class NodeParams:
     diagnostics_period_s: float = field(default=1.0, metadata=_doc("Seconds between /diagnostics messages"))
     log_throttle_s: float = field(default=5.0, metadata=_doc(
         "Repeated per-frame warnings of one kind are logged at most this often"))
-    autostart: bool = field(default=True, metadata=_doc(
-        "Configure and activate on start (otherwise drive it with `ros2 lifecycle set`)"))
+    autostart: bool = field(default=False, metadata=_doc(
+        "Configure and activate on start; false: start unconfigured and wait for lifecycle transitions "
+        "(`ros2 lifecycle set`, a lifecycle manager), as lifecycle nodes do"))
 
     def validate(self) -> None:
         if not (math.isfinite(self.max_rate_hz) and self.max_rate_hz >= 0.0):
