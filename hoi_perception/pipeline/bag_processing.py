@@ -31,9 +31,8 @@ recording that was killed) still yields every message before the break.
 from __future__ import annotations
 
 import logging
-import struct
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from hoi_perception.bag_io import open_bag_writer
+from hoi_perception.bag_io import BagReader, RawMessage, nearest_stamp, open_bag_writer
 from hoi_perception.output_paths import ROSBAG, check_output
 from hoi_perception.pipeline.image_decoding import (
     CAMERA_INFO_TYPE,
@@ -129,128 +128,6 @@ def choose_topics(types: dict[str, str], encodings: dict[str, str], image: str |
     elif depth is None and use_depth and depth_topics:
         log.warning("several depth topics %s: running without depth (choose one with --depth-topic)", depth_topics)
     return BagTopics(image, camera_info, depth if use_depth else None)
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-@dataclass
-class RawMessage:
-    topic: str
-    msgtype: str
-    log_time_ns: int
-    data: bytes
-
-
-class BagReader:
-    """Messages of a rosbag2 folder in log-time order, through rosbags; for an MCAP file that
-    rosbags cannot open (cut off before its summary), a record-by-record scan of what is there."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path).expanduser()
-        if not self.path.exists():
-            raise FileNotFoundError(f"input bag '{self.path}' does not exist")
-        from hoi_perception.bag_io import typestore
-
-        self.typestore = typestore()
-        self.damaged: str | None = None
-        self.types: dict[str, str] = {}
-        self.counts: dict[str, int] = {}
-        try:
-            from rosbags.highlevel import AnyReader
-
-            with AnyReader([self.path]) as reader:
-                self.types = {c.topic: c.msgtype for c in reader.connections}
-                for connection in reader.connections:
-                    self.counts[connection.topic] = self.counts.get(connection.topic, 0) + connection.msgcount
-            self._scan = False
-        except Exception as exc:  # noqa: BLE001 - rosbags raises reader-specific errors for damaged files
-            mcaps = sorted(self.path.glob("*.mcap")) if self.path.is_dir() else [self.path]
-            if not mcaps or mcaps[0].suffix != ".mcap":
-                raise ValueError(f"input bag '{self.path}' cannot be read: {exc}") from exc
-            self.damaged = f"{exc}"
-            log.warning("bag '%s' is damaged (%s); recovering the messages before the damage", self.path, exc)
-            self._scan = True
-            self._mcaps = mcaps
-            for message in self._scan_messages(None):
-                self.types[message.topic] = message.msgtype
-                self.counts[message.topic] = self.counts.get(message.topic, 0) + 1
-
-    def deserialize(self, message: RawMessage) -> Any:
-        return self.typestore.deserialize_cdr(message.data, message.msgtype)
-
-    def messages(self, topics: Iterable[str]) -> Iterator[RawMessage]:
-        wanted = set(topics)
-        if self._scan:
-            yield from self._scan_messages(wanted)
-            return
-        from rosbags.highlevel import AnyReader
-
-        with AnyReader([self.path]) as reader:
-            connections = [c for c in reader.connections if c.topic in wanted]
-            try:
-                for connection, log_time, data in reader.messages(connections=connections):
-                    yield RawMessage(connection.topic, connection.msgtype, int(log_time), bytes(data))
-            except Exception as exc:  # noqa: BLE001 - a damaged chunk mid-file
-                self.damaged = f"{exc}"
-                log.error("bag '%s' is damaged (%s); stopping after the messages before the damage", self.path, exc)
-
-    def _scan_messages(self, wanted: set[str] | None) -> Iterator[RawMessage]:
-        for mcap in self._mcaps:
-            yield from scan_mcap(mcap.read_bytes(), wanted)
-
-
-_MCAP_MAGIC = b"\x89MCAP0\r\n"
-_SCHEMA, _CHANNEL, _MESSAGE, _CHUNK, _FOOTER = 0x03, 0x04, 0x05, 0x06, 0x02
-
-
-def _string(data: bytes, pos: int) -> tuple[str, int]:
-    (length,) = struct.unpack_from("<I", data, pos)
-    return data[pos + 4:pos + 4 + length].decode("utf-8"), pos + 4 + length
-
-
-def scan_mcap(data: bytes, wanted: set[str] | None = None) -> Iterator[RawMessage]:
-    """Messages of an MCAP file record by record, stopping quietly where the file is cut off.
-
-    Uncompressed chunks (what rosbags writes) are read even when cut off themselves;
-    compressed chunks are read only when complete.
-    """
-    if not data.startswith(_MCAP_MAGIC):
-        raise ValueError("not an MCAP file (bad magic bytes)")
-    schemas: dict[int, str] = {}
-    channels: dict[int, tuple[str, str]] = {}
-
-    def records(buffer: bytes, pos: int, end: int) -> Iterator[RawMessage]:
-        while pos + 9 <= end:
-            opcode = buffer[pos]
-            (length,) = struct.unpack_from("<Q", buffer, pos + 1)
-            body, pos = pos + 9, pos + 9 + length
-            complete = pos <= end
-            if opcode == _SCHEMA and complete:
-                (schema_id,) = struct.unpack_from("<H", buffer, body)
-                schemas[schema_id], _ = _string(buffer, body + 2)
-            elif opcode == _CHANNEL and complete:
-                channel_id, schema_id = struct.unpack_from("<HH", buffer, body)
-                topic, _ = _string(buffer, body + 4)
-                channels[channel_id] = (topic, schemas.get(schema_id, ""))
-            elif opcode == _MESSAGE and complete:
-                channel_id, _, log_time = struct.unpack_from("<HIQ", buffer, body)
-                topic, msgtype = channels.get(channel_id, ("", ""))
-                if topic and (wanted is None or topic in wanted):
-                    yield RawMessage(topic, msgtype, log_time, bytes(buffer[body + 22:pos]))
-            elif opcode == _CHUNK:
-                compression, records_at = _string(buffer, body + 28)
-                if compression == "":
-                    records_end = min(records_at + 8 + struct.unpack_from("<Q", buffer, records_at)[0], end)
-                    yield from records(buffer, records_at + 8, records_end)
-                elif complete:
-                    log.warning("skipping a %s-compressed chunk of a damaged MCAP file", compression)
-            elif opcode == _FOOTER:
-                return
-            if not complete:
-                return
-
-    yield from records(data, len(_MCAP_MAGIC), len(data))
 
 
 # ----------------------------------------------------------------------------- writing
@@ -433,8 +310,8 @@ def _process_one(estimator: Any, reader: BagReader, writer: EstimateBagWriter, p
     summary.images += 1
     message, stamp_ns = pending.message, pending.stamp_ns
     stamps, entries = infos
-    index = int(np.argmin(np.abs(stamps - stamp_ns)))
-    if abs(int(stamps[index]) - stamp_ns) > MAX_PAIRING_S * 1e9:
+    index = nearest_stamp(stamps, stamp_ns, MAX_PAIRING_S * 1e9)
+    if index is None:
         _count(summary, "no CameraInfo near the image stamp", f"image at {stamp_ns} ns")
         return
     K, width, height, frame_id = entries[index]

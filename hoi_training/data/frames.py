@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hoi_perception.bag_io import BagReader, nearest_stamp
 from hoi_perception.pipeline.image_decoding import (
     CAMERA_INFO_TYPE,
     IMAGE_TYPES,
@@ -287,57 +288,40 @@ class RosBagFrameSource:
                 raise DatasetFormatError(f"bag '{self.bag_path}': topic {topic} carries {topics[topic]}, "
                                          f"expected {' or '.join(types)}")
 
-    def _reader(self):
-        from rosbags.highlevel import AnyReader
-
-        return AnyReader([self.bag_path])
-
     def _topics(self) -> dict[str, str]:
         try:
-            with self._reader() as reader:
-                return {c.topic: c.msgtype for c in reader.connections}
-        except Exception as exc:  # noqa: BLE001 - rosbags raises several reader-specific errors
+            return BagReader(self.bag_path).types
+        except (ValueError, OSError) as exc:
             raise DatasetFormatError(f"ROS 2 bag '{self.bag_path}' could not be opened: {exc}") from exc
 
-    def _camera_infos(self, reader) -> tuple[np.ndarray, list[np.ndarray]]:
-        connections = [c for c in reader.connections if c.topic == self.camera_info_topic]
+    def _camera_infos(self, reader: BagReader) -> tuple[np.ndarray, list[np.ndarray]]:
         stamps, matrices = [], []
-        for conn, _, raw in reader.messages(connections=connections):
-            msg = reader.deserialize(raw, conn.msgtype)
+        for message in reader.messages([self.camera_info_topic]):
+            msg = reader.deserialize(message)
             stamps.append(_stamp_ns(msg.header.stamp))
             matrices.append(np.asarray(msg.k, dtype=np.float64).reshape(3, 3))
         order = np.argsort(stamps, kind="stable")
         return np.asarray(stamps, dtype=np.int64)[order], [matrices[i] for i in order]
 
-    def _nearest_k(self, stamp_ns: int, stamps: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray | None:
-        if len(stamps) == 0:
-            return None
-        i = int(np.searchsorted(stamps, stamp_ns))
-        candidates = [j for j in (i - 1, i) if 0 <= j < len(stamps)]
-        best = min(candidates, key=lambda j: abs(int(stamps[j]) - stamp_ns))
-        if abs(int(stamps[best]) - stamp_ns) > self.max_stamp_difference * 1e9:
-            return None
-        return matrices[best].copy()
-
     def __iter__(self) -> Iterator[Frame]:
-        with self._reader() as reader:
-            stamps, matrices = (self._camera_infos(reader) if self.camera_info_topic is not None
-                                else (np.zeros(0, np.int64), []))
-            connections = [c for c in reader.connections if c.topic == self.image_topic]
-            paired = skipped = 0
-            for conn, _, raw in reader.messages(connections=connections):
-                msg = reader.deserialize(raw, conn.msgtype)
-                stamp_ns = _stamp_ns(msg.header.stamp)
-                where = f"bag '{self.bag_path.name}' {self.image_topic} @ {stamp_ns} ns"
-                K = None  # noqa: N806
-                if self.camera_info_topic is not None:
-                    K = self._nearest_k(stamp_ns, stamps, matrices)  # noqa: N806
-                    if K is None:
-                        skipped += 1
-                        continue
-                paired += 1
-                yield Frame(image=decode_image_message(msg, conn.msgtype, where), K=K,
-                            timestamp=stamp_ns * 1e-9, source_id=f"{self.bag_path.name}:{self.image_topic}@{stamp_ns}")
+        reader = BagReader(self.bag_path)
+        stamps, matrices = (self._camera_infos(reader) if self.camera_info_topic is not None
+                            else (np.zeros(0, np.int64), []))
+        paired = skipped = 0
+        for message in reader.messages([self.image_topic]):
+            msg = reader.deserialize(message)
+            stamp_ns = _stamp_ns(msg.header.stamp)
+            where = f"bag '{self.bag_path.name}' {self.image_topic} @ {stamp_ns} ns"
+            K = None  # noqa: N806
+            if self.camera_info_topic is not None:
+                index = nearest_stamp(stamps, stamp_ns, self.max_stamp_difference * 1e9)
+                if index is None:
+                    skipped += 1
+                    continue
+                K = matrices[index].copy()  # noqa: N806
+            paired += 1
+            yield Frame(image=decode_image_message(msg, message.msgtype, where), K=K,
+                        timestamp=stamp_ns * 1e-9, source_id=f"{self.bag_path.name}:{self.image_topic}@{stamp_ns}")
         if skipped:
             log.warning("bag '%s': skipped %d image(s) of %s with no %s within %.3f s", self.bag_path, skipped,
                         self.image_topic, self.camera_info_topic, self.max_stamp_difference)

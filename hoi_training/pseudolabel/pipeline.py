@@ -59,6 +59,7 @@ import cv2
 import numpy as np
 import torch
 
+from hoi_perception.bag_io import BagReader
 from hoi_perception.config import to_dict
 from hoi_perception.engines.base import file_sha256
 from hoi_perception.geometry.camera import box_iou
@@ -300,12 +301,9 @@ def _is_bag(path: Path) -> bool:
 
 def _bag_message_count(bag: Path, topic: str) -> int | None:
     """Messages on ``topic`` per the bag's index (None when it cannot be read: its unit reports why)."""
-    from rosbags.highlevel import AnyReader
-
     try:
-        with AnyReader([bag]) as reader:
-            return sum(c.msgcount for c in reader.connections if c.topic == topic)
-    except Exception:  # noqa: BLE001 - the unit opens the bag again and fails with the reader's message
+        return BagReader(bag).counts.get(topic, 0)
+    except (ValueError, OSError):  # the unit opens the bag again and fails with the reader's message
         return None
 
 
