@@ -33,13 +33,12 @@ def tiny_set(tmp_path_factory) -> Path:
 def oracle_pseudo_data(tmp_path_factory) -> dict[str, Path]:
     """A lab set, a wild set (a right and a left hand) and an oracle pseudo-labelling job over
     the wild one; read-only, shared by the pseudo-label dataset and SemiHand tests."""
-    from test_pseudolabel_dataset import make_synthetic  # test/ is on sys.path under pytest
-    from test_pseudolabel_pipeline import oracle_job, write_tiny_checkpoint
+    from pseudolabel_fixtures import make_synthetic, oracle_job, write_rigged_detector_checkpoint
 
     root = tmp_path_factory.mktemp("oracle_pseudo_data")
     lab = make_synthetic(root / "lab", "lab", 1, 4, 0)
     wild = make_synthetic(root / "wild", "wild", 2, 4, 5)
-    checkpoint = write_tiny_checkpoint(root / "tiny.pt", wild)
+    checkpoint = write_rigged_detector_checkpoint(root / "tiny.pt", wild)
     with pytest.MonkeyPatch.context() as monkeypatch:
         labels = oracle_job(wild, checkpoint, root / "labels", monkeypatch)
     return {"lab": lab, "wild": wild, "labels": labels}

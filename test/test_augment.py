@@ -3,12 +3,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from helpers import make_sample, reprojection_errors  # test/ is on sys.path under pytest
 from scipy.spatial.transform import Rotation
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_perception.geometry.camera import box_from_points, crop_intrinsics, project
 from hoi_perception.hand_model.mano import HandModel
-from hoi_perception.objects.models import bbox_control_points
 from hoi_training.data.augment import (
     AugmentConfig,
     Augmenter,
@@ -23,34 +23,6 @@ from hoi_training.data.augment import (
 )
 from hoi_training.data.sample import HandObjectSample, SampleError
 from hoi_training.semihand.consistency import GrayscaleErasingConfig
-
-
-def make_sample(seed: int = 0, side: str = "right") -> HandObjectSample:
-    """A 320x240 frame whose 2D labels are exact projections of its 3D labels (fx != fy)."""
-    rng = np.random.default_rng(seed)
-    K = np.array([[290.0, 0, 170.0], [0, 310.0, 110.0], [0, 0, 1]])
-    joints = rng.normal([0.03, 0.01, 0.45], 0.025, (21, 3))
-    R = Rotation.random(random_state=seed).as_matrix()
-    t = np.array([-0.04, 0.03, 0.5])
-    points = bbox_control_points(np.array([-0.03, -0.02, -0.04]), np.array([0.03, 0.02, 0.04]))
-    joints_2d, points_2d = project(joints, K), project(points @ R.T + t, K)
-    image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    yy, xx = np.mgrid[:240, :320]
-    hand_mask = (xx - joints_2d[0, 0]) ** 2 + (yy - joints_2d[0, 1]) ** 2 < 12**2
-    return HandObjectSample(
-        image=image, K=K, dataset="fixture", sequence="s", frame=str(seed), hand_side=side, object_name="box",
-        hand_box=box_from_points(joints_2d), object_box=box_from_points(points_2d[:8]), joints_2d=joints_2d,
-        joints_3d=joints, vertices_3d=rng.normal([0.03, 0.01, 0.45], 0.03, (778, 3)),
-        mano_pose=rng.normal(0, 0.3, 48), mano_shape=np.zeros(10), mano_trans=rng.normal(0, 0.05, 3),
-        object_rotation=R, object_translation=t, object_control_points=points, object_points_2d=points_2d,
-        hand_mask=hand_mask, object_mask=~hand_mask).validate()
-
-
-def reprojection_errors(sample: HandObjectSample) -> tuple[float, float, float]:
-    hand = np.abs(project(sample.joints_3d, sample.K) - sample.joints_2d).max()
-    obj = np.abs(project(sample.object_points_camera(), sample.K) - sample.object_points_2d).max()
-    root = np.abs(project(sample.root_3d, sample.K) - sample.joints_2d[0]).max()
-    return float(hand), float(obj), float(root)
 
 
 @pytest.mark.parametrize("seed", range(6))

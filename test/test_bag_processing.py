@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from rosbags.highlevel import AnyReader
-from test_estimator import (
-    HEIGHT,
-    OBJECT_NAME,
-    WIDTH,
-    K,
-    build_scene,
-    coordinate_image,
-    make_estimator,
-    write_tiny_checkpoint,
-)
+from bag_fixtures import FRAME_ID, PERIOD_NS, START_NS, read_back, write_input_bag
+from helpers import write_tiny_checkpoint
+from scenes import HEIGHT, OBJECT_NAME, WIDTH, build_scene, coordinate_image, make_estimator
 
-from hoi_perception.bag_io import camera_info_msg, header, image_msg, open_bag_writer
 from hoi_perception.config import load_config
 from hoi_perception.pipeline.bag_processing import (
     BagTopicError,
@@ -31,43 +20,10 @@ from hoi_perception.pipeline.bag_processing import (
 from hoi_perception.synth.config import SynthConfig
 from hoi_perception.synth.generator import generate_dataset
 
-START_NS = 1_700_000_000_000_000_000
-PERIOD_NS = 33_333_333
-FRAME_ID = "cam_color_optical_frame"
-
 
 @pytest.fixture(scope="module")
 def scene():
     return build_scene()
-
-
-def write_input_bag(path: Path, frames: int = 4, corrupt_frame: int | None = None) -> Path:
-    """Colour (raw + compressed twin), CameraInfo and 16UC1 depth, 30 Hz; one corrupt image if asked."""
-    image = coordinate_image()
-    with open_bag_writer(path) as bag:
-        ts = bag.typestore
-        Compressed = ts.types["sensor_msgs/msg/CompressedImage"]
-        jpeg = np.frombuffer(cv2.imencode(".jpg", image[..., ::-1])[1].tobytes(), np.uint8)
-        for i in range(frames):
-            stamp = START_NS + i * PERIOD_NS
-            msg = image_msg(ts, image, stamp, FRAME_ID)
-            if i == corrupt_frame:
-                msg.encoding = "yuv422"
-            bag.write("/cam/color/image_raw", msg, stamp + 1000)
-            bag.write("/cam/color/image_raw/compressed",
-                      Compressed(header=header(ts, stamp, FRAME_ID), format="jpeg", data=jpeg), stamp + 1000)
-            bag.write("/cam/color/camera_info", camera_info_msg(ts, K, WIDTH, HEIGHT, stamp, FRAME_ID), stamp)
-            bag.write("/cam/depth/image_raw", image_msg(ts, np.zeros((HEIGHT, WIDTH), np.uint16), stamp, FRAME_ID),
-                      stamp + 2000)
-    return path
-
-
-def read_back(path: Path) -> dict[str, list]:
-    out: dict[str, list] = {}
-    with AnyReader([path]) as reader:
-        for connection, _, raw in reader.messages():
-            out.setdefault(connection.topic, []).append(reader.deserialize(raw, connection.msgtype))
-    return out
 
 
 def test_topics_are_chosen_or_the_error_lists_them():

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from bag_fixtures import FRAME_ID, PERIOD_NS, START_NS, read_back, write_input_bag
 from rosbags.highlevel import AnyReader
-from test_bag_processing import FRAME_ID, PERIOD_NS, START_NS, read_back, write_input_bag
-from test_estimator import HEIGHT, WIDTH, K, build_scene, coordinate_image, make_estimator
+from scenes import HEIGHT, WIDTH, K, build_scene, coordinate_image, make_estimator
 
 from hoi_perception import cli as perception_cli
 from hoi_perception.bag_io import camera_info_msg, image_msg, open_bag_writer
@@ -113,7 +113,7 @@ def test_run_refuses_to_write_over_its_input_or_an_existing_output(scene, tmp_pa
 
 @pytest.fixture
 def training_checkpoint(tmp_path) -> Path:
-    from test_estimator import write_tiny_checkpoint
+    from helpers import write_tiny_checkpoint
 
     path = write_tiny_checkpoint(tmp_path / "last.pt")
     data = torch.load(path, weights_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model  # test/ is on sys.path under pytest
 
 from hoi_perception.config import load_config, to_dict
 from hoi_perception.engines.base import EngineConfig
@@ -19,9 +20,7 @@ from hoi_training.release import release_checkpoint
 from hoi_training.train_config import TrainConfig
 from hoi_training.trainer import Trainer
 
-TINY_MODEL = ["input_size=32", "backbone.fpn_channels=16", "roi.output_size=8", "hand_head.hourglass_depth=2",
-              "hand_head.encoder_rounds=2", "hand_head.regressor_hidden=32", "object_head.num_blocks=1",
-              "detection_head.head_channels=8"]
+TINY_MODEL = tiny_model(32)
 
 
 def test_training_and_runtime_cut_the_same_crop(tiny_set):

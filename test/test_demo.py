@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model  # test/ is on sys.path under pytest
 from rosbags.highlevel import AnyReader
 from scipy.spatial.transform import Rotation
 
@@ -31,9 +32,7 @@ from hoi_perception.pipeline.results import FrameResult
 from hoi_perception.synth.generator import BAG_EPOCH_NS, CAMERA_INFO_TOPIC, IMAGE_TOPIC
 
 # A small network (64 px crops) like test_estimator's, saved the way the shipped checkpoint is: fp16 weights.
-TINY_MODEL = ["input_size=64", "backbone.fpn_channels=16", "roi.output_size=8", "hand_head.hourglass_depth=2",
-              "hand_head.encoder_rounds=2", "hand_head.regressor_hidden=32", "object_head.num_blocks=1",
-              "detection_head.head_channels=8"]
+TINY_MODEL = tiny_model(64)
 # Untrained scores are near 0.5 at best: accept every detection, so the crop network and PnP run too.
 ACCEPT_ALL = ["detection.hand_score_threshold=0.0", "detection.object_score_threshold=0.0"]
 SEQUENCE = DemoSequence(frames=5, width=128, height=96, seed=0, png_interval=2)

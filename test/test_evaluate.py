@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model  # test/ is on sys.path under pytest
 
 from hoi_perception.config import ConfigError, load_config, to_dict
 from hoi_perception.models.config import load_model_config
@@ -20,9 +21,7 @@ from hoi_training.data.augment import mirror_sample
 from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset
 from hoi_training.evaluate import EvaluationRunConfig, Evaluator, PreparedFrame, eval_main, evaluate_dataset
 
-TINY_MODEL = ["input_size=32", "backbone.fpn_channels=16", "roi.output_size=8", "hand_head.hourglass_depth=2",
-              "hand_head.encoder_rounds=2", "hand_head.regressor_hidden=32", "object_head.num_blocks=1",
-              "detection_head.head_channels=8"]
+TINY_MODEL = tiny_model(32)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_estimator import OBJECT_NAME, K, SceneDetector, build_scene, coordinate_image, make_estimator
+from scenes import OBJECT_NAME, K, SceneDetector, build_scene, coordinate_image, make_estimator
 
 from hoi_perception.config import ConfigError
 from hoi_perception.geometry.camera import project
@@ -77,7 +77,7 @@ class ShrunkObjectDetector(SceneDetector):
 
 
 def test_the_estimator_reports_a_gated_object_and_does_not_publish_it(scene):
-    from test_estimator import IdealCropNetwork
+    from scenes import IdealCropNetwork
 
     from hoi_perception.pipeline.estimator import Estimator
     from hoi_perception.pipeline.messages import frame_transforms

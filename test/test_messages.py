@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_bag_processing import FRAME_ID, read_back, write_input_bag
-from test_estimator import OBJECT_NAME, K, build_scene, coordinate_image, make_estimator
+from bag_fixtures import FRAME_ID, read_back, write_input_bag
+from scenes import OBJECT_NAME, K, build_scene, coordinate_image, make_estimator
 
 from hoi_perception import ros_messages as rm
 from hoi_perception.bag_io import camera_info_msg, image_msg

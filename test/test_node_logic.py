@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import write_tiny_checkpoint  # test/ is on sys.path under pytest
 from scipy.spatial.transform import Rotation
 
 from hoi_perception import ros_messages as ri
@@ -511,28 +512,6 @@ def test_generated_message_types_adapt_numpy_sequences_for_rclpy():
 
 
 # --------------------------------------------------------------------------- the real estimator, end to end
-
-
-TINY_MODEL = ["input_size=64", "backbone.fpn_channels=16", "roi.output_size=8", "hand_head.hourglass_depth=2",
-              "hand_head.encoder_rounds=2", "hand_head.regressor_hidden=32", "object_head.num_blocks=1",
-              "detection_head.head_channels=8"]
-
-
-def write_tiny_checkpoint(path):
-    """A randomly initialised tiny HOINet as a training checkpoint (garbage estimates, real plumbing)."""
-    import torch
-
-    from hoi_perception.config import to_dict
-    from hoi_perception.models.config import load_model_config
-    from hoi_perception.models.network import HOINet
-
-    torch.manual_seed(0)
-    config = load_model_config("models/hfl_r18.yaml", TINY_MODEL)
-    network = HOINet(config)
-    with torch.no_grad():  # untrained boxes would have no size: make them a few cells wide
-        network.detection_head.size[-1].bias.fill_(6.0)
-    torch.save({"model_config": to_dict(config), "model": network.state_dict()}, path)
-    return path
 
 
 def test_a_recorded_bag_runs_through_the_real_estimator(ts, tmp_path):

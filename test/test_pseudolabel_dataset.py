@@ -18,15 +18,6 @@ from hoi_training.train_config import TrainConfig
 from hoi_training.trainer import Trainer, build_hand_object_targets, collate_examples
 
 
-def make_synthetic(out: Path, domain: str, sequences: int, frames: int, seed: int) -> Path:
-    from hoi_perception.synth.config import SynthConfig
-    from hoi_perception.synth.generator import generate_dataset
-
-    generate_dataset(load_config(SynthConfig, "synth.yaml", ["camera.width=64", "camera.height=64"]), out,
-                     sequences=sequences, frames=frames, seed=seed, domain=domain)
-    return out
-
-
 @pytest.fixture
 def data(oracle_pseudo_data) -> dict[str, Path]:
     return oracle_pseudo_data

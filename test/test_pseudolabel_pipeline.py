@@ -10,12 +10,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from pseudolabel_fixtures import (  # test/ is on sys.path under pytest
+    DETECTION_SCORE,
+    TINY_JOB,
+    oracle_job,
+    write_rigged_detector_checkpoint,
+)
 
-from hoi_perception.config import ConfigError, load_config, to_dict
+from hoi_perception.config import ConfigError, load_config
 from hoi_perception.geometry.camera import project
-from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_points_3d
-from hoi_perception.models.detection_head import Detection, FrameDetections
 from hoi_perception.pipeline.estimator import crop_geometry, extract_crop
 from hoi_perception.pipeline.video import intrinsics_from_fov
 from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset
@@ -24,82 +27,11 @@ from hoi_training.pseudolabel.dataset import ablation_constraints, job_constrain
 from hoi_training.pseudolabel.pipeline import (
     LabellingGeometry,
     PseudoLabeller,
-    PseudoLabelNetwork,
     _augment_boxes,
     pseudolabel_main,
     run_job,
 )
 from hoi_training.pseudolabel.tta import Augmentation
-from hoi_training.train_config import TrainConfig
-
-DETECTION_SCORE = 1.0 / (1.0 + np.exp(-3.0))  # the rigged detector's right-hand score
-TINY_JOB = ["batch_size=16", "sharding.units_per_shard=1"]
-
-
-def write_tiny_checkpoint(path: Path, data_root: Path) -> Path:
-    """The tiny test network with a detector rigged to fire: right hand everywhere at logit 3
-    (object at 2), boxes 5x5 cells (20 px) centred in their cells."""
-    config = load_config(TrainConfig, "train/tiny_test.yaml",
-                         [f"datasets.synthetic.config.root={data_root}"]).model_config()
-    torch.manual_seed(0)
-    from hoi_perception.models.network import HOINet
-
-    network = HOINet(config)
-    head = network.detection_head
-    with torch.no_grad():
-        for branch, bias in ((head.heatmap, [3.0, -5.0, 2.0]), (head.size, [5.0, 5.0]), (head.offset, [0.5, 0.5])):
-            branch[-1].weight.zero_()
-            branch[-1].bias.copy_(torch.tensor(bias))
-    torch.save({"model_config": to_dict(config), "model": network.state_dict()}, path)
-    return path
-
-
-class OracleNetwork:
-    """Stands in for the network's two entry points with a synthetic dataset's ground truth, handed
-    out as the network would give it (crop pixels, mirrored camera for left hands), so the
-    pipeline's geometry can be checked against the truth. Frames are recognised by their pixels."""
-
-    def __init__(self, dataset: SyntheticDataset) -> None:
-        self.samples = {dataset[i].image.tobytes(): dataset[i] for i in range(len(dataset))}
-        self.pending: list = []
-
-    def detect(self, network: PseudoLabelNetwork, image: np.ndarray) -> FrameDetections:
-        sample = self.samples[image.tobytes()]
-        self.pending.append(sample)
-        hand = Detection(f"{sample.hand_side}_hand", sample.hand_box, 0.9)
-        return FrameDetections(right_hand=hand if sample.hand_side == "right" else None,
-                               left_hand=hand if sample.hand_side == "left" else None,
-                               object=Detection("object", sample.object_box, 0.9))
-
-    def predict(self, network: PseudoLabelNetwork, crops: np.ndarray, hand_boxes, object_boxes) -> dict:
-        samples, self.pending = self.pending[-len(crops):], []
-        out: dict[str, list] = {k: [] for k in ("joints_2d", "joints_3d", "vertices", "pose", "betas")}
-        for sample in samples:
-            left = sample.hand_side == "left"
-            geometry = crop_geometry(sample.hand_box, sample.object_box, sample.image.shape[1],
-                                     network.input_size, left)
-            joints = sample.joints_3d - sample.joints_3d[0]
-            vertices = sample.vertices_3d - sample.joints_3d[0]
-            matrix = geometry.image_to_crop
-            out["joints_2d"].append(sample.joints_2d @ matrix[:2, :2].T + matrix[:2, 2])
-            out["joints_3d"].append(mirror_points_3d(joints) if left else joints)
-            out["vertices"].append(mirror_points_3d(vertices) if left else vertices)
-            out["pose"].append(mirror_axis_angle(sample.mano_pose) if left else sample.mano_pose)
-            out["betas"].append(sample.mano_shape)
-        arrays = {k: np.stack(v) for k, v in out.items()}
-        arrays["joint_confidence"] = np.ones((len(samples), 21))
-        return arrays
-
-
-def oracle_job(wild: Path, checkpoint: Path, out: Path, monkeypatch) -> Path:
-    """A job whose network is the :class:`OracleNetwork` of ``wild``."""
-    oracle = OracleNetwork(SyntheticDataset(SyntheticConfig(root=wild, load_masks=False)))
-    monkeypatch.setattr(PseudoLabelNetwork, "detect", lambda self, image: oracle.detect(self, image))
-    monkeypatch.setattr(PseudoLabelNetwork, "predict", lambda self, *args: oracle.predict(self, *args))
-    run_job(checkpoint, "synthetic", wild, out, load_pseudolabel_config(None, TINY_JOB), LabellingGeometry(),
-            progress=False)
-    monkeypatch.undo()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +47,7 @@ def wild(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(wild, tmp_path_factory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", wild)
+    return write_rigged_detector_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", wild)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import tiny_model  # test/ is on sys.path under pytest
 from scipy.spatial.transform import Rotation
 
 from hoi_perception.config import ConfigError, load_config, to_dict
@@ -37,9 +38,7 @@ from hoi_perception.pipeline.estimator import Estimator
 from hoi_training.train_config import TrainConfig
 from hoi_training.trainer import Trainer
 
-TINY_MODEL = ["input_size=32", "backbone.fpn_channels=16", "roi.output_size=8", "hand_head.hourglass_depth=2",
-              "hand_head.encoder_rounds=2", "hand_head.regressor_hidden=32", "object_head.num_blocks=1",
-              "detection_head.head_channels=8"]
+TINY_MODEL = tiny_model(32)
 TINY_DMA = ["refine=dma", "dma.object_nodes=64", "dma.hidden_dim=16", "dma.attention_dim=16", "dma.num_blocks=1",
             "dma.gcn_layers=1", "dma.feature_strides=[1,4]"]
 OBJECT = "sugar_box"
@@ -253,9 +252,9 @@ class CountingEngine:
 
 @pytest.fixture(scope="module")
 def scene_helpers():
-    import test_estimator
+    import scenes
 
-    return test_estimator
+    return scenes
 
 
 def _refining_crop_network(helpers, scene):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_augment import make_sample, reprojection_errors  # test/ is on sys.path under pytest
+from helpers import make_sample, reprojection_errors  # test/ is on sys.path under pytest
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_perception.hand_model.mano import HandModel

@@ -8,8 +8,9 @@ import logging
 import cv2
 import numpy as np
 import pytest
+from helpers import write_tiny_checkpoint
 from rosbags.highlevel import AnyReader
-from test_estimator import HEIGHT, WIDTH, K, build_scene, coordinate_image, make_estimator, write_tiny_checkpoint
+from scenes import HEIGHT, WIDTH, K, build_scene, coordinate_image, make_estimator
 
 from hoi_perception.pipeline.video import (
     VideoSourceError,
