@@ -100,3 +100,17 @@ def test_gate_settings_are_validated():
         load_estimator_config(None, ["gates.object.max_size_ratio=0.5"])
     config = load_estimator_config(None, ["gates.hand.max_reprojection=0.1"])
     assert config.gates.hand.max_reprojection == 0.1 and config.gates.enabled
+
+
+def test_a_tracked_box_is_no_evidence_for_size_or_centre(scene, model):
+    """A box carried over by tracking is the previous estimate's own projection: only reprojection counts."""
+    R, t = scene.object_rotation, scene.object_translation
+    box = _silhouette_box(model, R, t)
+    votes = project(model.control_points @ R.T + t, K)
+    far_votes = project(model.control_points @ R.T + t * 5, K)  # votes that agree with the far pose
+    far = object_measures(model.points, model.control_points, R, t * 5, box, far_votes, K, box_detected=False)
+    assert far.size_ratio == pytest.approx(0.2, abs=0.03) and gate_problem(far, GateLimits()) is None
+    size = np.sqrt(np.prod(box[2:] - box[:2]))
+    noisy = object_measures(model.points, model.control_points, R, t, box, votes + [0.4 * size, 0], K,
+                            box_detected=False)
+    assert "reprojection error" in gate_problem(noisy, GateLimits())

@@ -3,9 +3,9 @@
 A robot acts on TF, so a hand or object pose is published only when it agrees with
 what the frame shows (``config/perception.yaml``, ``estimator.gates``):
 
-* **box centre**: the pose's projected silhouette box (model points for the object,
+* **box centre** (against a box detected this frame): the pose's projected silhouette box (model points for the object,
   the mesh for a hand) is centred near the tracked 2D box;
-* **box size, hence depth**: the projected box's size (square root of its area) is
+* **box size, hence depth** (likewise): the projected box's size (square root of its area) is
   within a factor of the 2D box's; an object 3 m away projects to a tenth of the size
   of one at 0.3 m, so a wrong depth fails here;
 * **reprojection**: the voted control points (object) or the 2D joints (hand) lie
@@ -58,11 +58,18 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class GateMeasures:
-    """What the gates compare, for one pose (also recorded by the threshold benchmark)."""
+    """What the gates compare, for one pose (also recorded by the threshold benchmark).
+
+    ``box_detected``: the box is this frame's detection. A box carried over by tracking is
+    the previous estimate's own projection (enlarged by the tracking margin), no independent
+    evidence, so only the reprojection gate applies then; a track starts from a detection,
+    where all three apply.
+    """
 
     centre_offset: float
     size_ratio: float
     reprojection: float
+    box_detected: bool = True
 
 
 def _box_size(box: np.ndarray) -> float:
@@ -70,29 +77,31 @@ def _box_size(box: np.ndarray) -> float:
 
 
 def measure(points_cam: np.ndarray, box: np.ndarray, K: np.ndarray, predicted_2d: np.ndarray,  # noqa: N803
-            observed_2d: np.ndarray, weights: np.ndarray | None = None) -> GateMeasures:
+            observed_2d: np.ndarray, weights: np.ndarray | None = None, box_detected: bool = True) -> GateMeasures:
     """Compare a posed model (``points_cam`` (N, 3), camera frame) with the 2D ``box`` it should fill,
     and ``predicted_2d`` with ``observed_2d`` (M, 2) pixels (optionally weighted)."""
     box = np.asarray(box, dtype=np.float64)
     size = _box_size(box)
     points_cam = np.asarray(points_cam, dtype=np.float64)
     if not np.all(np.isfinite(points_cam)) or np.any(points_cam[:, 2] <= 1e-6):
-        return GateMeasures(math.inf, math.inf, math.inf)
+        return GateMeasures(math.inf, math.inf, math.inf, box_detected)
     uv = project(points_cam, K)
     projected = np.concatenate([uv.min(0), uv.max(0)])
     centre = (projected[:2] + projected[2:]) / 2 - (box[:2] + box[2:]) / 2
     errors = np.linalg.norm(np.asarray(predicted_2d) - np.asarray(observed_2d), axis=-1)
     w = np.ones_like(errors) if weights is None else np.clip(np.asarray(weights, dtype=np.float64), 0, None)
     reprojection = float((errors * w).sum() / max(w.sum(), 1e-9))
-    return GateMeasures(float(np.linalg.norm(centre)) / size, _box_size(projected) / size, reprojection / size)
+    return GateMeasures(float(np.linalg.norm(centre)) / size, _box_size(projected) / size, reprojection / size,
+                        box_detected)
 
 
 def gate_problem(measures: GateMeasures, limits: GateLimits) -> str | None:
     """Why the pose is implausible, or None."""
-    if measures.size_ratio > limits.max_size_ratio or measures.size_ratio < 1.0 / limits.max_size_ratio:
+    box_checks = measures.box_detected
+    if box_checks and not 1.0 / limits.max_size_ratio <= measures.size_ratio <= limits.max_size_ratio:
         return (f"implausible pose: projects to {measures.size_ratio:.2f}x the detected box size (allowed "
                 f"1/{limits.max_size_ratio:g}-{limits.max_size_ratio:g}), so its depth contradicts the box")
-    if measures.centre_offset > limits.max_centre_offset:
+    if box_checks and measures.centre_offset > limits.max_centre_offset:
         return (f"implausible pose: projected centre {measures.centre_offset:.2f} box sizes from the detected box "
                 f"(allowed {limits.max_centre_offset:g})")
     if measures.reprojection > limits.max_reprojection:
@@ -103,16 +112,16 @@ def gate_problem(measures: GateMeasures, limits: GateLimits) -> str | None:
 
 def object_measures(model_points: np.ndarray, control_points: np.ndarray, rotation: np.ndarray,
                     translation: np.ndarray, box: np.ndarray, voted_2d: np.ndarray,
-                    K: np.ndarray) -> GateMeasures:  # noqa: N803
+                    K: np.ndarray, box_detected: bool = True) -> GateMeasures:  # noqa: N803
     """The object pose ``x_cam = R x + t`` against its 2D box and its voted control points (21, 2)."""
     posed = model_points @ np.asarray(rotation).T + translation
     controls = control_points @ np.asarray(rotation).T + translation
     predicted = project(controls, K) if np.all(controls[:, 2] > 1e-6) else np.full((len(controls), 2), np.inf)
-    return measure(posed, box, K, predicted, voted_2d)
+    return measure(posed, box, K, predicted, voted_2d, box_detected=box_detected)
 
 
 def hand_measures(vertices_cam: np.ndarray, joints_cam: np.ndarray, box: np.ndarray, joints_2d: np.ndarray,
-                  joint_confidence: np.ndarray, K: np.ndarray) -> GateMeasures:  # noqa: N803
+                  joint_confidence: np.ndarray, K: np.ndarray, box_detected: bool = True) -> GateMeasures:  # noqa: N803
     """The posed hand mesh against its 2D box, and its 3D joints against the 2D joints (weighted by confidence)."""
     predicted = project(joints_cam, K) if np.all(joints_cam[:, 2] > 1e-6) else np.full((len(joints_cam), 2), np.inf)
-    return measure(vertices_cam, box, K, predicted, joints_2d, joint_confidence)
+    return measure(vertices_cam, box, K, predicted, joints_2d, joint_confidence, box_detected=box_detected)

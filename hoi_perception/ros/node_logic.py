@@ -5,10 +5,11 @@ publishers and timers and forwards messages here; this module decides what to
 subscribe and publish (:func:`subscription_plan`, :func:`publisher_plans`), turns
 synchronised input messages into the estimator's arrays, runs it, has every output
 message built by the builder ``process-bag`` shares
-(:class:`~hoi_perception.pipeline.messages.FrameMessageBuilder`), limits the rate, contains failures and keeps the bookkeeping behind
-``/diagnostics``. It imports no ROS package, so it runs and is tested anywhere:
-messages are built through a *typestore*-like object (a rosbags ``Typestore`` here,
-:class:`GeneratedMessageTypes` over rclpy's generated classes on a robot).
+(:class:`~hoi_perception.pipeline.messages.FrameMessageBuilder`), limits the rate,
+contains failures and keeps the bookkeeping behind ``/diagnostics``. It imports no ROS
+package, so it runs and is tested anywhere: messages are built through a
+*typestore*-like object (a rosbags ``Typestore`` here, :class:`GeneratedMessageTypes`
+over rclpy's generated classes on a robot).
 
 Per frame, in order: rate limit (wall clock) -> CameraInfo and image checks
 (K, size, frame id, encoding) -> estimator -> messages -> the adapter's sink. A frame
