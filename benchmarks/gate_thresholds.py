@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from hoi_perception.atomic import atomic_write_json, atomic_write_text
-from hoi_perception.pipeline.config import load_estimator_config
+from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
 from hoi_perception.pipeline.demo import resolve_checkpoint
 from hoi_perception.pipeline.estimator import Estimator
 from hoi_perception.pipeline.gates import GateLimits, GateMeasures, gate_problem, hand_measures, object_measures
@@ -84,8 +84,9 @@ def run_split(data: Path, checkpoint: Path, overrides: list[str], gates: dict | 
     for seq in sequences(data):
         meta = json.loads((seq / "meta.json").read_text())
         labels = read_sequence_labels(seq / "labels.npz", int(meta["frames"]))
-        config = load_estimator_config(None, [*overrides, "engine.kind=torch", f"checkpoint={checkpoint}",
-                                              f"object_name={meta['object_name']}"])
+        config = load_estimator_config(DEFAULT_PERCEPTION_CONFIG, [*overrides, "engine.kind=torch",
+                                                                   f"checkpoint={checkpoint}",
+                                                                   f"object_name={meta['object_name']}"])
         if gates is None:
             config.gates.enabled = False
         else:
@@ -188,7 +189,7 @@ def main() -> None:
             atomic_write_json(ARGS.samples, {"samples": [dataclasses.asdict(s) for s in samples],
                                              "ungated": ungated})
     chosen, stats = {}, {}
-    configured = load_estimator_config(None).gates
+    configured = load_estimator_config(DEFAULT_PERCEPTION_CONFIG, ARGS.set).gates
     for kind in ("object", "hand"):
         kind_samples = [s for s in samples if s.kind == kind]
         if not kind_samples:  # this model never found one: keep the configured limits

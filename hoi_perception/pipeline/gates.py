@@ -32,9 +32,9 @@ from hoi_perception.geometry.camera import project
 class GateLimits:
     """Limits for one kind of pose (hand or object); see the module docstring."""
 
-    max_centre_offset: float = 0.5   # |projected box centre - 2D box centre| / 2D box size
-    max_size_ratio: float = 2.0      # projected / 2D box size outside [1 / r, r] fails
-    max_reprojection: float = 0.25   # mean |projected - observed 2D points| / 2D box size
+    max_centre_offset: float = 0.3   # |projected box centre - 2D box centre| / 2D box size
+    max_size_ratio: float = 1.3      # projected / 2D box size outside [1 / r, r] fails
+    max_reprojection: float = 0.15   # mean |projected - observed 2D points| / 2D box size
 
     def validate(self) -> None:
         if not (math.isfinite(self.max_centre_offset) and self.max_centre_offset > 0):
