@@ -102,15 +102,20 @@ def test_gate_settings_are_validated():
     assert config.gates.hand.max_reprojection == 0.1 and config.gates.enabled
 
 
-def test_a_tracked_box_is_no_evidence_for_size_or_centre(scene, model):
-    """A box carried over by tracking is the previous estimate's own projection: only reprojection counts."""
+def test_a_tracked_box_is_compared_as_tracking_made_it(scene, model):
+    """A tracked box is the previous pose's control points' box plus the margin: the same pose fits it
+    exactly, a pose that jumped away does not."""
+    from hoi_perception.pipeline.tracking import enlarge_box
+
     R, t = scene.object_rotation, scene.object_translation
-    box = _silhouette_box(model, R, t)
     votes = project(model.control_points @ R.T + t, K)
-    far_votes = project(model.control_points @ R.T + t * 5, K)  # votes that agree with the far pose
-    far = object_measures(model.points, model.control_points, R, t * 5, box, far_votes, K, box_detected=False)
-    assert far.size_ratio == pytest.approx(0.2, abs=0.03) and gate_problem(far, GateLimits()) is None
-    size = np.sqrt(np.prod(box[2:] - box[:2]))
-    noisy = object_measures(model.points, model.control_points, R, t, box, votes + [0.4 * size, 0], K,
-                            box_detected=False)
-    assert "reprojection error" in gate_problem(noisy, GateLimits())
+    tracked = enlarge_box(np.concatenate([votes.min(0), votes.max(0)]), 0.15)
+    same = object_measures(model.points, model.control_points, R, t, tracked, votes, K, box_detected=False,
+                           margin=0.15)
+    assert same.size_ratio == pytest.approx(1.0) and same.centre_offset < 1e-9 and gate_problem(same, GateLimits()) \
+        is None
+    far_votes = project(model.control_points @ R.T + t * 3, K)  # votes that agree with a pose 3x farther
+    far = object_measures(model.points, model.control_points, R, t * 3, tracked, far_votes, K, box_detected=False,
+                          margin=0.15)
+    assert far.size_ratio == pytest.approx(1 / 3, abs=0.03)
+    assert "the tracked box size" in gate_problem(far, GateLimits())
