@@ -11,12 +11,13 @@ published and how much of it is right.
    the same measures of the *true* pose against the same 2D box and votes / 2D joints
    (how far a correct pose sits from this model's evidence), and the published pose's
    error (object: translation; hand: wrist);
-2. **choose**: over a grid of (size ratio, centre offset, reprojection), only
-   thresholds that let at least ``--recall`` of the true poses through; among them the
-   loosest that keeps at least ``--precision`` of the estimated poses within
-   ``--tolerance-m``, or, when none does (a weak model whose poses are wrong), the one
-   that publishes the fewest wrong poses. A pose kind the model never detects keeps
-   the configured limits;
+2. **choose**: when the model solved at least ``--min-correct`` poses within
+   ``--tolerance-m``, the grid point (size ratio, centre offset, reprojection) that
+   keeps the most poses while at least ``--precision`` of the kept ones are right
+   (ties: the loosest). A model with fewer right poses (the weak shipped one) gives
+   nothing to choose from: the configured limits are kept and only checked. Also
+   reported: how many *true* poses, measured against this model's boxes and votes,
+   pass the chosen gates (low when the evidence itself is poor);
 3. **check**: the frames again with the chosen gates on; the fraction of published
    poses within the tolerance.
 
@@ -43,15 +44,15 @@ from pathlib import Path
 import numpy as np
 
 from hoi_perception.atomic import atomic_write_json, atomic_write_text
-from hoi_perception.pipeline.config import load_estimator_config
+from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
 from hoi_perception.pipeline.demo import resolve_checkpoint
 from hoi_perception.pipeline.estimator import Estimator
 from hoi_perception.pipeline.gates import GateLimits, GateMeasures, gate_problem, hand_measures, object_measures
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SIZE_RATIOS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
-CENTRE_OFFSETS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
-REPROJECTIONS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
+SIZE_RATIOS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
+CENTRE_OFFSETS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+REPROJECTIONS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 @dataclasses.dataclass
@@ -83,8 +84,9 @@ def run_split(data: Path, checkpoint: Path, overrides: list[str], gates: dict | 
     for seq in sequences(data):
         meta = json.loads((seq / "meta.json").read_text())
         labels = read_sequence_labels(seq / "labels.npz", int(meta["frames"]))
-        config = load_estimator_config(None, [*overrides, "engine.kind=torch", f"checkpoint={checkpoint}",
-                                              f"object_name={meta['object_name']}"])
+        config = load_estimator_config(DEFAULT_PERCEPTION_CONFIG, [*overrides, "engine.kind=torch",
+                                                                   f"checkpoint={checkpoint}",
+                                                                   f"object_name={meta['object_name']}"])
         if gates is None:
             config.gates.enabled = False
         else:
@@ -106,9 +108,10 @@ def run_split(data: Path, checkpoint: Path, overrides: list[str], gates: dict | 
                 obj = tracked.result
                 error = float(np.linalg.norm(obj.translation - truth_t)) if obj.success else float("nan")
                 if gates is None:  # every object the estimator saw: its evidence against the true pose
+                    detected = result.tracking_state == "detecting"
+                    measures = result.gate_measures.get("object", GateMeasures(np.inf, np.inf, np.inf, detected))
                     truth = object_measures(model.points, model.control_points, truth_R, truth_t, obj.box,
-                                            obj.control_points_2d, K)
-                    measures = result.gate_measures.get("object", GateMeasures(np.inf, np.inf, np.inf))
+                                            obj.control_points_2d, K, box_detected=measures.box_detected)
                     samples.append(Sample("object", measures, error, truth))
                 if obj.success:
                     counts["object_published"] += 1
@@ -121,42 +124,41 @@ def run_split(data: Path, checkpoint: Path, overrides: list[str], gates: dict | 
                 error = float(np.linalg.norm(hand.joints_cam[0] - truth_joints[0]))
                 if gates is None and hand.side in result.gate_measures:
                     truth = hand_measures(np.asarray(labels["vertices3d"][index]), truth_joints, hand.box,
-                                          hand.joints2d, hand.joint_confidence, K)
+                                          hand.joints2d, hand.joint_confidence, K,
+                                          box_detected=result.gate_measures[hand.side].box_detected)
                     samples.append(Sample("hand", result.gate_measures[hand.side], error, truth))
                 counts["hand_published"] += 1
                 counts["hand_within"] += int(error <= tolerance)
     return samples, counts
 
 
-def choose(samples: list[Sample], precision: float, tolerance: float, recall: float) -> tuple[GateLimits, dict]:
-    """Thresholds that let ``recall`` of the true poses through (given this model's boxes and votes), and
-    among those the loosest meeting ``precision`` on the model's own poses, else the strictest
-    (module docstring, step 2)."""
+def choose(samples: list[Sample], precision: float, tolerance: float, min_correct: int,
+           configured: GateLimits) -> tuple[GateLimits, dict]:
+    """Step 2 (module docstring)."""
     solved = [s for s in samples if np.isfinite(s.error_m)]
-    best = safest = None
-    for size, centre, reproj in itertools.product(SIZE_RATIOS, CENTRE_OFFSETS, REPROJECTIONS):
-        limits = GateLimits(max_centre_offset=centre, max_size_ratio=size, max_reprojection=reproj)
-        passed_truth = np.mean([gate_problem(s.truth, limits) is None for s in samples]) if samples else 0.0
-        if passed_truth < recall:
-            continue
-        kept = [s for s in solved if gate_problem(s.measures, limits) is None]
-        within = sum(s.error_m <= tolerance for s in kept)
-        looseness = size + centre + reproj
-        if kept and within / len(kept) >= precision and (best is None or (len(kept), looseness) > best[0]):
-            best = ((len(kept), looseness), limits, len(kept), within, passed_truth)
-        if safest is None or (len(kept) - within, -looseness) < safest[0]:
-            safest = ((len(kept) - within, -looseness), limits, len(kept), within, passed_truth)
-    chosen = best or safest
-    if chosen is None:
-        raise SystemExit(f"no grid point lets {recall:.0%} of the true poses through; widen the grid")
-    _, limits, kept, within, passed_truth = chosen
-    ratios = np.array([s.truth.size_ratio for s in samples])
-    return limits, {"objects_seen": len(samples), "solved": len(solved),
-                    "solved_within_tolerance": int(sum(s.error_m <= tolerance for s in solved)), "kept": kept,
-                    "kept_within_tolerance": int(within), "true_poses_passing": round(float(passed_truth), 3),
-                    "precision_reached": best is not None,
-                    "true_pose_size_ratio_quartiles": np.round(np.quantile(ratios, [0.25, 0.5, 0.75]), 3).tolist()
-                    if len(ratios) else []}
+    correct = sum(s.error_m <= tolerance for s in solved)
+    best = None
+    if correct >= min_correct:
+        for size, centre, reproj in itertools.product(SIZE_RATIOS, CENTRE_OFFSETS, REPROJECTIONS):
+            limits = GateLimits(max_centre_offset=centre, max_size_ratio=size, max_reprojection=reproj)
+            kept = [s for s in solved if gate_problem(s.measures, limits) is None]
+            within = sum(s.error_m <= tolerance for s in kept)
+            key = (len(kept), size + centre + reproj)
+            if kept and within / len(kept) >= precision and (best is None or key > best[0]):
+                best = (key, limits)
+    limits = best[1] if best is not None else configured
+    kept = [s for s in solved if gate_problem(s.measures, limits) is None]
+    within = sum(s.error_m <= tolerance for s in kept)
+    truth_passing = np.mean([gate_problem(s.truth, limits) is None for s in samples]) if samples else float("nan")
+    detected = [s.measures.size_ratio for s in solved if s.measures.box_detected]
+    regime = ("chosen by precision" if best is not None else
+              "configured kept (too few right poses)" if correct < min_correct else
+              "configured kept (no grid point reaches the precision)")
+    return limits, {"objects_seen": len(samples), "solved": len(solved), "solved_within_tolerance": int(correct),
+                    "kept": len(kept), "kept_within_tolerance": int(within), "regime": regime,
+                    "true_poses_passing": round(float(truth_passing), 3),
+                    "solved_size_ratio_quartiles": np.round(np.quantile(detected, [0.25, 0.5, 0.75]), 3).tolist()
+                    if detected else []}
 
 
 def main() -> None:
@@ -166,23 +168,36 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the shipped one)")
     parser.add_argument("--precision", type=float, default=0.9, help="wanted fraction of kept poses within tolerance")
     parser.add_argument("--tolerance-m", type=float, default=0.05, help="a pose within this of the truth is right")
-    parser.add_argument("--recall", type=float, default=0.95,
-                        help="fraction of true poses (against this model's boxes and votes) the gates must pass")
+    parser.add_argument("--min-correct", type=int, default=20,
+                        help="solved poses within tolerance needed to choose by precision")
     parser.add_argument("--max-frames", type=int, default=None, help="frames per sequence (default: all)")
     parser.add_argument("--set", action="append", default=[], help="estimator override (repeatable)")
+    parser.add_argument("--samples", type=Path, default=None,
+                        help="JSON of step 1's measures: written when absent, reused when present")
     parser.add_argument("--no-write", action="store_true", help="print only")
     ARGS = parser.parse_args()
     checkpoint = resolve_checkpoint(ARGS.checkpoint)
     started = time.time()
-    samples, ungated = run_split(ARGS.data, checkpoint, ARGS.set, None, ARGS.max_frames)
+    if ARGS.samples is not None and ARGS.samples.is_file():  # step 1 recorded earlier: choose again
+        recorded = json.loads(ARGS.samples.read_text())
+        samples = [Sample(d["kind"], GateMeasures(**d["measures"]), d["error_m"], GateMeasures(**d["truth"]))
+                   for d in recorded["samples"]]
+        ungated = recorded["ungated"]
+    else:
+        samples, ungated = run_split(ARGS.data, checkpoint, ARGS.set, None, ARGS.max_frames)
+        if ARGS.samples is not None:
+            atomic_write_json(ARGS.samples, {"samples": [dataclasses.asdict(s) for s in samples],
+                                             "ungated": ungated})
     chosen, stats = {}, {}
+    configured = load_estimator_config(DEFAULT_PERCEPTION_CONFIG, ARGS.set).gates
     for kind in ("object", "hand"):
         kind_samples = [s for s in samples if s.kind == kind]
         if not kind_samples:  # this model never found one: keep the configured limits
-            chosen[kind] = getattr(load_estimator_config(None).gates, kind)
+            chosen[kind] = getattr(configured, kind)
             stats[kind] = {"objects_seen": 0, "note": "none detected; configured limits kept"}
             continue
-        chosen[kind], stats[kind] = choose(kind_samples, ARGS.precision, ARGS.tolerance_m, ARGS.recall)
+        chosen[kind], stats[kind] = choose(kind_samples, ARGS.precision, ARGS.tolerance_m, ARGS.min_correct,
+                                           getattr(configured, kind))
     _, gated = run_split(ARGS.data, checkpoint, ARGS.set, chosen, ARGS.max_frames)
     report = {
         "data": str(ARGS.data), "checkpoint": str(checkpoint), "tolerance_m": ARGS.tolerance_m,
@@ -211,14 +226,14 @@ def markdown(report: dict) -> str:
     for kind, limits in report["chosen"].items():
         lines.append(f"| {kind} | {limits['max_size_ratio']} | {limits['max_centre_offset']} | "
                      f"{limits['max_reprojection']} | {report['selection'][kind].get('precision_reached', '-')} |")
-    lines += ["", "| pose | seen | solved (gates off) | solved within tolerance | true poses passing the gates "
-              "| kept by the gates | kept and within | true-pose projected/box size quartiles |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| pose | seen | solved (gates off) | solved within tolerance | choice | kept by the gates "
+              "| kept and within | true poses passing | solved poses' projected/box size quartiles |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for kind, st in report["selection"].items():
         lines.append(f"| {kind} | {st['objects_seen']} | {st.get('solved', 0)} | "
-                     f"{st.get('solved_within_tolerance', 0)} | {st.get('true_poses_passing', '-')} | "
-                     f"{st.get('kept', 0)} | "
-                     f"{st.get('kept_within_tolerance', 0)} | {st.get('true_pose_size_ratio_quartiles', [])} |")
+                     f"{st.get('solved_within_tolerance', 0)} | {st.get('regime', st.get('note'))} | "
+                     f"{st.get('kept', 0)} | {st.get('kept_within_tolerance', 0)} | "
+                     f"{st.get('true_poses_passing', '-')} | {st.get('solved_size_ratio_quartiles', [])} |")
     ungated, gated = report["ungated"], report["gated"]
     lines += ["", "| published | gates off | gates on (chosen) |", "| --- | --- | --- |",
               f"| object TFs within tolerance | {_fraction(ungated['object_within'], ungated['object_published'])} "

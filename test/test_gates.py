@@ -100,3 +100,22 @@ def test_gate_settings_are_validated():
         load_estimator_config(None, ["gates.object.max_size_ratio=0.5"])
     config = load_estimator_config(None, ["gates.hand.max_reprojection=0.1"])
     assert config.gates.hand.max_reprojection == 0.1 and config.gates.enabled
+
+
+def test_a_tracked_box_is_compared_as_tracking_made_it(scene, model):
+    """A tracked box is the previous pose's control points' box plus the margin: the same pose fits it
+    exactly, a pose that jumped away does not."""
+    from hoi_perception.pipeline.tracking import enlarge_box
+
+    R, t = scene.object_rotation, scene.object_translation
+    votes = project(model.control_points @ R.T + t, K)
+    tracked = enlarge_box(np.concatenate([votes.min(0), votes.max(0)]), 0.15)
+    same = object_measures(model.points, model.control_points, R, t, tracked, votes, K, box_detected=False,
+                           margin=0.15)
+    assert same.size_ratio == pytest.approx(1.0) and same.centre_offset < 1e-9 and gate_problem(same, GateLimits()) \
+        is None
+    far_votes = project(model.control_points @ R.T + t * 3, K)  # votes that agree with a pose 3x farther
+    far = object_measures(model.points, model.control_points, R, t * 3, tracked, far_votes, K, box_detected=False,
+                          margin=0.15)
+    assert far.size_ratio == pytest.approx(1 / 3, abs=0.03)
+    assert "the tracked box size" in gate_problem(far, GateLimits())

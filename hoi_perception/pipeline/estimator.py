@@ -667,7 +667,8 @@ class Estimator:
             return
         key = hand.track.key
         measures[key] = hand_measures(hand.vertices_rel + hand.translation, hand.joints_rel + hand.translation,
-                                      hand.track.box, hand.joints2d, hand.joint_confidence, K)
+                                      hand.track.box, hand.joints2d, hand.joint_confidence, K,
+                                      box_detected=hand.track.box_detected, margin=self.config.tracking.box_margin)
         problem = gate_problem(measures[key], self.config.gates.hand) if self.config.gates.enabled else None
         if problem is not None:
             hand.translation, hand.failure = None, problem
@@ -679,7 +680,8 @@ class Estimator:
         model = self.object_model
         measures["object"] = object_measures(model.points, model.control_points, estimate.pnp.rotation,  # type: ignore[union-attr]
                                              estimate.pnp.translation, estimate.track.box,
-                                             estimate.control_points_2d, K)
+                                             estimate.control_points_2d, K, box_detected=estimate.track.box_detected,
+                                             margin=self.config.tracking.box_margin)
         problem = gate_problem(measures["object"], self.config.gates.object) if self.config.gates.enabled else None
         if problem is None:
             return estimate

@@ -12,7 +12,11 @@ what the frame shows (``config/perception.yaml``, ``estimator.gates``):
   near where the posed model puts them.
 
 Offsets are fractions of the 2D box's size, so one threshold fits near and far
-objects. Thresholds are chosen on a validation split (``benchmarks/gate_thresholds.py``).
+objects. A box detected this frame is independent evidence; between detections the
+box is the one tracking carried over from the previous estimate, which the pose is
+compared with as it was made (same points, tracking margin taken off), so a pose that
+jumps away from its track is refused too. Thresholds are chosen on a validation split
+(``benchmarks/gate_thresholds.py``).
 A failing pose is reported with its reason (``ObjectResult.failure_reason``,
 ``FrameResult.hand_failures``) and is not published to TF nor counted as found.
 """
@@ -32,9 +36,9 @@ from hoi_perception.geometry.camera import project
 class GateLimits:
     """Limits for one kind of pose (hand or object); see the module docstring."""
 
-    max_centre_offset: float = 0.5   # |projected box centre - 2D box centre| / 2D box size
-    max_size_ratio: float = 2.0      # projected / 2D box size outside [1 / r, r] fails
-    max_reprojection: float = 0.25   # mean |projected - observed 2D points| / 2D box size
+    max_centre_offset: float = 0.3   # |projected box centre - 2D box centre| / 2D box size
+    max_size_ratio: float = 1.3      # projected / 2D box size outside [1 / r, r] fails
+    max_reprojection: float = 0.15   # mean |projected - observed 2D points| / 2D box size
 
     def validate(self) -> None:
         if not (math.isfinite(self.max_centre_offset) and self.max_centre_offset > 0):
@@ -58,39 +62,57 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class GateMeasures:
-    """What the gates compare, for one pose (also recorded by the threshold benchmark)."""
+    """What the gates compare, for one pose (also recorded by the threshold benchmark).
+
+    ``box_detected``: the box is this frame's detection (else the box tracking carried over
+    from the previous frame's estimate, compared with what it was made from; see
+    :func:`tracked_box_points`).
+    """
 
     centre_offset: float
     size_ratio: float
     reprojection: float
+    box_detected: bool = True
 
 
 def _box_size(box: np.ndarray) -> float:
     return float(math.sqrt(max(box[2] - box[0], 1e-6) * max(box[3] - box[1], 1e-6)))
 
 
+def without_margin(box: np.ndarray, margin: float) -> np.ndarray:
+    """The box tracking enlarged by ``margin`` (``pipeline.tracking.enlarge_box``), before enlarging."""
+    box = np.asarray(box, dtype=np.float64)
+    shrink = margin * max(box[2] - box[0], box[3] - box[1]) / (1.0 + 2.0 * margin)
+    return box + np.array([shrink, shrink, -shrink, -shrink])
+
+
 def measure(points_cam: np.ndarray, box: np.ndarray, K: np.ndarray, predicted_2d: np.ndarray,  # noqa: N803
-            observed_2d: np.ndarray, weights: np.ndarray | None = None) -> GateMeasures:
-    """Compare a posed model (``points_cam`` (N, 3), camera frame) with the 2D ``box`` it should fill,
-    and ``predicted_2d`` with ``observed_2d`` (M, 2) pixels (optionally weighted)."""
+            observed_2d: np.ndarray, weights: np.ndarray | None = None, box_detected: bool = True,
+            extra_2d: np.ndarray | None = None) -> GateMeasures:
+    """Compare a posed model (``points_cam`` (N, 3), camera frame; plus ``extra_2d`` pixels) with the
+    2D ``box`` it should fill, and ``predicted_2d`` with ``observed_2d`` (M, 2) pixels (optionally weighted)."""
     box = np.asarray(box, dtype=np.float64)
     size = _box_size(box)
     points_cam = np.asarray(points_cam, dtype=np.float64)
     if not np.all(np.isfinite(points_cam)) or np.any(points_cam[:, 2] <= 1e-6):
-        return GateMeasures(math.inf, math.inf, math.inf)
+        return GateMeasures(math.inf, math.inf, math.inf, box_detected)
     uv = project(points_cam, K)
+    if extra_2d is not None:
+        uv = np.concatenate([uv, np.asarray(extra_2d, dtype=np.float64).reshape(-1, 2)])
     projected = np.concatenate([uv.min(0), uv.max(0)])
     centre = (projected[:2] + projected[2:]) / 2 - (box[:2] + box[2:]) / 2
     errors = np.linalg.norm(np.asarray(predicted_2d) - np.asarray(observed_2d), axis=-1)
     w = np.ones_like(errors) if weights is None else np.clip(np.asarray(weights, dtype=np.float64), 0, None)
     reprojection = float((errors * w).sum() / max(w.sum(), 1e-9))
-    return GateMeasures(float(np.linalg.norm(centre)) / size, _box_size(projected) / size, reprojection / size)
+    return GateMeasures(float(np.linalg.norm(centre)) / size, _box_size(projected) / size, reprojection / size,
+                        box_detected)
 
 
 def gate_problem(measures: GateMeasures, limits: GateLimits) -> str | None:
     """Why the pose is implausible, or None."""
-    if measures.size_ratio > limits.max_size_ratio or measures.size_ratio < 1.0 / limits.max_size_ratio:
-        return (f"implausible pose: projects to {measures.size_ratio:.2f}x the detected box size (allowed "
+    which = "detected" if measures.box_detected else "tracked"
+    if not 1.0 / limits.max_size_ratio <= measures.size_ratio <= limits.max_size_ratio:
+        return (f"implausible pose: projects to {measures.size_ratio:.2f}x the {which} box size (allowed "
                 f"1/{limits.max_size_ratio:g}-{limits.max_size_ratio:g}), so its depth contradicts the box")
     if measures.centre_offset > limits.max_centre_offset:
         return (f"implausible pose: projected centre {measures.centre_offset:.2f} box sizes from the detected box "
@@ -103,16 +125,28 @@ def gate_problem(measures: GateMeasures, limits: GateLimits) -> str | None:
 
 def object_measures(model_points: np.ndarray, control_points: np.ndarray, rotation: np.ndarray,
                     translation: np.ndarray, box: np.ndarray, voted_2d: np.ndarray,
-                    K: np.ndarray) -> GateMeasures:  # noqa: N803
-    """The object pose ``x_cam = R x + t`` against its 2D box and its voted control points (21, 2)."""
-    posed = model_points @ np.asarray(rotation).T + translation
+                    K: np.ndarray, box_detected: bool = True, margin: float = 0.0) -> GateMeasures:  # noqa: N803
+    """The object pose ``x_cam = R x + t`` against its 2D box and its voted control points (21, 2).
+
+    A detected box is the object's silhouette box: the posed model points are compared with it.
+    A tracked box is the previous pose's control points' box grown by the tracking ``margin``:
+    the posed control points are compared with it, the margin taken off."""
     controls = control_points @ np.asarray(rotation).T + translation
     predicted = project(controls, K) if np.all(controls[:, 2] > 1e-6) else np.full((len(controls), 2), np.inf)
-    return measure(posed, box, K, predicted, voted_2d)
+    if box_detected:
+        return measure(model_points @ np.asarray(rotation).T + translation, box, K, predicted, voted_2d)
+    return measure(controls, without_margin(box, margin), K, predicted, voted_2d, box_detected=False)
 
 
 def hand_measures(vertices_cam: np.ndarray, joints_cam: np.ndarray, box: np.ndarray, joints_2d: np.ndarray,
-                  joint_confidence: np.ndarray, K: np.ndarray) -> GateMeasures:  # noqa: N803
-    """The posed hand mesh against its 2D box, and its 3D joints against the 2D joints (weighted by confidence)."""
+                  joint_confidence: np.ndarray, K: np.ndarray, box_detected: bool = True,  # noqa: N803
+                  margin: float = 0.0) -> GateMeasures:
+    """The posed hand mesh against its 2D box, and its 3D joints against the 2D joints (weighted by confidence).
+
+    A tracked box is the box of the previous frame's 2D joints and projected mesh grown by the
+    tracking ``margin``: this frame's are compared with it, the margin taken off."""
     predicted = project(joints_cam, K) if np.all(joints_cam[:, 2] > 1e-6) else np.full((len(joints_cam), 2), np.inf)
-    return measure(vertices_cam, box, K, predicted, joints_2d, joint_confidence)
+    if box_detected:
+        return measure(vertices_cam, box, K, predicted, joints_2d, joint_confidence)
+    return measure(vertices_cam, without_margin(box, margin), K, predicted, joints_2d, joint_confidence,
+                   box_detected=False, extra_2d=joints_2d)
