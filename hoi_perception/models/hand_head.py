@@ -100,6 +100,8 @@ class Hourglass(nn.Module):
 class HeatmapNet(nn.Module):
     """Hourglass -> residual -> 1x1 conv features; 1x1 conv to per-joint logits; soft-argmax."""
 
+    grid: torch.Tensor  # buffer, registered in __init__
+
     def __init__(self, channels: int, roi_size: int, hourglass_depth: int, confidence_radius: float) -> None:
         super().__init__()
         self.hourglass = Hourglass(channels, hourglass_depth)
@@ -170,6 +172,7 @@ class MANORegressor(nn.Module):
         # HFL's init (normal, std 0.01) and a bias at the identity rotation: training starts at the
         # flat, mean-shaped hand instead of at arbitrary joint rotations.
         for layer in (self.base[0], self.rotations, self.shape):
+            assert isinstance(layer, nn.Linear)
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
         with torch.no_grad():

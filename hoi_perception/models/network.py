@@ -154,6 +154,7 @@ class HOINet(nn.Module):
             self.interaction: nn.Module = HarmoniousInteraction(channels, inter.num_heads, inter.depth,
                                                                 inter.mlp_ratio)
         else:
+            assert inter.query is not None  # InteractionConfig refuses contextual_reasoning without a query
             self.interaction = ContextualReasoning(channels, inter.query, inter.num_heads, inter.depth,
                                                    inter.mlp_ratio)
         hh = config.hand_head
