@@ -175,7 +175,7 @@ class FrameMessageBuilder:
     def _mesh_markers(self, header: Any, hands: Sequence[HandResult]) -> list[Any]:
         """One TRIANGLE_LIST per visible hand (id by side), and a DELETE for a side that disappeared."""
         markers = []
-        shown = set()
+        shown: set[str] = set()
         mesh = rm.hand_mesh_marker_cdr if self.serialized_mesh else rm.hand_mesh_marker
         for hand in hands:
             color = rm.LEFT_HAND_COLOR if hand.side == "left" else rm.RIGHT_HAND_COLOR
@@ -254,11 +254,11 @@ def draw_frame(image: np.ndarray, result: FrameResult, K: np.ndarray,  # noqa: N
             out = draw_object_pose(out, object_control_points[obj.name], obj.rotation, obj.translation, K)
         _rectangle(out, obj.box, color)
         labels.append((f"{obj.name} #{tracked.track_id}" + ("" if obj.success else " (no pose)"), obj.box, color))
-    for tracked in result.hands:
-        hand = tracked.result
+    for tracked_hand in result.hands:
+        hand = tracked_hand.result
         out = draw_hand_skeleton(out, hand.joints2d)
         _rectangle(out, hand.box, HAND_BOX_COLORS[hand.side])
-        labels.append((f"{hand.side} #{tracked.track_id} {hand.confidence:.2f}", hand.box,
+        labels.append((f"{hand.side} #{tracked_hand.track_id} {hand.confidence:.2f}", hand.box,
                        HAND_BOX_COLORS[hand.side]))
     height, width = out.shape[:2]
     layout = _TextLayout(width, height)
