@@ -204,6 +204,7 @@ class DMARefiner(nn.Module):
         for block in self.blocks:
             assert isinstance(block, _Block)
             for layer in block.object_gcn:
+                assert isinstance(layer, GraphConv)
                 layer.set_adjacency(adjacency)
 
     def forward(self, feature_maps: Sequence[torch.Tensor], strides: Sequence[int], camera_matrix: torch.Tensor,
