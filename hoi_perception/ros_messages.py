@@ -619,7 +619,8 @@ def hand_mesh_marker(ts: MessageTypes, header: RosMessage, vertices: Any, faces:
     return marker
 
 
-def hand_mesh_marker_cdr(ts: Typestore, header: RosMessage, vertices: Any, faces: Any, color: Any = RIGHT_HAND_COLOR, *,
+def hand_mesh_marker_cdr(ts: MessageTypes, header: RosMessage, vertices: Any, faces: Any,
+                         color: Any = RIGHT_HAND_COLOR, *,
                          namespace: str = "hand_mesh", marker_id: int = 0, lifetime_ns: int = 0) -> SerializedMessage:
     """:func:`hand_mesh_marker` already serialised (CDR, little-endian) for a rosbags ``ts``.
 
@@ -627,6 +628,8 @@ def hand_mesh_marker_cdr(ts: Typestore, header: RosMessage, vertices: Any, faces
     points are packed by NumPy instead of one Python object each: serialising the mesh
     was most of a frame's message-building time when writing bags.
     """
+    if not isinstance(ts, Typestore):
+        raise TypeError(f"hand_mesh_marker_cdr: serialises with a rosbags Typestore, got {type(ts).__name__}")
     marker, verts, corners = _mesh_marker_parts(ts, header, vertices, faces, color, namespace, marker_id,
                                                  lifetime_ns)
     return SerializedMessage(MARKER_TYPE, marker_cdr_with_points(ts, marker, verts[corners]))

@@ -456,7 +456,7 @@ class PerceptionNodeLogic:
     ``clock`` is a monotonic clock in seconds (rate limit, latency, throttling).
     """
 
-    def __init__(self, params: NodeParams, loaded: LoadedEstimator, types: Any, *,
+    def __init__(self, params: NodeParams, loaded: LoadedEstimator, types: ri.MessageTypes, *,
                  sink: Callable[[FrameOutputs], None], has_subscribers: Callable[[str], bool] = lambda _: True,
                  clock: Callable[[], float] = time.monotonic, warn: Logger = print, node_name: str = "hoi_perception"):
         self.params = params
@@ -627,7 +627,7 @@ class PerceptionNodeLogic:
             return DiagnosticsReport("warn", "tracking lost; re-detecting", values)
         return DiagnosticsReport("ok", f"processing at {period.published / seconds:.1f} Hz", values)
 
-    def diagnostics_msg(self, now_ns: int, input_topic: str = "") -> Any:
+    def diagnostics_msg(self, now_ns: int, input_topic: str = "") -> ri.RosMessage:
         """``diagnostic_msgs/DiagnosticArray`` of :meth:`diagnostics_report`, stamped ``now_ns``."""
         report = self.diagnostics_report(input_topic)
         stamp = self.types.types["builtin_interfaces/msg/Time"](sec=int(now_ns // 1_000_000_000),
