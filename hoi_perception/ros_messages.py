@@ -81,7 +81,7 @@ class MessageClass(Protocol):
     """A message class: called with the message's fields as keywords; its constants
     (``Marker.ADD``) are class attributes."""
 
-    def __call__(self, **fields: Any) -> Any: ...
+    def __call__(self, **fields: Any) -> RosMessage: ...
 
     def __getattr__(self, name: str) -> Any: ...
 
@@ -432,7 +432,8 @@ def object_estimate_msg(ts: MessageTypes, obj: ObjectResult, *,
     )
 
 
-def hand_object_estimate_msg(ts: MessageTypes, header: RosMessage, hands: Sequence[Any], objects: Sequence[Any], *,
+def hand_object_estimate_msg(ts: MessageTypes, header: RosMessage, hands: Sequence[RosMessage],
+                             objects: Sequence[RosMessage], *,
                              tracking_state: TrackingState, frames_since_detection: int,
                              stage_latencies_ms: Mapping[str, float]) -> RosMessage:
     """``hoi_perception/msg/HandObjectEstimate`` of one frame.
