@@ -33,7 +33,7 @@ extras = {
     "tensorrt": ["tensorrt>=10.0,<11"],  # fp16 plans use BuilderFlag.FP16, removed in 11
     # pytest 9 rejects launch_testing's plugin hooks (ROS 2's launch tests); the ROS 2 wheels that
     # tools/ros2_jazzy/build_workspace.sh installs would otherwise pull it in.
-    "test": ["pytest>=7.4,<9", "ruff>=0.5", "catkin_pkg>=1.0"],
+    "test": ["pytest>=7.4,<9", "ruff>=0.5", "mypy>=2.4,<3", "catkin_pkg>=1.0"],
 }
 
 setup(

@@ -55,7 +55,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     with atomic_open(path) as handle:
-        np.savez_compressed(handle, **arrays)
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]  # mypy: a key "allow_pickle" could hit that keyword
 
 
 def atomic_save_with(path: str | Path, save: Callable[[BinaryIO], None]) -> None:

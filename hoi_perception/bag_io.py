@@ -17,9 +17,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
+from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DISTRO = "humble"
 _STORES = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
-BAG_FORMAT_VERSION = 8  # rosbag2 metadata version read by Humble and later
+BAG_FORMAT_VERSION: Final = 8  # rosbag2 metadata version read by Humble and later
 
 
 def typestore(distro: str = DEFAULT_DISTRO) -> Typestore:
@@ -102,9 +103,10 @@ class BagWriter:
     def __init__(self, writer: Writer, ts: Typestore):
         self._writer = writer
         self.typestore = ts
-        self._connections: dict[str, object] = {}
+        self._connections: dict[str, Connection] = {}
 
     def write(self, topic: str, msg, nanoseconds: int) -> None:
+        data: bytes | memoryview
         if isinstance(msg, SerializedMessage):
             msgtype, data = msg.msgtype, msg.data
         else:

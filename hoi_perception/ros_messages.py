@@ -40,7 +40,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from rosbags.typesys import get_types_from_msg
@@ -66,6 +66,33 @@ SUPPORTED_DISTROS: tuple[str, ...] = ("humble", "jazzy")
 NUM_MANO_VERTICES = 778
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class RosMessage(Protocol):
+    """A ROS 2 message object (a rosbags message dataclass or an rclpy generated message):
+    its fields are attributes, read and set by name."""
+
+    def __getattr__(self, name: str) -> Any: ...
+
+    def __setattr__(self, name: str, value: Any) -> None: ...
+
+
+class MessageClass(Protocol):
+    """A message class: called with the message's fields as keywords; its constants
+    (``Marker.ADD``) are class attributes."""
+
+    def __call__(self, **fields: Any) -> RosMessage: ...
+
+    def __getattr__(self, name: str) -> Any: ...
+
+
+class MessageTypes(Protocol):
+    """What the builders need of a typestore: the message class of each full type name. A
+    rosbags ``Typestore`` is one, :class:`hoi_perception.ros.node_logic.GeneratedMessageTypes`
+    (rclpy's generated classes) the other."""
+
+    @property
+    def types(self) -> Mapping[str, Any]: ...
 
 
 def message_type(name: str) -> str:
@@ -165,7 +192,7 @@ _NUMPY_DTYPES = {
 }
 
 
-def _default_value(ts: Any, desc: tuple) -> Any:
+def _default_value(ts: MessageTypes, desc: tuple) -> Any:
     """Zero value of a rosbags field description (rosbags classes have no defaults)."""
     nodetype, detail = desc
     kind = nodetype.name
@@ -186,7 +213,7 @@ def _default_value(ts: Any, desc: tuple) -> Any:
     return []
 
 
-def _message_class(ts: Any, typename: str) -> type:
+def _message_class(ts: MessageTypes, typename: str) -> MessageClass:
     try:
         return ts.types[typename]
     except KeyError:
@@ -195,7 +222,7 @@ def _message_class(ts: Any, typename: str) -> type:
         raise KeyError(f"the typestore has no message type {typename!r}{hint}") from None
 
 
-def _new(ts: Any, typename: str, **fields: Any) -> Any:
+def _new(ts: MessageTypes, typename: str, **fields: Any) -> RosMessage:
     """Instantiate ``typename`` from ``ts`` with ``fields``; other fields get zero values."""
     cls = _message_class(ts, typename)
     fielddefs = getattr(ts, "fielddefs", None)
@@ -217,7 +244,7 @@ def _array(value: Any, shape: tuple[int, ...], name: str, finite: bool = True) -
     return array
 
 
-def _time(ts: Any, nanoseconds: int, name: str) -> Any:
+def _time(ts: MessageTypes, nanoseconds: int, name: str) -> RosMessage:
     if nanoseconds < 0:
         raise ValueError(f"{name}: expected a non-negative duration in nanoseconds, got {nanoseconds}")
     return _new(ts, "builtin_interfaces/msg/Duration", sec=int(nanoseconds // 1_000_000_000),
@@ -230,32 +257,32 @@ def _uint32(value: int, name: str) -> int:
     return int(value)
 
 
-def _point(ts: Any, xyz: np.ndarray) -> Any:
+def _point(ts: MessageTypes, xyz: np.ndarray) -> RosMessage:
     return _new(ts, "geometry_msgs/msg/Point", x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
 
 
-def _points(ts: Any, xyz: np.ndarray) -> list[Any]:
+def _points(ts: MessageTypes, xyz: np.ndarray) -> list[RosMessage]:
     Point = _message_class(ts, "geometry_msgs/msg/Point")
     return [Point(x=x, y=y, z=z) for x, y, z in xyz.tolist()]
 
 
-def _vector3(ts: Any, xyz: Sequence[float]) -> Any:
+def _vector3(ts: MessageTypes, xyz: Sequence[float] | np.ndarray) -> RosMessage:
     return _new(ts, "geometry_msgs/msg/Vector3", x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
 
 
-def _quaternion(ts: Any, wxyz: np.ndarray) -> Any:
+def _quaternion(ts: MessageTypes, wxyz: np.ndarray) -> RosMessage:
     return _new(ts, "geometry_msgs/msg/Quaternion", x=float(wxyz[1]), y=float(wxyz[2]), z=float(wxyz[3]),
                 w=float(wxyz[0]))
 
 
-def _pose(ts: Any, position: np.ndarray, wxyz: np.ndarray) -> Any:
+def _pose(ts: MessageTypes, position: np.ndarray, wxyz: np.ndarray) -> RosMessage:
     return _new(ts, "geometry_msgs/msg/Pose", position=_point(ts, position), orientation=_quaternion(ts, wxyz))
 
 
 _IDENTITY_WXYZ = np.array([1.0, 0.0, 0.0, 0.0])
 
 
-def _box(ts: Any, box: np.ndarray, name: str) -> Any:
+def _box(ts: MessageTypes, box: np.ndarray, name: str) -> RosMessage:
     x0, y0, x1, y1 = _array(box, (4,), name).tolist()
     if x1 < x0 or y1 < y0:
         raise ValueError(f"{name}: expected (x_min, y_min, x_max, y_max) with max >= min, got {[x0, y0, x1, y1]}")
@@ -344,8 +371,8 @@ class TrackingState(enum.IntEnum):
     LOST = 2
 
 
-def hand_estimate_msg(ts: Any, hand: HandResult, track_id: int, *, include_vertices: bool = False,
-                      continuity: QuaternionContinuity | None = None) -> Any:
+def hand_estimate_msg(ts: MessageTypes, hand: HandResult, track_id: int, *, include_vertices: bool = False,
+                      continuity: QuaternionContinuity | None = None) -> RosMessage:
     """``hoi_perception/msg/HandEstimate`` of one hand.
 
     ``include_vertices`` adds the 778 mesh vertices (9.3 kB per hand); leave it off
@@ -378,7 +405,8 @@ def hand_estimate_msg(ts: Any, hand: HandResult, track_id: int, *, include_verti
     )
 
 
-def object_estimate_msg(ts: Any, obj: ObjectResult, *, continuity: QuaternionContinuity | None = None) -> Any:
+def object_estimate_msg(ts: MessageTypes, obj: ObjectResult, *,
+                        continuity: QuaternionContinuity | None = None) -> RosMessage:
     """``hoi_perception/msg/ObjectEstimate`` of one object; a failed pose is sent as NaN, never as identity.
 
     The orientation's quaternion stream is :func:`object_stream` of the object's name.
@@ -404,9 +432,10 @@ def object_estimate_msg(ts: Any, obj: ObjectResult, *, continuity: QuaternionCon
     )
 
 
-def hand_object_estimate_msg(ts: Any, header: Any, hands: Sequence[Any], objects: Sequence[Any], *,
+def hand_object_estimate_msg(ts: MessageTypes, header: RosMessage, hands: Sequence[RosMessage],
+                             objects: Sequence[RosMessage], *,
                              tracking_state: TrackingState, frames_since_detection: int,
-                             stage_latencies_ms: Mapping[str, float]) -> Any:
+                             stage_latencies_ms: Mapping[str, float]) -> RosMessage:
     """``hoi_perception/msg/HandObjectEstimate`` of one frame.
 
     ``header`` is the input image's header (its stamp and optical frame);
@@ -488,8 +517,8 @@ def joint_frames(hand: HandResult, wrist_frame_id: str,
             for child, offset in zip(ids, in_wrist)]
 
 
-def tf_message(ts: Any, header: Any, frames: Sequence[FrameTransform], *,
-               continuity: QuaternionContinuity | None = None) -> Any:
+def tf_message(ts: MessageTypes, header: RosMessage, frames: Sequence[FrameTransform], *,
+               continuity: QuaternionContinuity | None = None) -> RosMessage:
     """``tf2_msgs/TFMessage`` with one TransformStamped per frame, stamped with ``header``.
 
     With ``continuity`` the quaternion streams are the child frame ids.
@@ -519,7 +548,7 @@ LEFT_HAND_COLOR = (0.35, 0.60, 0.95, 1.0)
 OBJECT_BOX_COLOR = (0.30, 0.85, 0.40, 1.0)
 
 
-def _color(ts: Any, rgba: Any, name: str) -> Any:
+def _color(ts: MessageTypes, rgba: Any, name: str) -> RosMessage:
     r, g, b, a = _check_colors(rgba, (4,), name).tolist()
     return _new(ts, "std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=a)
 
@@ -531,9 +560,10 @@ def _check_colors(rgba: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
     return colors
 
 
-def _marker(ts: Any, header: Any, marker_type: str, namespace: str, marker_id: int, *, points: list[Any],
-            scale: Sequence[float], color: Any, lifetime_ns: int, wxyz: np.ndarray = _IDENTITY_WXYZ,
-            position: np.ndarray | None = None, colors: list[Any] | None = None) -> Any:
+def _marker(ts: MessageTypes, header: RosMessage, marker_type: str, namespace: str, marker_id: int, *,
+            points: list[RosMessage], scale: Sequence[float], color: Any, lifetime_ns: int,
+            wxyz: np.ndarray = _IDENTITY_WXYZ, position: np.ndarray | None = None,
+            colors: list[RosMessage] | None = None) -> RosMessage:
     Marker = _message_class(ts, "visualization_msgs/msg/Marker")
     return _new(
         ts, "visualization_msgs/msg/Marker",
@@ -544,8 +574,8 @@ def _marker(ts: Any, header: Any, marker_type: str, namespace: str, marker_id: i
     )
 
 
-def _mesh_marker_parts(ts: Any, header: Any, vertices: Any, faces: Any, color: Any, namespace: str,
-                       marker_id: int, lifetime_ns: int) -> tuple[Any, np.ndarray, np.ndarray]:
+def _mesh_marker_parts(ts: MessageTypes, header: RosMessage, vertices: Any, faces: Any, color: Any, namespace: str,
+                       marker_id: int, lifetime_ns: int) -> tuple[RosMessage, np.ndarray, np.ndarray]:
     """The mesh marker without its points, the checked vertices (V, 3) and the face corners (3F,)."""
     verts = _array(vertices, (-1, 3), "vertices")
     face_array = np.asarray(faces)
@@ -572,8 +602,8 @@ def _mesh_marker_parts(ts: Any, header: Any, vertices: Any, faces: Any, color: A
     return marker, verts, corners
 
 
-def hand_mesh_marker(ts: Any, header: Any, vertices: Any, faces: Any, color: Any = RIGHT_HAND_COLOR, *,
-                     namespace: str = "hand_mesh", marker_id: int = 0, lifetime_ns: int = 0) -> Any:
+def hand_mesh_marker(ts: MessageTypes, header: RosMessage, vertices: Any, faces: Any, color: Any = RIGHT_HAND_COLOR, *,
+                     namespace: str = "hand_mesh", marker_id: int = 0, lifetime_ns: int = 0) -> RosMessage:
     """TRIANGLE_LIST marker of a deforming mesh: every face expanded to its three corner points.
 
     ``vertices`` (V, 3) in the header's frame, metres; ``faces`` (F, 3) vertex
@@ -590,7 +620,8 @@ def hand_mesh_marker(ts: Any, header: Any, vertices: Any, faces: Any, color: Any
     return marker
 
 
-def hand_mesh_marker_cdr(ts: Typestore, header: Any, vertices: Any, faces: Any, color: Any = RIGHT_HAND_COLOR, *,
+def hand_mesh_marker_cdr(ts: MessageTypes, header: RosMessage, vertices: Any, faces: Any,
+                         color: Any = RIGHT_HAND_COLOR, *,
                          namespace: str = "hand_mesh", marker_id: int = 0, lifetime_ns: int = 0) -> SerializedMessage:
     """:func:`hand_mesh_marker` already serialised (CDR, little-endian) for a rosbags ``ts``.
 
@@ -598,12 +629,14 @@ def hand_mesh_marker_cdr(ts: Typestore, header: Any, vertices: Any, faces: Any, 
     points are packed by NumPy instead of one Python object each: serialising the mesh
     was most of a frame's message-building time when writing bags.
     """
+    if not isinstance(ts, Typestore):
+        raise TypeError(f"hand_mesh_marker_cdr: serialises with a rosbags Typestore, got {type(ts).__name__}")
     marker, verts, corners = _mesh_marker_parts(ts, header, vertices, faces, color, namespace, marker_id,
                                                  lifetime_ns)
     return SerializedMessage(MARKER_TYPE, marker_cdr_with_points(ts, marker, verts[corners]))
 
 
-def marker_cdr_with_points(ts: Typestore, marker: Any, points: np.ndarray) -> bytes:
+def marker_cdr_with_points(ts: Typestore, marker: RosMessage, points: np.ndarray) -> bytes:
     """CDR bytes of ``marker`` (built with ``points=[]``) with ``points`` (N, 3) as its points.
 
     The marker is serialised with no point and with one, which locates the sequence's
@@ -633,9 +666,9 @@ def marker_cdr_with_points(ts: Typestore, marker: Any, points: np.ndarray) -> by
                      rest))
 
 
-def hand_skeleton_marker(ts: Any, header: Any, joints: Any, color: Any = RIGHT_HAND_COLOR, *,
+def hand_skeleton_marker(ts: MessageTypes, header: RosMessage, joints: Any, color: Any = RIGHT_HAND_COLOR, *,
                          line_width: float = 0.004, namespace: str = "hand_skeleton", marker_id: int = 0,
-                         lifetime_ns: int = 0) -> Any:
+                         lifetime_ns: int = 0) -> RosMessage:
     """LINE_LIST marker of the 20 bones of 21 HO-3D-ordered joints (N, 3) in metres."""
     points = _array(joints, (NUM_HAND_JOINTS, 3), "joints")
     _check_size(line_width, "line_width")
@@ -644,9 +677,9 @@ def hand_skeleton_marker(ts: Any, header: Any, joints: Any, color: Any = RIGHT_H
                    scale=(line_width, 0.0, 0.0), color=_color(ts, color, "color"), lifetime_ns=lifetime_ns)
 
 
-def hand_joints_marker(ts: Any, header: Any, joints: Any, color: Any = RIGHT_HAND_COLOR, *,
+def hand_joints_marker(ts: MessageTypes, header: RosMessage, joints: Any, color: Any = RIGHT_HAND_COLOR, *,
                        diameter: float = 0.008, namespace: str = "hand_joints", marker_id: int = 0,
-                       lifetime_ns: int = 0) -> Any:
+                       lifetime_ns: int = 0) -> RosMessage:
     """SPHERE_LIST marker with one sphere per joint (21, 3), metres."""
     points = _array(joints, (NUM_HAND_JOINTS, 3), "joints")
     _check_size(diameter, "diameter")
@@ -668,9 +701,9 @@ def box_corners(bounds: Any, name: str = "bounds") -> np.ndarray:
     return np.where(_BOX_CORNER_BITS == 1, b[1], b[0])
 
 
-def object_box_marker(ts: Any, header: Any, rotation: Any, translation: Any, bounds: Any,
+def object_box_marker(ts: MessageTypes, header: RosMessage, rotation: Any, translation: Any, bounds: Any,
                       color: Any = OBJECT_BOX_COLOR, *, line_width: float = 0.003, namespace: str = "object_box",
-                      marker_id: int = 0, lifetime_ns: int = 0) -> Any:
+                      marker_id: int = 0, lifetime_ns: int = 0) -> RosMessage:
     """LINE_LIST marker of the 12 edges of an object's model-frame bounding box.
 
     The marker's pose is the object pose (model -> header frame) and its points
@@ -690,16 +723,16 @@ def _check_size(value: float, name: str) -> None:
         raise ValueError(f"{name}: expected a positive size in metres, got {value}")
 
 
-def delete_all_marker(ts: Any, header: Any) -> Any:
+def delete_all_marker(ts: MessageTypes, header: RosMessage) -> RosMessage:
     """A DELETEALL marker: clears the previous frame's markers when sent first in a MarkerArray."""
     Marker = _message_class(ts, "visualization_msgs/msg/Marker")
     return _new(ts, "visualization_msgs/msg/Marker", header=header, action=Marker.DELETEALL,
                 pose=_pose(ts, np.zeros(3), _IDENTITY_WXYZ))
 
 
-def scene_markers(ts: Any, header: Any, hands: Sequence[HandResult], objects: Sequence[ObjectResult],
+def scene_markers(ts: MessageTypes, header: RosMessage, hands: Sequence[HandResult], objects: Sequence[ObjectResult],
                   object_bounds: Mapping[str, Any], *, line_width: float = 0.004, joint_diameter: float = 0.008,
-                  lifetime_ns: int = 0) -> Any:
+                  lifetime_ns: int = 0) -> RosMessage:
     """MarkerArray of one frame: DELETEALL, then per hand its skeleton and joints, per posed object its box.
 
     Hands are coloured by side; hand ``i`` has marker id ``i`` in the
@@ -741,7 +774,7 @@ def hand_joint_names(side: Literal["right", "left"]) -> tuple[str, ...]:
     return tuple(f"{side}_{joint}_{axis}" for joint in MANO_JOINT_NAMES[1:] for axis in JOINT_AXES)
 
 
-def joint_state_msg(ts: Any, header: Any, hands: Sequence[HandResult]) -> Any:
+def joint_state_msg(ts: MessageTypes, header: RosMessage, hands: Sequence[HandResult]) -> RosMessage:
     """``sensor_msgs/JointState`` with the finger joint rotations of each hand, radians.
 
     Positions are the components of MANO's local axis-angle vectors (see
@@ -776,8 +809,8 @@ def _diagnostic_value(key: str, value: Any) -> str:
     raise TypeError(f"values[{key!r}]: expected a bool, number or string, got {type(value).__name__}")
 
 
-def diagnostic_array_msg(ts: Any, header: Any, name: str, values: Mapping[str, Any], *,
-                         level: DiagnosticLevel = "ok", message: str = "", hardware_id: str = "") -> Any:
+def diagnostic_array_msg(ts: MessageTypes, header: RosMessage, name: str, values: Mapping[str, Any], *,
+                         level: DiagnosticLevel = "ok", message: str = "", hardware_id: str = "") -> RosMessage:
     """``diagnostic_msgs/DiagnosticArray`` with one status whose key-values come from ``values``.
 
     Floats are written with 6 significant digits, booleans as true/false.

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -36,7 +36,11 @@ from hoi_perception.atomic import atomic_write_bytes
 from hoi_perception.engines.base import BATCH_AXIS, file_sha256, flatten_outputs
 from hoi_perception.geometry.crop import checkpoint_box_expansion
 from hoi_perception.models.checkpoint import code_version, load_network_checkpoint, read_training_checkpoint
-from hoi_perception.objects.models import load_object_model
+from hoi_perception.objects.models import ObjectModel, load_object_model
+
+if TYPE_CHECKING:
+    from hoi_perception.models.dma.graph import MeshGraph
+    from hoi_perception.models.network import HOINet
 
 log = logging.getLogger(__name__)
 
@@ -315,13 +319,13 @@ def verify_onnx(module: nn.Module, example_inputs: Mapping[str, torch.Tensor], o
 class ExportGraph:
     """One exportable graph: a module called with keyword inputs, example inputs, and its top-k outputs if any."""
 
-    name: str
+    name: GraphName
     module: nn.Module
     example_inputs: dict[str, torch.Tensor]
     ranked: RankedOutputs | None = None
 
 
-def network_graphs(network: nn.Module, batch: int = 2) -> dict[str, ExportGraph]:
+def network_graphs(network: HOINet, batch: int = 2) -> dict[str, ExportGraph]:
     """The crop network (``HOINet.forward``) and the detector (``HOINet.detect_top_k``) of a HOINet.
 
     Example inputs are a random crop/frame in [0, 1] and overlapping hand and object
@@ -341,7 +345,7 @@ def network_graphs(network: nn.Module, batch: int = 2) -> dict[str, ExportGraph]
     }
 
 
-def refinement_graphs(network: nn.Module, object_model: Any, batch: int = 2) -> dict[str, ExportGraph]:
+def refinement_graphs(network: HOINet, object_model: ObjectModel, batch: int = 2) -> dict[str, ExportGraph]:
     """The refine graphs of a ``refine: dma`` HOINet for one object (an ``ObjectModel``):
     ``refine`` for crops of the camera image and ``refine_mirrored`` for mirrored crops
     (left hands), each a copy of the refiner on that object's graph
@@ -353,11 +357,12 @@ def refinement_graphs(network: nn.Module, object_model: Any, batch: int = 2) -> 
         refiner_for_graph,
     )
 
-    if getattr(network, "refiner", None) is None:
+    if network.refiner is None:
         raise ValueError(f"model '{network.config.name}' has no refinement stage (refine: none)")
     graphs = ObjectGraphCache(network.config.dma.object_nodes).get(object_model)
-    out = {}
-    for name, graph in (("refine", graphs.graph), ("refine_mirrored", graphs.mirrored)):
+    out: dict[str, ExportGraph] = {}
+    named: tuple[tuple[GraphName, MeshGraph], ...] = (("refine", graphs.graph), ("refine_mirrored", graphs.mirrored))
+    for name, graph in named:
         refiner = refiner_for_graph(network.refiner, graph).eval()
         out[name] = ExportGraph(name, RefinementGraph(refiner), refinement_example_inputs(network, refiner, batch))
     return out
@@ -406,7 +411,7 @@ def export_main(checkpoint: str | Path, fmt: Literal["onnx", "tensorrt"], out: s
     box_expansion = checkpoint_box_expansion(read_training_checkpoint(checkpoint))
     written: dict[str, Path] = {}
     for name, graph in graphs.items():
-        metadata = ModelMetadata(graph=name, model_name=config.name, input_size=config.input_size,
+        metadata = ModelMetadata(graph=graph.name, model_name=config.name, input_size=config.input_size,
                                  checkpoint_sha256=checkpoint_hash, code_version=version,
                                  crop_box_expansion=box_expansion)
         props = metadata.to_props()

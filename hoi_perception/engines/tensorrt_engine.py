@@ -206,7 +206,7 @@ class TensorRTEngine(InferenceEngine):
         self.cache_key = EngineCacheKey(
             onnx_sha256=file_sha256(onnx_path), tensorrt_version=trt.__version__,
             gpu_name=torch.cuda.get_device_name(index),
-            compute_capability=tuple(torch.cuda.get_device_capability(index)), precision=precision,
+            compute_capability=torch.cuda.get_device_capability(index), precision=precision,
             max_batch=max_batch)
         self.plan_path = self.cache_key.plan_path(cache_dir if cache_dir is not None else default_cache_dir(),
                                                   onnx_path.stem)
@@ -258,7 +258,8 @@ class TensorRTEngine(InferenceEngine):
 
     def _io_specs(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         trt = self._trt
-        inputs, outputs = [], []
+        inputs: list[TensorSpec] = []
+        outputs: list[TensorSpec] = []
         self._dtypes: dict[str, torch.dtype] = {}
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)

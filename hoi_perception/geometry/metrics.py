@@ -341,7 +341,7 @@ def model_diameter(points: np.ndarray) -> float:
         d2 = sq_norms[start : start + chunk, None] + sq_norms[None, :] - 2.0 * block @ candidates.T
         i, j = np.unravel_index(np.argmax(d2), d2.shape)
         if d2[i, j] > best:
-            best, best_pair = float(d2[i, j]), (start + i, j)
+            best, best_pair = float(d2[i, j]), (start + int(i), int(j))
     best = float(((candidates[best_pair[0]] - candidates[best_pair[1]]) ** 2).sum())
     return float(np.sqrt(best))
 

@@ -13,11 +13,14 @@ torch tensors of shape ``(..., 21, D)`` alike.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
-ArrayT = TypeVar("ArrayT")
+if TYPE_CHECKING:
+    import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")  # numpy or torch, the same type out
 
 NUM_MANO_JOINTS = 16
 NUM_HAND_JOINTS = 21

@@ -19,7 +19,7 @@ every axis-angle rotation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -32,7 +32,10 @@ from hoi_perception.hand_model.joint_orders import (
     NUM_HAND_JOINTS,
 )
 
-ArrayT = TypeVar("ArrayT")
+if TYPE_CHECKING:
+    import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")  # numpy or torch, the same type out
 
 # Bone used to normalise lengths: wrist (0) to middle-finger base (4).
 REFERENCE_BONE: tuple[int, int] = (0, 4)
@@ -115,7 +118,7 @@ class BiomechanicsCheck:
     bad_angles: np.ndarray  # (..., 5, 3) bool, True where an angle is out of range
 
     @property
-    def valid(self) -> np.ndarray:
+    def valid(self) -> np.ndarray | np.bool_:
         """(...,) True for hands that pass every check."""
         return ~(self.short_bones.any(-1) | self.bad_angles.any((-1, -2)))
 

@@ -211,6 +211,10 @@ class HandModel(torch.nn.Module):
     Move it with ``.to(device, dtype)``; inputs must be on the same device and dtype.
     """
 
+    pca_components: torch.Tensor  # buffer, registered in __init__
+    pca_inverse: torch.Tensor  # buffer, registered in __init__
+    tip_vertex_ids: torch.Tensor  # buffer, registered in __init__
+
     def __init__(self, side: Side = "right", config: HandModelConfig | None = None):
         super().__init__()
         config = config or HandModelConfig()

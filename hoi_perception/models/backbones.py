@@ -33,6 +33,9 @@ class BackboneFeatures:
 class ImageNormalization(nn.Module):
     """(x - mean) / std with ImageNet statistics; buffers are not saved in checkpoints."""
 
+    mean: torch.Tensor  # buffer, registered in __init__
+    std: torch.Tensor  # buffer, registered in __init__
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

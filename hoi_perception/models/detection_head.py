@@ -78,7 +78,9 @@ class DetectionHead(nn.Module):
         self.heatmap = branch(NUM_CLASSES)
         self.size = branch(2)
         self.offset = branch(2)
-        nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY))
+        heatmap_logits = self.heatmap[-1]
+        assert isinstance(heatmap_logits, nn.Conv2d) and heatmap_logits.bias is not None
+        nn.init.constant_(heatmap_logits.bias, -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY))
 
     def forward(self, features: torch.Tensor) -> DetectionHeadOutput:
         return DetectionHeadOutput(heatmap_logits=self.heatmap(features), sizes=self.size(features),

@@ -32,6 +32,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
 from hoi_perception.geometry.rotations import matrix_to_axis_angle, rot6d_to_matrix
+from hoi_perception.hand_model.mano import HandModel
 
 NUM_JOINTS = 21
 NUM_MANO_ROTATIONS = 16
@@ -99,6 +100,8 @@ class Hourglass(nn.Module):
 
 class HeatmapNet(nn.Module):
     """Hourglass -> residual -> 1x1 conv features; 1x1 conv to per-joint logits; soft-argmax."""
+
+    grid: torch.Tensor  # buffer, registered in __init__
 
     def __init__(self, channels: int, roi_size: int, hourglass_depth: int, confidence_radius: float) -> None:
         super().__init__()
@@ -170,6 +173,7 @@ class MANORegressor(nn.Module):
         # HFL's init (normal, std 0.01) and a bias at the identity rotation: training starts at the
         # flat, mean-shaped hand instead of at arbitrary joint rotations.
         for layer in (self.base[0], self.rotations, self.shape):
+            assert isinstance(layer, nn.Linear)
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
         with torch.no_grad():
@@ -199,7 +203,7 @@ class HandDecoder(nn.Module):
             parameters and outputs are exactly those of a decoder built before the option.
     """
 
-    def __init__(self, hand_model: nn.Module, channels: int = 256, roi_size: int = 32, hourglass_depth: int = 4,
+    def __init__(self, hand_model: HandModel, channels: int = 256, roi_size: int = 32, hourglass_depth: int = 4,
                  encoder_rounds: int = 4, encoder_blocks: int = 2, regressor_hidden: int = 512,
                  confidence_radius: float = 2.0, mask_head: bool = False) -> None:
         super().__init__()

@@ -99,7 +99,7 @@ def build_backbone(config: ModelConfig) -> Backbone:
     return cls(b.depth, b.fpn_channels, b.activation)
 
 
-def default_hand_model() -> nn.Module:
+def default_hand_model() -> HandModel:
     """The right-hand MANO layer from the default hand-model config (the shipped stand-in
     unless real MANO files are configured)."""
     return HandModel("right")
@@ -142,7 +142,7 @@ class HOINet(nn.Module):
     network was built with (see ``HAND_MODEL_KEY``).
     """
 
-    def __init__(self, config: ModelConfig, hand_model: nn.Module | None = None) -> None:
+    def __init__(self, config: ModelConfig, hand_model: HandModel | None = None) -> None:
         super().__init__()
         self.config = config
         channels = config.backbone.fpn_channels
@@ -154,6 +154,7 @@ class HOINet(nn.Module):
             self.interaction: nn.Module = HarmoniousInteraction(channels, inter.num_heads, inter.depth,
                                                                 inter.mlp_ratio)
         else:
+            assert inter.query is not None  # InteractionConfig refuses contextual_reasoning without a query
             self.interaction = ContextualReasoning(channels, inter.query, inter.num_heads, inter.depth,
                                                    inter.mlp_ratio)
         hh = config.hand_head

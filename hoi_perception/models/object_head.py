@@ -61,6 +61,8 @@ class ObjectHead(nn.Module):
     "vote the median point from the cell's position" level.
     """
 
+    centres: torch.Tensor  # buffer, registered in __init__
+
     def __init__(self, in_channels: int = 256, roi_size: int = 32, num_blocks: int = 3,
                  offset_scale: float = 0.1, coord_channels: bool = False) -> None:
         super().__init__()
@@ -79,6 +81,7 @@ class ObjectHead(nn.Module):
         self.out = nn.Conv2d(in_channels, NUM_CONTROL_POINTS * 3, 1)
         # Start with every vote at its own cell centre and confidence 0.5.
         nn.init.normal_(self.out.weight, std=0.001)
+        assert self.out.bias is not None
         nn.init.zeros_(self.out.bias)
         self.roi_size = roi_size
         self.offset_scale = offset_scale

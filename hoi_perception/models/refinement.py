@@ -55,6 +55,7 @@ from hoi_perception.models.dma.refiner import DMAOutput, DMARefiner
 from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels
 
 if TYPE_CHECKING:
+    from hoi_perception.hand_model.mano import HandModel
     from hoi_perception.models.network import HOINet, NetworkOutput
     from hoi_perception.objects.models import ObjectModel
 
@@ -108,7 +109,7 @@ def placeholder_object_graph(num_nodes: int) -> MeshGraph:
     return MeshGraph(template=points, faces=faces, edges=mesh_edges(faces))
 
 
-def build_refiner(config: ModelConfig, hand_model: nn.Module) -> DMARefiner:
+def build_refiner(config: ModelConfig, hand_model: HandModel) -> DMARefiner:
     """The DMA refiner of a ``refine: dma`` model, on ``hand_model``'s mesh graph and the placeholder object graph."""
     if config.refine != "dma":
         raise ValueError(f"build_refiner: model '{config.name}' has refine: {config.refine}, expected dma")
@@ -123,7 +124,7 @@ def refinement_features(config: ModelConfig, hand_p2: torch.Tensor, object_p2: t
                               global_feature=pool_global_feature([p2]))
 
 
-def run_refiner(refiner: DMARefiner, crop: torch.Tensor, p2: torch.Tensor | None, camera_matrix: torch.Tensor,
+def run_refiner(refiner: DMARefiner, crop: torch.Tensor | None, p2: torch.Tensor | None, camera_matrix: torch.Tensor,
                 hand_vertices: torch.Tensor, object_vertices: torch.Tensor, global_feature: torch.Tensor
                 ) -> DMAOutput:
     """The refiner on HOINet's levels: ``crop`` (B, 3, S, S) is stride 1, ``p2`` stride 4."""

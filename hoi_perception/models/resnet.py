@@ -116,7 +116,8 @@ class ResNet(nn.Module):
         self.layer2 = self._make_stage(block, 128, blocks_per_stage[1], 2, activation)
         self.layer3 = self._make_stage(block, 256, blocks_per_stage[2], 2, activation)
         self.layer4 = self._make_stage(block, 512, blocks_per_stage[3], 2, activation)
-        self.stage_channels: tuple[int, int, int, int] = tuple(c * block.expansion for c in (64, 128, 256, 512))
+        e = block.expansion
+        self.stage_channels: tuple[int, int, int, int] = (64 * e, 128 * e, 256 * e, 512 * e)
         self._init_weights()
 
     def _make_stage(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int,

@@ -27,10 +27,10 @@ are centred on their bounding-box centre. Units are metres.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import trimesh
@@ -46,7 +46,8 @@ NUM_CONTROL_POINTS = 21
 
 Symmetry = Literal["none", "x_axis", "y_axis", "z_axis", "discrete"]
 ShapeName = Literal["box", "cylinder", "bottle", "mug"]
-_SHAPE_BUILDERS = {"box": shapes.box, "cylinder": shapes.cylinder, "bottle": shapes.bottle, "mug": shapes.mug}
+_SHAPE_BUILDERS: dict[str, Callable[..., shapes.ShapeMesh]] = {
+    "box": shapes.box, "cylinder": shapes.cylinder, "bottle": shapes.bottle, "mug": shapes.mug}
 _SHAPE_DIMENSIONS = {
     "box": ({"width", "depth", "height"}, set()),
     "cylinder": ({"radius", "height"}, set()),
@@ -92,6 +93,7 @@ class ObjectSpec:
         else:
             if self.scale is not None:
                 raise ConfigError("'scale' applies to mesh files; give a shape's dimensions in metres")
+            assert self.shape is not None  # exactly one of shape and mesh, checked above
             required, optional = _SHAPE_DIMENSIONS[self.shape]
             missing = sorted(required - set(self.dimensions))
             unknown = sorted(set(self.dimensions) - required - optional)
@@ -248,6 +250,7 @@ def build_object(name: str, spec: ObjectSpec, base_dir: str | Path = ".", num_po
         dims = dict(spec.dimensions)
         if spec.segments is not None:
             dims["segments"] = spec.segments
+        assert spec.shape is not None  # ObjectSpec.validate: exactly one of shape and mesh
         try:
             built = _SHAPE_BUILDERS[spec.shape](**dims)
         except ValueError as exc:
@@ -273,12 +276,13 @@ def make_object_model(name: str, vertices: np.ndarray, faces: np.ndarray, *, uv:
         raise ValueError(f"{name}: faces must be (F >= 1, 3), got {faces.shape}")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise ValueError(f"{name}: face indices must lie in [0, {len(vertices)})")
-    if symmetry not in Symmetry.__args__:
-        raise ValueError(f"{name}: symmetry must be one of {list(Symmetry.__args__)}, got {symmetry!r}")
+    if symmetry not in get_args(Symmetry):
+        raise ValueError(f"{name}: symmetry must be one of {list(get_args(Symmetry))}, got {symmetry!r}")
     lo, hi = vertices.min(axis=0), vertices.max(axis=0)
     return ObjectModel(name=name, vertices=vertices, faces=faces,
                        normals=crease_normals(vertices, faces, crease_angle), uv=uv, texture=texture,
-                       vertex_colors=vertex_colors, color=tuple(int(c) for c in color), symmetry=symmetry,
+                       vertex_colors=vertex_colors, color=(int(color[0]), int(color[1]), int(color[2])),
+                       symmetry=symmetry,
                        control_points=bbox_control_points(lo, hi), diameter=exact_diameter(vertices),
                        points=sample_surface(vertices, faces, num_points, seed))
 
@@ -348,7 +352,7 @@ def crease_normals(vertices: np.ndarray, faces: np.ndarray, crease_angle: float 
     close = np.einsum("ij,ij->i", unit[mine], unit[other]) >= np.cos(np.radians(crease_angle)) - 1e-9
     normals = np.zeros((len(order), 3))
     np.add.at(normals, owner[close], weighted[other[close]])
-    result = np.empty_like(normals)
+    result: np.ndarray = np.empty_like(normals)
     result[order] = normals
     result = result.reshape(-1, 3, 3)
     # A degenerate face's corners (no close neighbour) fall back to zero; keep them finite.
@@ -384,7 +388,7 @@ def load_mesh_file(path: str | Path, scale: float = 1.0
         if visual.uv is not None and len(visual.uv) == len(vertices) and image is not None:
             uv = np.asarray(visual.uv, dtype=np.float64)[faces]
             texture = np.ascontiguousarray(np.asarray(image.convert("RGB")), dtype=np.uint8)
-    elif visual.kind == "vertex":
+    elif visual is not None and visual.kind == "vertex":
         vertex_colors = np.asarray(visual.vertex_colors)[:, :3].astype(np.uint8)
     return vertices, faces, uv, texture, vertex_colors
 

@@ -50,8 +50,8 @@ def box(width: float, depth: float, height: float) -> ShapeMesh:
         ((0, 0, -1), (-1, 0, 0), (0, 1, 0)),
     ]
     faces, uv = [], []
-    for n, r, u in frames:
-        n, r, u = (np.array(a) for a in (n, r, u))
+    for frame in frames:
+        n, r, u = (np.array(a) for a in frame)
         quad = []  # bottom-left, bottom-right, top-right, top-left
         for sr, su in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
             s = n + sr * r + su * u
@@ -207,8 +207,8 @@ def _half_torus(centre: tuple[float, float, float], arc_radius: float, tube_radi
     n_arc, n_tube = len(phi), tube_segments
     vertices = np.concatenate([tube.reshape(-1, 3), line[[0, -1]]])
     start_cap, end_cap = n_arc * n_tube, n_arc * n_tube + 1
-    i, k = np.meshgrid(np.arange(n_arc - 1), np.arange(n_tube), indexing="ij")
-    i, k = i.ravel(), k.ravel()
+    grid_i, grid_k = np.meshgrid(np.arange(n_arc - 1), np.arange(n_tube), indexing="ij")
+    i, k = grid_i.ravel(), grid_k.ravel()
     k1 = (k + 1) % n_tube
     a, b, c, d = i * n_tube + k, i * n_tube + k1, (i + 1) * n_tube + k1, (i + 1) * n_tube + k
     kk = np.arange(n_tube)

@@ -248,7 +248,7 @@ def score_hand(predictions: Sequence[FramePrediction], truth: SequenceTruth) -> 
     found = [i for i, p in enumerate(predictions) if p.joints_cam is not None]
     errors: dict[str, float | None] = {"mpjpe": None, "root": None, "pa": None}
     if found:
-        pred = np.stack([predictions[i].joints_cam for i in found])
+        pred = np.stack([p.joints_cam for p in predictions if p.joints_cam is not None])
         gt = truth.joints_cam[found]
         errors = {"mpjpe": 1000.0 * mean_point_error(pred, gt),
                   "root": 1000.0 * mean_point_error(root_relative(pred), root_relative(gt)),
@@ -277,8 +277,8 @@ def score_object(predictions: Sequence[FramePrediction], truth: SequenceTruth, n
     per_frame = np.full(truth.frames, np.inf)
     add_mean = rotation = translation = None
     if found:
-        rot = np.stack([predictions[i].rotation for i in found])
-        trans = np.stack([predictions[i].translation for i in found])
+        rot = np.stack([p.rotation for p in predictions if p.rotation is not None and p.translation is not None])
+        trans = np.stack([p.translation for p in predictions if p.rotation is not None and p.translation is not None])
         rot_gt, trans_gt = truth.object_rotation[found], truth.object_translation[found]
         add = (adds_errors if symmetric else add_errors)(points, rot, trans, rot_gt, trans_gt)
         per_frame[found] = add
@@ -481,7 +481,7 @@ class _VideoWriter:
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         self.path = path
         self.partial = path.with_name(f".{path.stem}.partial.mp4")
-        self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
         if not self.writer.isOpened():
             raise ValueError(f"cannot write '{path}' (no MP4 encoder in this OpenCV build?)")
 

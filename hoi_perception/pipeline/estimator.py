@@ -38,7 +38,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,7 @@ def build_engines(config: EstimatorConfig) -> tuple[InferenceEngine, InferenceEn
         from hoi_perception.engines.export import network_graphs
         from hoi_perception.models.checkpoint import load_network_checkpoint
 
+        assert config.checkpoint is not None  # check_model_files() above
         graphs = network_graphs(load_network_checkpoint(config.checkpoint))
         return tuple(create_engine(config.engine, module=graphs[name].module,  # type: ignore[return-value]
                                    example_inputs=graphs[name].example_inputs) for name in ("crop", "detector"))
@@ -268,9 +269,11 @@ def build_refine_engines(config: EstimatorConfig) -> dict[str, InferenceEngine]:
         from hoi_perception.engines.export import refinement_graphs
 
         object_model = load_object_model(config.object_name, config.objects)
+        assert config.checkpoint is not None  # check_model_files() in build_engines
         graphs = refinement_graphs(load_network_checkpoint(config.checkpoint), object_model)
         return {name: create_engine(config.engine, module=graph.module, example_inputs=graph.example_inputs)
                 for name, graph in graphs.items()}
+    assert config.crop_model is not None  # check_model_files() in build_engines
     crop = ModelMetadata.from_props(read_onnx_metadata(config.crop_model), str(config.crop_model))
     engines = {}
     for graph, path in refine_model_paths(Path(config.crop_model)).items():
@@ -565,6 +568,7 @@ class Estimator:
     def _hand_estimate(self, job: _CropJob, outputs: Mapping[str, np.ndarray], i: int, K: np.ndarray,
                        depth: np.ndarray | None, depth_scale: float, image_size: tuple[int, int]) -> _HandEstimate:
         g = job.geometry
+        assert job.hand is not None  # only crops made for a hand give hand estimates
         joints_crop = box_units_to_points(outputs["hand_joints2d"][i:i + 1].astype(np.float64), g.hand_box[None])[0]
         joints_rel = outputs["hand_joints3d"][i].astype(np.float64)
         vertices_rel = outputs["hand_vertices"][i].astype(np.float64)
@@ -576,10 +580,10 @@ class Estimator:
         confidence = outputs["hand_joint_confidence"][i].astype(np.float64)
         # Only a detected box may place the hand: a followed box is the previous estimate enlarged by the
         # tracking margin, and fitting the mesh to it would move the hand toward the camera every frame.
-        box = job.hand.box if job.hand.box_detected else None  # type: ignore[union-attr]
+        box = job.hand.box if job.hand.box_detected else None
         fit = locate_hand(joints2d, joints_rel, vertices_rel, box, K, confidence, depth=depth,
                           depth_scale=depth_scale, image_size=image_size, config=self.config.hand_translation)
-        return _HandEstimate(job.hand, job.hand.box.copy(), joints2d, joints_rel, vertices_rel, pose,  # type: ignore[arg-type]
+        return _HandEstimate(job.hand, job.hand.box.copy(), joints2d, joints_rel, vertices_rel, pose,
                              outputs["hand_betas"][i].astype(np.float64), confidence,
                              fit.translation if fit.success else None, fit.reason, crop_index=i)
 
@@ -620,7 +624,7 @@ class Estimator:
             engine = self.refine_engines[name]  # type: ignore[index]
             rows = [h.crop_index for h in group]
             rotation, translation = estimate.pnp.rotation, estimate.pnp.translation
-            translations = np.stack([h.translation for h in group])
+            translations = np.stack([h.translation for h in group if h.translation is not None])
             if mirrored:
                 rotation, translation = mirror_pose(rotation, translation)
                 translations = translations @ MIRROR_X
@@ -738,6 +742,7 @@ class Estimator:
             if not estimate.pnp.success:
                 self._end_tracks([self.tracker.lose("object", f"PnP: {estimate.pnp.reason}")])
                 return
+            assert self.object_model is not None  # an object estimate needs the object model
             posed = self.object_model.control_points @ estimate.pnp.rotation.T + estimate.pnp.translation
             if not self.tracker.follow("object", project(posed, K), estimate.confidence, width, height):
                 self._end_tracks([estimate.track.track_id])
@@ -749,6 +754,7 @@ class Estimator:
             return []
         poses, betas = [], []
         for hand, result in filtered:
+            assert result.hand is not None  # the caller passes only the hands the filter kept
             pose = result.hand.mano_pose
             poses.append(mirror_axis_angle(pose) if hand.track.key == "left" else pose)
             betas.append(result.hand.betas)
@@ -757,6 +763,7 @@ class Estimator:
         tracked = []
         for (hand, result), vertices in zip(filtered, vertices_all):
             smoothed = result.hand
+            assert smoothed is not None
             if hand.track.key == "left":
                 vertices = mirror_points_3d(vertices)
             if hand.vertex_offsets is not None:
@@ -769,10 +776,12 @@ class Estimator:
             tracked.append(TrackedHand(hand_result, hand.track.track_id, result.state))
         return tracked
 
-    def _end_tracks(self, track_ids: list[int | None]) -> None:
+    def _end_tracks(self, track_ids: Sequence[int | None]) -> None:
         for track_id in track_ids:
-            self._hand_filters.pop(track_id, None)  # type: ignore[arg-type]
-            self._object_filters.pop(track_id, None)  # type: ignore[arg-type]
+            if track_id is None:
+                continue
+            self._hand_filters.pop(track_id, None)
+            self._object_filters.pop(track_id, None)
 
 
 def _voted_points(votes: np.ndarray, confidence: np.ndarray, top: np.ndarray) -> np.ndarray:

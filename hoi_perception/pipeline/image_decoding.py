@@ -95,7 +95,7 @@ def camera_matrix_from_info(msg: Any) -> tuple[np.ndarray, int, int]:
     Distortion is not modelled by the pipeline: images are assumed rectified (``k`` of a
     rectified stream, or a camera with negligible distortion).
     """
-    K = np.asarray(msg.k, dtype=np.float64).reshape(-1)
+    K: np.ndarray = np.asarray(msg.k, dtype=np.float64).reshape(-1)
     if K.size != 9:
         raise ImageDecodeError(f"CameraInfo k has {K.size} values, expected 9")
     K = K.reshape(3, 3)

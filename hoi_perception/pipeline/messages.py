@@ -75,8 +75,8 @@ class OutputSettings:
 class FrameOutputs:
     """The messages of one processed frame: TF transforms and topic messages by output name."""
 
-    header: Any
-    transforms: list[Any] = field(default_factory=list)  # geometry_msgs/TransformStamped
+    header: rm.RosMessage
+    transforms: list[rm.RosMessage] = field(default_factory=list)  # geometry_msgs/TransformStamped
     messages: dict[str, list[Any]] = field(default_factory=dict)
 
 
@@ -102,7 +102,7 @@ class FrameMessageBuilder:
     (rosbags typestores only; much faster for bags).
     """
 
-    def __init__(self, settings: OutputSettings, types: Any, hand_faces: Mapping[str, np.ndarray],
+    def __init__(self, settings: OutputSettings, types: rm.MessageTypes, hand_faces: Mapping[str, np.ndarray],
                  object_control_points: Mapping[str, np.ndarray], *, serialized_mesh: bool = False) -> None:
         self.settings = settings
         self.types = types
@@ -121,7 +121,7 @@ class FrameMessageBuilder:
         self._meshes_shown.clear()
         self._hand_streams.clear()
 
-    def build(self, header: Any, result: FrameResult, rgb: np.ndarray, K: np.ndarray, *,  # noqa: N803
+    def build(self, header: rm.RosMessage, result: FrameResult, rgb: np.ndarray, K: np.ndarray, *,  # noqa: N803
               wanted: Callable[[str], bool] | None = None,
               extra_latencies_ms: Mapping[str, float] | None = None) -> FrameOutputs:
         """Every enabled output of ``settings`` for which ``wanted(output)`` (default: all) holds."""
@@ -161,7 +161,7 @@ class FrameMessageBuilder:
                 data=np.ascontiguousarray(drawn, dtype=np.uint8).reshape(-1))]
         return outputs
 
-    def tf_message(self, outputs: FrameOutputs) -> Any:
+    def tf_message(self, outputs: FrameOutputs) -> rm.RosMessage:
         """The frame's transforms as one ``tf2_msgs/TFMessage`` (what a broadcaster sends on /tf)."""
         return self.types.types[TF_TYPE](transforms=list(outputs.transforms))
 
@@ -172,10 +172,10 @@ class FrameMessageBuilder:
             self.continuity.forget(stream)
         self._hand_streams = live
 
-    def _mesh_markers(self, header: Any, hands: Sequence[HandResult]) -> list[Any]:
+    def _mesh_markers(self, header: rm.RosMessage, hands: Sequence[HandResult]) -> list[Any]:
         """One TRIANGLE_LIST per visible hand (id by side), and a DELETE for a side that disappeared."""
         markers = []
-        shown = set()
+        shown: set[str] = set()
         mesh = rm.hand_mesh_marker_cdr if self.serialized_mesh else rm.hand_mesh_marker
         for hand in hands:
             color = rm.LEFT_HAND_COLOR if hand.side == "left" else rm.RIGHT_HAND_COLOR
@@ -254,11 +254,11 @@ def draw_frame(image: np.ndarray, result: FrameResult, K: np.ndarray,  # noqa: N
             out = draw_object_pose(out, object_control_points[obj.name], obj.rotation, obj.translation, K)
         _rectangle(out, obj.box, color)
         labels.append((f"{obj.name} #{tracked.track_id}" + ("" if obj.success else " (no pose)"), obj.box, color))
-    for tracked in result.hands:
-        hand = tracked.result
+    for tracked_hand in result.hands:
+        hand = tracked_hand.result
         out = draw_hand_skeleton(out, hand.joints2d)
         _rectangle(out, hand.box, HAND_BOX_COLORS[hand.side])
-        labels.append((f"{hand.side} #{tracked.track_id} {hand.confidence:.2f}", hand.box,
+        labels.append((f"{hand.side} #{tracked_hand.track_id} {hand.confidence:.2f}", hand.box,
                        HAND_BOX_COLORS[hand.side]))
     height, width = out.shape[:2]
     layout = _TextLayout(width, height)

@@ -114,6 +114,7 @@ def open_capture(video: str | Path | None, camera: int | None) -> tuple[cv2.Vide
             capture = cv2.VideoCapture(str(path))
         name = f"video '{path}'"
     else:
+        assert camera is not None  # exactly one of video and camera, checked above
         capture, name = cv2.VideoCapture(int(camera)), f"camera {camera}"
     if not capture.isOpened():
         hint = "unsupported container or codec?" if video is not None else "no such device, or it is in use?"
@@ -233,7 +234,7 @@ def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K:
                     if writer is None:
                         out_path.parent.mkdir(parents=True, exist_ok=True)
                         video_tmp = out_path.with_name(f".{out_path.stem}.partial.mp4")
-                        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps or 30.0,
+                        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps or 30.0,
                                                  (width, height))
                         if not writer.isOpened():
                             raise VideoSourceError(f"cannot write '{out_path}' (no MP4 encoder in this OpenCV "
@@ -247,12 +248,14 @@ def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K:
     except BaseException:
         if writer is not None:
             writer.release()
+            assert video_tmp is not None  # named when the writer was opened
             video_tmp.unlink(missing_ok=True)
         raise
     if bag is not None:
         summary.bag_path = Path(bag)
     if writer is not None:
         writer.release()
+        assert video_tmp is not None and out_path is not None  # both set when the writer was opened
         os.replace(video_tmp, out_path)
         summary.video_path = out_path
     summary.mean_ms = total_ms / summary.frames if summary.frames else 0.0

@@ -69,7 +69,7 @@ def draw_hand_skeleton(image: np.ndarray, joints_2d: np.ndarray, parents: Sequen
     for child, parent in enumerate(parents):
         if parent >= 0 and ok[child] and ok[parent]:
             _line(out, joints[parent], joints[child], joint_colors[child], thickness)
-    for j in np.flatnonzero(ok):
+    for j in np.flatnonzero(ok).tolist():
         cv2.circle(out, _fixed(joints[j]), radius << _SHIFT, _cv_color(joint_colors[j]), -1, cv2.LINE_AA, _SHIFT)
     return out
 
@@ -84,7 +84,7 @@ def draw_mesh(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, K: np.
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
     h, w = out.shape[:2]
-    result = render([Mesh(vertices, faces, vertex_colors=color)], K, w, h, lighting=lighting)
+    result = render([Mesh(vertices, faces, vertex_colors=np.asarray(color))], K, w, h, lighting=lighting)
     mask = result.instance_ids == 0
     blended = (1.0 - alpha) * out[mask].astype(np.float32) + alpha * result.rgb[mask].astype(np.float32)
     out[mask] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
@@ -189,7 +189,7 @@ def _pose(rotation: np.ndarray, translation: np.ndarray) -> tuple[np.ndarray, np
 
 def _cv_color(color: Color) -> tuple[int, int, int]:
     """OpenCV wants plain ints; channel order passes through, so RGB images take RGB colours."""
-    return tuple(int(c) for c in color)
+    return int(color[0]), int(color[1]), int(color[2])
 
 
 def _fixed(point: np.ndarray) -> tuple[int, int]:

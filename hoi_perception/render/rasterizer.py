@@ -242,7 +242,7 @@ def render(meshes: list[Mesh], K: np.ndarray, width: int, height: int,
     winner_faces = face_idx[pixel_ids]
     colour = _shade(corners, mesh_of_face, meshes, winner_faces, bary[pixel_ids], lighting)
 
-    rgb_fine = np.zeros((H * W, 3), dtype=np.float32)
+    rgb_fine: np.ndarray = np.zeros((H * W, 3), dtype=np.float32)
     if background is not None:
         bg = background.astype(np.float32) / 255.0
         if s > 1:
@@ -253,9 +253,10 @@ def render(meshes: list[Mesh], K: np.ndarray, width: int, height: int,
     ids_fine[pixel_ids] = mesh_of_face[winner_faces]
 
     rgb_fine = rgb_fine.reshape(H, W, 3)
+    rgb: np.ndarray
     if s > 1:
         # Box filter as a sum of strided views: several times faster than mean() over split axes.
-        rgb = sum(rgb_fine[i::s, j::s] for i in range(s) for j in range(s)) / (s * s)
+        rgb = np.asarray(sum(rgb_fine[i::s, j::s] for i in range(s) for j in range(s))) / (s * s)
         centre = s // 2
         depth = depth_fine.reshape(height, s, width, s)[:, centre, :, centre]
         ids = ids_fine.reshape(height, s, width, s)[:, centre, :, centre]

@@ -33,7 +33,7 @@ import gc
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hoi_perception.config import ConfigError
 from hoi_perception.ros.input_sync import ApproximateTimeSync, StampGapCounter, message_stamp_ns
@@ -55,6 +55,7 @@ from hoi_perception.ros.params import (
     parameter_specs,
     params_from_values,
 )
+from hoi_perception.ros_messages import MessageTypes
 
 NODE_NAME = "hoi_perception"
 TF_TOPIC = "/tf"
@@ -80,7 +81,7 @@ class RosApi:
     HistoryPolicy: Any
     DurabilityPolicy: Any
     ParameterDescriptor: Callable[..., Any]
-    message_types: Any  # typestore-like: .types[name] builds messages
+    message_types: MessageTypes  # .types[name] builds messages
     message_class: Callable[[str], type]  # the class publishers and subscriptions take
     load_estimator: Callable[[NodeParams, str | None], LoadedEstimator] = load_estimator
 
@@ -112,7 +113,33 @@ def qos_profile(api: RosApi, qos: QosParams) -> Any:
                           reliability=reliability[qos.reliability], durability=durability[qos.durability])
 
 
-class PerceptionNodeAdapter:
+if TYPE_CHECKING:
+    class _LifecycleNode:
+        """The part of rclpy's ``LifecycleNode`` the adapter calls, for the type checker only: at run
+        time the adapter is mixed into ``RosApi.LifecycleNode`` (:func:`build_node_class`)."""
+
+        def __init__(self, node_name: str, **kwargs: Any) -> None: ...
+        def get_name(self) -> str: ...
+        def get_logger(self) -> Any: ...
+        def get_clock(self) -> Any: ...
+        def declare_parameter(self, *args: Any, **kwargs: Any) -> Any: ...
+        def get_parameter(self, name: str) -> Any: ...
+        def create_publisher(self, *args: Any, **kwargs: Any) -> Any: ...
+        def create_lifecycle_publisher(self, *args: Any, **kwargs: Any) -> Any: ...
+        def create_subscription(self, *args: Any, **kwargs: Any) -> Any: ...
+        def create_timer(self, *args: Any, **kwargs: Any) -> Any: ...
+        def destroy_subscription(self, subscription: Any) -> Any: ...
+        def destroy_timer(self, timer: Any) -> Any: ...
+        def destroy_lifecycle_publisher(self, publisher: Any) -> Any: ...
+        def on_activate(self, state: Any) -> Any: ...
+        def on_deactivate(self, state: Any) -> Any: ...
+        def on_cleanup(self, state: Any) -> Any: ...
+        def on_shutdown(self, state: Any) -> Any: ...
+else:
+    _LifecycleNode = object
+
+
+class PerceptionNodeAdapter(_LifecycleNode):
     """The node's behaviour, mixed into the API's LifecycleNode by :func:`build_node_class`."""
 
     _api: RosApi

@@ -154,7 +154,7 @@ class _MessageFactory:
     Constants (``Marker.TRIANGLE_LIST``) are read through to the class.
     """
 
-    def __init__(self, cls: type):
+    def __init__(self, cls: Any):  # rclpy's generated classes carry no type information
         self._cls = cls
         self._sequence_codes: dict[str, tuple[str, Any]] = {}
         for name, field_type in cls.get_fields_and_field_types().items():
@@ -429,14 +429,14 @@ class FrameStatistics:
         return period, max(now - period.started, 1e-9)
 
     def reset(self) -> None:
-        self.__init__(self._clock)
+        FrameStatistics.__init__(self, self._clock)
 
 
 @dataclass
 class DiagnosticsReport:
     """One diagnostics status as plain data (the message is built from it)."""
 
-    level: str
+    level: ri.DiagnosticLevel
     message: str
     values: dict[str, Any]
 
@@ -456,7 +456,7 @@ class PerceptionNodeLogic:
     ``clock`` is a monotonic clock in seconds (rate limit, latency, throttling).
     """
 
-    def __init__(self, params: NodeParams, loaded: LoadedEstimator, types: Any, *,
+    def __init__(self, params: NodeParams, loaded: LoadedEstimator, types: ri.MessageTypes, *,
                  sink: Callable[[FrameOutputs], None], has_subscribers: Callable[[str], bool] = lambda _: True,
                  clock: Callable[[], float] = time.monotonic, warn: Logger = print, node_name: str = "hoi_perception"):
         self.params = params
@@ -536,7 +536,7 @@ class PerceptionNodeLogic:
         if not frame_id:
             raise UnusableInputError("frame_id", "neither the CameraInfo nor the image names a frame_id; outputs "
                                                  "need the camera optical frame")
-        K = np.asarray(info.k, dtype=np.float64).reshape(-1)
+        K: np.ndarray = np.asarray(info.k, dtype=np.float64).reshape(-1)
         problem = f"CameraInfo.k has {K.size} values, expected 9" if K.size != 9 else camera_matrix_problem(
             K.reshape(3, 3))
         if problem:
@@ -627,7 +627,7 @@ class PerceptionNodeLogic:
             return DiagnosticsReport("warn", "tracking lost; re-detecting", values)
         return DiagnosticsReport("ok", f"processing at {period.published / seconds:.1f} Hz", values)
 
-    def diagnostics_msg(self, now_ns: int, input_topic: str = "") -> Any:
+    def diagnostics_msg(self, now_ns: int, input_topic: str = "") -> ri.RosMessage:
         """``diagnostic_msgs/DiagnosticArray`` of :meth:`diagnostics_report`, stamped ``now_ns``."""
         report = self.diagnostics_report(input_topic)
         stamp = self.types.types["builtin_interfaces/msg/Time"](sec=int(now_ns // 1_000_000_000),

@@ -94,10 +94,10 @@ def motion_blur(image: np.ndarray, length_px: float, angle_deg: float) -> np.nda
     if length_px < 1.0:
         return image
     size = int(np.ceil(length_px)) | 1
-    kernel = np.zeros((size, size), np.float32)
+    kernel: np.ndarray = np.zeros((size, size), np.float32)
     kernel[size // 2, :] = 1.0
     rot = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), angle_deg, 1.0)
-    kernel = cv2.warpAffine(kernel, rot, (size, size))
+    kernel = np.asarray(cv2.warpAffine(kernel, rot, (size, size)), dtype=np.float32)  # float32 in, float32 out
     kernel /= max(kernel.sum(), 1e-6)
     return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT)
 
@@ -113,5 +113,8 @@ def degrade(image: np.ndarray, rng: np.random.Generator, noise_std: float, blur_
         ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
         if not ok:
             raise RuntimeError("JPEG encoding failed")
-        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise RuntimeError("JPEG decoding failed")
+        out = decoded[..., ::-1].copy()
     return out

@@ -45,6 +45,7 @@ from hoi_perception.synth import appearance
 from hoi_perception.synth.config import DomainConfig, SynthConfig
 from hoi_perception.synth.grasp import Grasp, HandGeometry, hand_geometry, synthesize_grasp
 from hoi_perception.synth.motion import smooth_rigid_motion, smooth_scalar
+from hoi_perception.synth.sequence_files import DatasetFormatError, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +298,10 @@ def write_sequence_bag(seq_dir: Path, bag_path: Path) -> None:
         ts = bag.typestore
         for i in range(meta["frames"]):
             stamp = start + i * period_ns
-            rgb = cv2.imread(str(seq_dir / "rgb" / f"{i:06d}.png"), cv2.IMREAD_COLOR)[..., ::-1]
+            rgb = read_rgb(seq_dir / "rgb" / f"{i:06d}.png")
             depth = cv2.imread(str(seq_dir / "depth" / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+            if depth is None:
+                raise DatasetFormatError(f"depth image '{seq_dir / 'depth' / f'{i:06d}.png'}' could not be read")
             bag.write(IMAGE_TOPIC, image_msg(ts, rgb, stamp, CAMERA_FRAME_ID), stamp)
             bag.write(CAMERA_INFO_TOPIC, camera_info_msg(ts, K, meta["width"], meta["height"], stamp,
                                                          CAMERA_FRAME_ID), stamp)
@@ -403,18 +406,17 @@ def generate_dataset(config: SynthConfig, out_dir: str | Path, sequences: int, f
             seq_dir = out_dir / f"seq_{index:04d}"
             if not (out_dir / "bags" / seq_dir.name / "metadata.yaml").exists():
                 write_sequence_bag(seq_dir, out_dir / "bags" / seq_dir.name)
-    metas = [metas[index] for index in range(sequences)]
-    previews = [cv2.imread(str(out_dir / f"seq_{i:04d}" / "preview.png"))[..., ::-1]
-                for i in range(min(PREVIEW_SEQUENCES, sequences))]
+    ordered = [metas[index] for index in range(sequences)]
+    previews = [read_rgb(out_dir / f"seq_{i:04d}" / "preview.png") for i in range(min(PREVIEW_SEQUENCES, sequences))]
     save_png(out_dir / "preview.png", np.concatenate(previews, axis=0))
     manifest = {
         "format_version": FORMAT_VERSION, "generator": "hoi-train synth", "seed": seed, "domain": domain,
         "frames_per_sequence": frames, "config": to_dict(config), "config_digest": digest,
         "hand_model": "stand-in" if mano_dir is None else str(mano_dir),
         "sequences": [{"name": f"seq_{m['index']:04d}", "hand_side": m["hand_side"], "object_name": m["object_name"],
-                       "frames": m["frames"]} for m in metas],
-        "total_frames": sum(m["frames"] for m in metas),
-        "bags": sorted(f"bags/seq_{m['index']:04d}" for m in metas) if write_bags else [],
+                       "frames": m["frames"]} for m in ordered],
+        "total_frames": sum(m["frames"] for m in ordered),
+        "bags": sorted(f"bags/seq_{m['index']:04d}" for m in ordered) if write_bags else [],
         "topics": {"image": IMAGE_TOPIC, "camera_info": CAMERA_INFO_TOPIC, "depth": DEPTH_TOPIC,
                    "frame_id": CAMERA_FRAME_ID} if write_bags else {},
     }

@@ -335,6 +335,7 @@ class HandTrackFilter:
         """SHO 5.1.2 checks against the last accepted frame, scaled by the frames elapsed since it."""
         c = self.config
         previous = self._last_accepted
+        assert previous is not None, "smoothness is checked only after an accepted frame"
         frames_elapsed = max(1.0, (frame.stamp - previous.stamp) * c.nominal_rate_hz)
         joint_jump = joint2d_jump(previous.joints_2d, frame.joints_2d)
         pose_jump = mano_pose_jump(previous.mano_pose, frame.mano_pose)
@@ -353,6 +354,7 @@ class HandTrackFilter:
                 joint_jump: float | None, pose_jump: float | None) -> FilteredHand:
         t = frame.stamp
         shape_outlier = self._shape.add(frame.betas)
+        assert self._shape.mean is not None  # add() starts the mean
         rotations = frame.mano_pose.reshape(16, 3)
         global_q = self._global_rotation(quaternion_exp(rotations[0]), t)
         articulation_q = self._articulation(quaternion_exp(rotations[1:]), t)

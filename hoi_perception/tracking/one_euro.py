@@ -115,6 +115,7 @@ class OneEuroFilter(FilterState):
             self._speed = np.zeros_like(x)
             self._stamp = stamp
             return x.copy()
+        assert self._stamp is not None  # set together with self._value
         dt = stamp - self._stamp
         derivative = (x - self._value) / dt
         self._speed = self._speed + smoothing_factor(self.config.derivative_cutoff_hz, dt) * (derivative - self._speed)

@@ -144,6 +144,7 @@ class SO3OneEuroFilter(FilterState):
             self._speed = np.zeros(q.shape[:-1] + (3,))
             self._stamp = stamp
             return self._value.copy()
+        assert self._stamp is not None and self._speed is not None  # set together with self._value
         dt = stamp - self._stamp
         q = align_quaternion_sign(q, self._value)
         delta = quaternion_log(quaternion_multiply(q, quaternion_conjugate(self._value)))
@@ -170,9 +171,10 @@ class SE3OneEuroFilter:
     @property
     def value(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The last output (rotation matrix (3, 3), translation (3,)), or None before the first sample."""
-        if not self.initialized:
+        rotation, translation = self._rotation.value, self._translation.value
+        if rotation is None or translation is None:
             return None
-        return quaternion_to_rotation_matrix(self._rotation.value), self._translation.value
+        return quaternion_to_rotation_matrix(rotation), translation
 
     def reset(self) -> None:
         self._rotation.reset()

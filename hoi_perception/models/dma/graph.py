@@ -281,6 +281,9 @@ class GraphConv(nn.Module):
     the checkpoint, so trained weights apply to any object graph.
     """
 
+    neighbour_index: torch.Tensor  # buffer, registered in __init__
+    neighbour_weight: torch.Tensor  # buffer, registered in __init__
+
     def __init__(self, adjacency: NeighbourLists, dim: int) -> None:
         super().__init__()
         self.register_buffer("neighbour_index", adjacency.index, persistent=False)

@@ -145,6 +145,11 @@ class DMARefiner(nn.Module):
         global_feature_dim: width of the global feature (e.g. ``features.pool_global_feature``).
     """
 
+    hand_template: torch.Tensor  # buffer, registered in __init__
+    joint_regressor: torch.Tensor  # buffer, registered in __init__
+    object_template: torch.Tensor  # buffer, registered in __init__
+    identity_6d: torch.Tensor  # buffer, registered in __init__
+
     def __init__(self, config: DMAConfig, hand_graph: HandGraph, object_graph: MeshGraph,
                  feature_channels: Sequence[int], global_feature_dim: int) -> None:
         super().__init__()
@@ -197,7 +202,9 @@ class DMARefiner(nn.Module):
         self.object_template = torch.as_tensor(graph.template, dtype=self.object_template.dtype,
                                                device=self.object_template.device)
         for block in self.blocks:
+            assert isinstance(block, _Block)
             for layer in block.object_gcn:
+                assert isinstance(layer, GraphConv)
                 layer.set_adjacency(adjacency)
 
     def forward(self, feature_maps: Sequence[torch.Tensor], strides: Sequence[int], camera_matrix: torch.Tensor,
