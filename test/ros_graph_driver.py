@@ -50,8 +50,9 @@ SERVICE_TIMEOUT_S = 600.0  # the first configure exports the shipped checkpoint 
 def permissive_config(out: Path) -> Path:
     """The shipped perception.yaml with the gates opened so that the weak shipped model publishes hands.
 
-    Its detector scores hands below the 0.3 threshold and its joints fail the temporal
-    filter's plausibility gates (model card), so with the shipped settings it never
+    Its detector scores hands below the 0.3 threshold, its joints fail the temporal
+    filter's plausibility gates (model card) and its poses the estimator's gates (their
+    shrunk skeletons do not fit their boxes), so with the shipped settings it never
     publishes a hand: this config lets the test see the wrist TF, mesh and JointState.
     """
     import yaml
@@ -66,6 +67,7 @@ def permissive_config(out: Path) -> Path:
     perception["estimator"]["filter_config"] = str(out / "filter.yaml")
     perception["estimator"]["detection"]["hand_score_threshold"] = 0.1
     perception["estimator"]["tracking"]["min_hand_confidence"] = 0.0
+    perception["estimator"]["gates"]["enabled"] = False
     (out / "perception.yaml").write_text(yaml.safe_dump(perception))
     return out / "perception.yaml"
 
