@@ -14,21 +14,21 @@ from helpers import tiny_model  # test/ is on sys.path under pytest
 from rosbags.highlevel import AnyReader
 from scipy.spatial.transform import Rotation
 
-import hoi_perception.pipeline.demo as demo
 from hoi_perception.config import to_dict
 from hoi_perception.models.config import load_model_config
 from hoi_perception.models.network import HOINet
+from hoi_perception.pipeline import shipped_model
 from hoi_perception.pipeline.demo import (
     DemoSequence,
     FramePrediction,
     SequenceTruth,
-    ShippedCheckpointMissingError,
     run_demo,
     score_hand,
     score_object,
     summarize_latency,
 )
 from hoi_perception.pipeline.results import FrameResult
+from hoi_perception.pipeline.shipped_model import ShippedCheckpointMissingError
 from hoi_perception.synth.generator import BAG_EPOCH_NS, CAMERA_INFO_TOPIC, IMAGE_TOPIC
 
 # A small network (64 px crops) like test_estimator's, saved the way the shipped checkpoint is: fp16 weights.
@@ -141,7 +141,7 @@ def test_reruns_reuse_sequence_and_export_run_torch_and_refuse_conflicting_setti
 
 
 def test_missing_shipped_checkpoint_stops_before_any_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", tmp_path / "checkpoints" / "hfl_r18_synthetic.pt")
+    monkeypatch.setattr(shipped_model, "SHIPPED_CHECKPOINT", tmp_path / "checkpoints" / "hfl_r18_synthetic.pt")
     with pytest.raises(ShippedCheckpointMissingError, match=r"is not in this installation.*--checkpoint PATH"):
         run_demo(tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -6,7 +6,7 @@ import pytest
 
 from hoi_perception.pipeline import shipped_model as sm
 from hoi_perception.pipeline.config import load_estimator_config
-from hoi_perception.pipeline.demo import SHIPPED_CHECKPOINT
+from hoi_perception.pipeline.shipped_model import SHIPPED_CHECKPOINT
 
 
 def test_torch_engine_runs_the_shipped_checkpoint_directly():
@@ -24,15 +24,13 @@ def test_a_named_model_is_left_alone(tmp_path):
 
 
 def test_onnx_engines_get_the_cached_export(tmp_path, monkeypatch):
-    from hoi_perception.pipeline import demo
-
     calls = []
 
     def fake_export(checkpoint, sha, network, models_dir, object_name, objects):
         calls.append((checkpoint, models_dir, object_name))
         return {"crop": models_dir / "hfl_r18_crop.onnx", "detector": models_dir / "hfl_r18_detector.onnx"}
 
-    monkeypatch.setattr(demo, "export_models", fake_export)
+    monkeypatch.setattr(sm, "export_models", fake_export)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     config = load_estimator_config("perception.yaml", ["object_name=mustard_bottle"])
     filled = sm.with_shipped_model(config)
@@ -44,8 +42,6 @@ def test_onnx_engines_get_the_cached_export(tmp_path, monkeypatch):
 
 
 def test_a_missing_shipped_checkpoint_is_named(monkeypatch, tmp_path):
-    from hoi_perception.pipeline import demo
-
-    monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", tmp_path / "absent.pt")
+    monkeypatch.setattr(sm, "SHIPPED_CHECKPOINT", tmp_path / "absent.pt")
     with pytest.raises(FileNotFoundError, match="absent.pt"):
         sm.with_shipped_model(load_estimator_config("perception.yaml"))

@@ -349,17 +349,10 @@ def process_bag_main(in_bag: str | Path, out_bag: str | Path, image_topic: str |
                      outputs: OutputSettings | None = None) -> BagSummary:
     """``hoi-perception process-bag``: build the estimator from ``config`` (default: the shipped
     perception.yaml, with ``overrides``), process ``in_bag`` into ``out_bag`` and print a summary."""
-    from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
-    from hoi_perception.pipeline.estimator import Estimator, describe_targets
-    from hoi_perception.pipeline.shipped_model import names_a_model, with_shipped_model
+    from hoi_perception.pipeline.shipped_model import runtime_estimator
 
     check_output(out_bag, kind=ROSBAG, inputs=[in_bag], overwrite=overwrite, option="output bag")  # before loading
-    estimator_config = load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides)
-    if not names_a_model(estimator_config):
-        log.info("no model given: running the shipped checkpoint, as the demo does")
-    estimator_config = with_shipped_model(estimator_config)
-    print(describe_targets(estimator_config))
-    estimator = Estimator(estimator_config)
+    estimator = runtime_estimator(config, overrides)
     summary = process_bag(estimator, in_bag, out_bag, image_topic=image_topic, camera_info_topic=camera_info_topic,
                           depth_topic=depth_topic, use_depth=use_depth, storage=storage, overwrite=overwrite,
                           outputs=outputs)

@@ -54,14 +54,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-import hoi_perception
 from hoi_perception.atomic import atomic_write_json, atomic_write_text
 from hoi_perception.output_paths import UnsafeOutputError
 from hoi_perception.pipeline.results import STAGES, FrameResult
+from hoi_perception.pipeline.shipped_model import export_models, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
-SHIPPED_CHECKPOINT = Path(hoi_perception.__file__).resolve().parent / "checkpoints" / "hfl_r18_synthetic.pt"
 DEFAULT_OUT = Path("hoi_perception_demo")
 SEQUENCE_DIR = "sequence"
 MODELS_DIR = "models"
@@ -76,9 +75,6 @@ DEMO_ENTRIES = frozenset({SEQUENCE_DIR, MODELS_DIR, BAG_NAME, VIDEO_NAME, FRAMES
 # Estimator settings the demo sets itself from --checkpoint and the sequence.
 DEMO_OWNED_SETTINGS = ("checkpoint", "crop_model", "detector_model")
 
-
-class ShippedCheckpointMissingError(FileNotFoundError):
-    """The default checkpoint is not part of this installation."""
 
 
 @dataclass(frozen=True)
@@ -385,22 +381,6 @@ def report_dict(report: DemoReport) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- steps
 
 
-def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
-    """The checkpoint to run: the given one, else the shipped one, with a clear error when it is absent."""
-    if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"--checkpoint '{path}' does not exist")
-        return path
-    if not SHIPPED_CHECKPOINT.is_file():
-        raise ShippedCheckpointMissingError(
-            f"the shipped checkpoint {SHIPPED_CHECKPOINT} is not in this installation (no trained checkpoint has "
-            "been released with this version). Pass a training checkpoint with --checkpoint PATH, e.g. "
-            "runs/hfl_r18_synthetic/checkpoints/last.pt written by "
-            "'hoi-train fit --config train/synthetic_hfl_r18.yaml'")
-    return SHIPPED_CHECKPOINT
-
-
 def prepare_sequence(out_dir: Path, sequence: DemoSequence, mano_dir: Path | None,
                      objects: Path | None) -> Path:
     """Render the demo sequence into ``out_dir/sequence`` (a finished one with the same settings is reused)."""
@@ -424,44 +404,6 @@ def prepare_sequence(out_dir: Path, sequence: DemoSequence, mano_dir: Path | Non
     manifest = generate_dataset(config, root, sequences=1, frames=sequence.frames, seed=sequence.seed,
                                 domain=sequence.domain, mano_dir=mano_dir, objects_path=objects)
     return root / manifest["sequences"][0]["name"]
-
-
-def _exported_files_current(files: dict[str, Path], checkpoint_sha: str, version: str,
-                            object_name: str | None) -> bool:
-    from hoi_perception.engines.export import OBJECT_NAME_KEY, REFINE_GRAPHS, ModelMetadata, read_onnx_metadata
-
-    for graph, path in files.items():
-        if not path.is_file():
-            return False
-        try:
-            props = read_onnx_metadata(path)
-            metadata = ModelMetadata.from_props(props, str(path))
-        except Exception:  # noqa: BLE001 - an unreadable leftover is simply exported again
-            return False
-        if (metadata.graph, metadata.checkpoint_sha256, metadata.code_version) != (graph, checkpoint_sha, version):
-            return False
-        if graph in REFINE_GRAPHS and props.get(OBJECT_NAME_KEY) != object_name:
-            return False
-    return True
-
-
-def export_models(checkpoint: Path, checkpoint_sha: str, network: Any, models_dir: Path,
-                  object_name: str | None, objects: Path | None) -> dict[str, Path]:
-    """ONNX files of ``checkpoint`` in ``models_dir``: reused when exported from these bytes by this
-    code version, else exported (``hoi-perception export``)."""
-    from hoi_perception.engines.export import REFINE_GRAPHS, export_main
-    from hoi_perception.models.checkpoint import code_version
-
-    name = network.config.name
-    graphs = ["crop", "detector"] + (list(REFINE_GRAPHS) if network.refiner is not None else [])
-    files = {graph: models_dir / f"{name}_{graph}.onnx" for graph in graphs}
-    refine_object = object_name if network.refiner is not None else None
-    if _exported_files_current(files, checkpoint_sha, code_version(), refine_object):
-        log.info("reusing the ONNX export in %s", models_dir)
-        return files
-    log.info("exporting %s to ONNX in %s (half a minute or more on a CPU, once: later runs reuse it)",
-             checkpoint, models_dir)
-    return export_main(checkpoint, "onnx", models_dir, object_name=refine_object, objects=objects)
 
 
 def _demo_estimator_config(config: str | Path | None, overrides: Sequence[str]) -> Any:

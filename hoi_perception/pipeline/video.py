@@ -276,9 +276,7 @@ def run_main(video: str | Path | None = None, camera: int | None = None, intrins
              bag: str | Path | None = None, overrides: Sequence[str] = (), hfov_deg: float = DEFAULT_HFOV_DEG,
              max_frames: int | None = None, overwrite: bool = False, outputs: Any = None) -> RunSummary:
     """``hoi-perception run``: the estimator on ``video`` or webcam ``camera``; see the module docstring."""
-    from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
-    from hoi_perception.pipeline.estimator import Estimator, describe_targets
-    from hoi_perception.pipeline.shipped_model import names_a_model, with_shipped_model
+    from hoi_perception.pipeline.shipped_model import runtime_estimator
 
     if out is None and bag is None and not show:
         raise ValueError("nothing to produce: give --out VIDEO.mp4, --bag OUT_BAG and/or --show")
@@ -287,12 +285,7 @@ def run_main(video: str | Path | None = None, camera: int | None = None, intrins
     calibration = load_intrinsics(intrinsics) if intrinsics is not None else None
     capture, name, fps = open_capture(video, camera)
     try:
-        estimator_config = load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides)
-        if not names_a_model(estimator_config):
-            log.info("no model given: running the shipped checkpoint, as the demo does")
-        estimator_config = with_shipped_model(estimator_config)
-        print(describe_targets(estimator_config))
-        estimator = Estimator(estimator_config)
+        estimator = runtime_estimator(config, overrides)
         frames = read_frames(capture, name, fps, live=camera is not None)
         K = None
         if calibration is not None:
