@@ -65,9 +65,8 @@ class OnnxRuntimeEngine(InferenceEngine):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         # No busy-waiting between runs: the estimator alternates sessions (detector, crop network,
-        # refiner), each with its own thread pool, and a pool spinning after its run took the cores
-        # from the next one. Measured on 2 cores: the crop network after a detector run took 60 ms
-        # instead of 37; without spinning every run took 37.
+        # refiner), each with its own thread pool, and a pool spinning after its run takes the cores
+        # from the next one (benchmarks/results/stage_breakdown.md has the measurement).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

@@ -292,8 +292,8 @@ class NumpyHandPoser:
     """A :class:`HandModel`'s MANO in NumPy (float64) for full axis-angle poses.
 
     The runtime re-meshes one or two filtered hands per frame; at that size PyTorch's
-    per-operation dispatch costs more than the arithmetic (about 70 small ops, 1 ms on
-    the 2-core target against 0.2 ms here). Same arrays and the same steps as smplx's
+    per-operation dispatch (about 70 small ops) costs more than the arithmetic
+    (``benchmarks/results/stage_breakdown.md``). Same arrays and the same steps as smplx's
     ``lbs`` (Rodrigues with its 1e-8 offset, pose-corrective blend shapes, the kinematic
     chain, linear blend skinning), then the fingertip vertices, as ``HandModel.forward``.
     """

@@ -20,14 +20,11 @@ runs random weights.
 
 Engine: the perception config's ``engine.kind`` (``onnxruntime`` in the shipped
 ``perception.yaml``), after a one-time ONNX export into ``OUT/models``. Per frame that is
-the faster CPU engine: on the demo sequence with a full-size ``hfl_r18`` (untrained, with
-every detection accepted so each stage runs), interleaved on 2 busy shared cores, ONNX
-Runtime took 58 ms (detector) + 123 ms (crop network, two crops) against PyTorch eager's
-129 + 142 ms, and started in 0.7 s against 4.9 s. The export costs 26 s on a quiet
-machine (68 s on a loaded one), more than ONNX Runtime saves over the first run's 60
-frames, but it is reused by every later run, and the latency the demo reports is then that
-of the runtime's default CPU engine. ``--set engine.kind=torch`` runs the checkpoint in
-PyTorch instead, without the export.
+the faster CPU engine and it starts faster (``benchmarks/results/network_latency.md``); the
+export costs more than ONNX Runtime saves over one short run, but it is reused by every
+later run, and the latency the demo reports is then that of the runtime's default CPU
+engine. ``--set engine.kind=torch`` runs the checkpoint in PyTorch instead, without the
+export.
 
 The accuracy is measured on the estimator's tracked, filtered output, as a robot gets
 it (detector boxes, tracking, temporal filter), not with ground-truth boxes as
