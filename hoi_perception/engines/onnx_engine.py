@@ -66,7 +66,7 @@ class OnnxRuntimeEngine(InferenceEngine):
         options.intra_op_num_threads = threads
         # No busy-waiting between runs: the estimator alternates sessions (detector, crop network,
         # refiner), each with its own thread pool, and a pool spinning after its run takes the cores
-        # from the next one (benchmarks/results/stage_breakdown.md has the measurement).
+        # from the next one (measured in the README's Benchmarks section, stage_breakdown.py row).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
