@@ -145,7 +145,7 @@ def test_schedule_drops_the_learning_rate_at_the_middle_round():
     ("selection.confidence_threshold=-1", "confidence_threshold"),
     ("cross_modal.softness_px=0", "softness_px"),
     ("loss.depth_weight=-2", "depth_weight"),
-    ("view_consistency.wrong_key=1", "unknown key"),
+    ("view_consistency.wrong_key=1", "--set view_consistency.wrong_key=1: unknown setting"),
 ])
 def test_bad_config_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
