@@ -435,13 +435,14 @@ def object_estimate_msg(ts: MessageTypes, obj: ObjectResult, *,
 def hand_object_estimate_msg(ts: MessageTypes, header: RosMessage, hands: Sequence[RosMessage],
                              objects: Sequence[RosMessage], *,
                              tracking_state: TrackingState, frames_since_detection: int,
-                             stage_latencies_ms: Mapping[str, float]) -> RosMessage:
+                             stage_latencies_ms: Mapping[str, float], refused_hands: Sequence[str] = ()) -> RosMessage:
     """``hoi_perception/msg/HandObjectEstimate`` of one frame.
 
     ``header`` is the input image's header (its stamp and optical frame);
     ``hands``/``objects`` are messages from :func:`hand_estimate_msg` and
     :func:`object_estimate_msg`; ``stage_latencies_ms`` maps stage names to
-    milliseconds, in processing order.
+    milliseconds, in processing order; ``refused_hands`` names the hands a plausibility
+    gate kept out of ``hands`` ("<side>: <reason>").
     """
     state = TrackingState(tracking_state)
     frames = _uint32(frames_since_detection, "frames_since_detection")
@@ -455,7 +456,8 @@ def hand_object_estimate_msg(ts: MessageTypes, header: RosMessage, hands: Sequen
             raise ValueError(f"stage_latencies_ms[{stage!r}]: expected a finite value >= 0 ms, got {milliseconds}")
         latencies.append(_new(ts, message_type("StageLatency"), stage=stage, milliseconds=float(milliseconds)))
     return _new(ts, message_type("HandObjectEstimate"), header=header, hands=list(hands), objects=list(objects),
-                tracking_state=int(state), frames_since_detection=frames, stage_latencies=latencies)
+                refused_hands=[str(text) for text in refused_hands], tracking_state=int(state),
+                frames_since_detection=frames, stage_latencies=latencies)
 
 
 # --------------------------------------------------------------------------- TF

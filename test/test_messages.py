@@ -119,3 +119,30 @@ def test_overlay_legend_ground_truth_and_text_that_never_overlaps(scene):
     rects = layout.placed
     assert all(not _overlap(a, b) for i, a in enumerate(rects) for b in rects[i + 1:])
     assert all(0 <= r[1] and r[3] <= image.shape[0] for r in rects)
+
+
+def test_a_refused_hand_is_named_in_the_estimate_and_not_published(scene):
+    """A hand a plausibility gate kept out: no wrist TF, no hand in the estimate, its side and reason in
+    refused_hands; the message round-trips through CDR with the package's definition."""
+    import dataclasses
+
+    from hoi_perception.bag_io import header
+    from hoi_perception.pipeline.messages import FrameMessageBuilder
+
+    ts = rm.hoi_typestore("humble")
+    estimator, _, _ = make_estimator(scene)
+    image = coordinate_image()
+    result = estimator.process(image, K, 1.0)
+    right = [t for t in result.hands if t.result.side == "right"]
+    refused = dataclasses.replace(result, hands=[t for t in result.hands if t.result.side != "right"],
+                                  hand_failures={"right": "projected mesh 2.4x its box"})
+    builder = FrameMessageBuilder(OutputSettings(), ts, {s: estimator.hand_faces(s) for s in ("right", "left")},
+                                  {OBJECT_NAME: estimator.object_model.control_points})
+    outputs = builder.build(header(ts, 1_000_000_000, FRAME_ID), refused, image, K)
+    (estimate,) = outputs.messages["estimate"]
+    assert right and [h.side for h in estimate.hands] == [0]  # only the left hand (LEFT = 0) is published
+    assert list(estimate.refused_hands) == ["right: projected mesh 2.4x its box"]
+    assert not any("right" in t.child_frame_id for t in outputs.transforms)
+    msgtype = "hoi_perception/msg/HandObjectEstimate"
+    decoded = ts.deserialize_cdr(ts.serialize_cdr(estimate, msgtype), msgtype)
+    assert list(decoded.refused_hands) == ["right: projected mesh 2.4x its box"]

@@ -108,6 +108,7 @@ def test_rosidl_translates_and_parses_every_message(rosidl_messages):
         "header": "std_msgs::msg::Header",
         "hands": "sequence<hoi_perception::msg::HandEstimate>",
         "objects": "sequence<hoi_perception::msg::ObjectEstimate>",
+        "refused_hands": "sequence<string>",
         "tracking_state": "uint8",
         "frames_since_detection": "uint32",
         "stage_latencies": "sequence<hoi_perception::msg::StageLatency>",

@@ -18,7 +18,8 @@ compared with as it was made (same points, tracking margin taken off), so a pose
 jumps away from its track is refused too. Thresholds are chosen on a validation split
 (``benchmarks/gate_thresholds.py``).
 A failing pose is reported with its reason (``ObjectResult.failure_reason``,
-``FrameResult.hand_failures``) and is not published to TF nor counted as found.
+``FrameResult.hand_failures``, and in the estimate message ``ObjectEstimate.failure_reason``
+and ``HandObjectEstimate.refused_hands``) and is not published to TF nor counted as found.
 """
 
 from __future__ import annotations

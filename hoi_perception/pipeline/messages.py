@@ -146,7 +146,8 @@ class FrameMessageBuilder:
             latencies = {**dict(extra_latencies_ms or {}), **{k: float(v) for k, v in result.timings_ms.items()}}
             outputs.messages["estimate"] = [rm.hand_object_estimate_msg(
                 ts, header, hand_msgs, object_msgs, tracking_state=TRACKING_STATES[result.tracking_state],
-                frames_since_detection=result.frames_since_detection, stage_latencies_ms=latencies)]
+                frames_since_detection=result.frames_since_detection, stage_latencies_ms=latencies,
+                refused_hands=[f"{side}: {reason}" for side, reason in sorted(result.hand_failures.items())])]
         if enabled("hand_mesh"):
             outputs.messages["hand_mesh"] = self._mesh_markers(header, hands)
         if enabled("markers"):
