@@ -54,7 +54,7 @@ def test_detection_flip_swaps_sides_and_zoom_moves_boxes():
     flipped, out_boxes, out_classes = augment_detection_frame(frame, boxes, classes,
                                                               DetectionAugmentConfig(flip_probability=1.0),
                                                               np.random.default_rng(0))
-    np.testing.assert_allclose(out_boxes, [[49, 10, 59, 20], [14, 30, 34, 60]])
+    np.testing.assert_allclose(out_boxes, [[48, 10, 58, 20], [13, 30, 33, 60]])  # u -> 63 - u, as mirror_boxes
     assert out_classes.tolist() == [LEFT_HAND, OBJECT]
     assert flipped[10:20, 49:59].min() == 255 and flipped[10:20, 5:15].max() == 0
 

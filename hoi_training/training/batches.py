@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from hoi_perception.geometry.mirror import mirror_boxes
 from hoi_perception.models.detection_head import (
     LEFT_HAND,
     OBJECT,
@@ -106,7 +107,7 @@ def augment_detection_frame(frame: np.ndarray, boxes: np.ndarray, classes: np.nd
     classes = np.asarray(classes, dtype=np.int64).copy()
     if rng.random() < config.flip_probability:
         frame = np.ascontiguousarray(frame[:, ::-1])
-        boxes[:, [0, 2]] = size - boxes[:, [2, 0]]
+        boxes = mirror_boxes(boxes, size)  # the project's flip convention: u -> W - 1 - u
         swapped = classes.copy()
         swapped[classes == RIGHT_HAND], swapped[classes == LEFT_HAND] = LEFT_HAND, RIGHT_HAND
         classes = swapped
