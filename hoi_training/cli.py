@@ -62,6 +62,12 @@ def _cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_curves(args: argparse.Namespace) -> int:
+    from hoi_training.curves import curves_main
+
+    return curves_main(args.run, args.out, args.smooth, args.title)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hoi_perception.cli import DefaultsHelpFormatter, _subparser_class
 
@@ -132,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--overwrite", action="store_true",
                          help="replace an existing released file (never --checkpoint, nor a training checkpoint)")
     release.set_defaults(func=_cmd_release)
+
+    curves = sub.add_parser("curves", help="plot the training curves of one or more runs (stages end to end) "
+                                           "as a PNG, from their TensorBoard logs")
+    curves.add_argument("--run", action="append", required=True, metavar="NAME=RUN_DIR",
+                        help="a run folder of hoi-train fit, in stage order (repeatable)")
+    curves.add_argument("--out", required=True, help="the PNG to write")
+    curves.add_argument("--smooth", type=int, default=9, help="moving-average window, in logged points")
+    curves.add_argument("--title", default="", help="figure title")
+    curves.set_defaults(func=_cmd_curves)
     return parser
 
 
