@@ -213,6 +213,11 @@ def test_object_scores_add_accuracy_and_pose_errors():
     assert score.add_mean_mm == pytest.approx((0.0 + 10.0 + 100.0) / 3)
     assert score.rotation_error_deg == pytest.approx(30.0)
     assert score.translation_error_mm == pytest.approx(10.0 / 3)
+    assert score.translation_error_max_mm == pytest.approx(10.0)
+    assert score.within_tolerance_frames == 3  # 0, 10 and 0 mm off: all within 5 cm
+    far = predictions[:1] + [FramePrediction(rotation=truth.object_rotation[1],
+                                             translation=truth.object_translation[1] + [0.06, 0, 0])] + predictions[2:]
+    assert score_object(far, truth, "cube", points, symmetric=False).within_tolerance_frames == 2
     # The cube's quarter turn is one of its symmetries: ADD-S scores it as perfect.
     symmetric = score_object(predictions, truth, "cube", points, symmetric=True)
     assert symmetric.metric == "ADD-S" and symmetric.add_mean_mm == pytest.approx(10.0 / 3)

@@ -67,6 +67,7 @@ FRAMES_DIR = "frames"
 REPORT_JSON = "demo_report.json"
 REPORT_MD = "demo_report.md"
 ADD_DIAMETER_FRACTION = 0.1
+TF_TOLERANCE_M = 0.05  # a published object pose further than this from the truth misleads a robot
 # What the demo writes into --out; a folder holding anything else is not a demo folder.
 DEMO_ENTRIES = frozenset({SEQUENCE_DIR, MODELS_DIR, BAG_NAME, VIDEO_NAME, FRAMES_DIR, REPORT_JSON, REPORT_MD})
 # Estimator settings the demo sets itself from --checkpoint and the sequence.
@@ -150,7 +151,9 @@ class ObjectAccuracy:
 
     ``metric`` is ADD, or ADD-S for a symmetric object. ``add_accuracy`` is the
     fraction of *all* frames with an error under 10 % of the diameter (a frame without a
-    pose is a failure); the mean errors are over the frames with a pose.
+    pose is a failure); the mean errors are over the frames with a pose. A robot acts on
+    every published pose, so the worst translation error and the number of published poses
+    within :data:`TF_TOLERANCE_M` of the truth are reported too.
     """
 
     name: str
@@ -163,6 +166,8 @@ class ObjectAccuracy:
     add_mean_mm: float | None
     rotation_error_deg: float | None
     translation_error_mm: float | None
+    translation_error_max_mm: float | None = None
+    within_tolerance_frames: int = 0
 
 
 @dataclass
@@ -268,7 +273,8 @@ def score_object(predictions: Sequence[FramePrediction], truth: SequenceTruth, n
     diameter = model_diameter(points)
     found = [i for i, p in enumerate(predictions) if p.rotation is not None and p.translation is not None]
     per_frame = np.full(truth.frames, np.inf)
-    add_mean = rotation = translation = None
+    add_mean = rotation = translation = worst = None
+    within = 0
     if found:
         rot = np.stack([p.rotation for p in predictions if p.rotation is not None and p.translation is not None])
         trans = np.stack([p.translation for p in predictions if p.rotation is not None and p.translation is not None])
@@ -277,11 +283,14 @@ def score_object(predictions: Sequence[FramePrediction], truth: SequenceTruth, n
         per_frame[found] = add
         add_mean = 1000.0 * float(add.mean())
         rotation = float(rotation_errors_deg(rot, rot_gt).mean())
-        translation = 1000.0 * float(translation_errors(trans, trans_gt).mean())
+        shifts = translation_errors(trans, trans_gt)
+        translation, worst = 1000.0 * float(shifts.mean()), 1000.0 * float(shifts.max())
+        within = int((shifts <= TF_TOLERANCE_M).sum())
     return ObjectAccuracy(name=name, metric="ADD-S" if symmetric else "ADD", diameter_mm=1000.0 * diameter,
                           frames=truth.frames, estimated_frames=len(found), detection_rate=len(found) / truth.frames,
                           add_accuracy=pose_accuracy(per_frame, diameter, ADD_DIAMETER_FRACTION),
-                          add_mean_mm=add_mean, rotation_error_deg=rotation, translation_error_mm=translation)
+                          add_mean_mm=add_mean, rotation_error_deg=rotation, translation_error_mm=translation,
+                          translation_error_max_mm=worst, within_tolerance_frames=within)
 
 
 def _check_lengths(predictions: Sequence[FramePrediction], truth: SequenceTruth) -> None:
@@ -351,7 +360,10 @@ def report_markdown(report: DemoReport) -> str:
                   f"| {obj.metric}-0.1D, all frames | {100 * obj.add_accuracy:.1f} % |",
                   f"| {obj.metric} mean (mm) | {_mm(obj.add_mean_mm)} |",
                   f"| rotation error mean (deg) | {_mm(obj.rotation_error_deg)} |",
-                  f"| translation error mean (mm) | {_mm(obj.translation_error_mm)} |", ""]
+                  f"| translation error mean / max (mm) | {_mm(obj.translation_error_mm)} / "
+                  f"{_mm(obj.translation_error_max_mm)} |",
+                  f"| poses within {100 * TF_TOLERANCE_M:.0f} cm of the truth | {obj.within_tolerance_frames}/"
+                  f"{obj.estimated_frames} |", ""]
     lines += ["## Outputs", ""] + [f"- {name}: `{path}`" for name, path in report.outputs.items()]
     setup = ", ".join(f"{k} {v:.1f} s" for k, v in report.setup_s.items())
     lines += ["", f"Setup: {setup}.", ""]
