@@ -1,9 +1,11 @@
-"""Per-stage latency of the runtime estimator (hfl_r18, ONNX Runtime, CPU) on synthetic frames.
+"""Per-stage latency of the runtime estimator (ONNX Runtime, CPU) on synthetic frames, per model.
 
-    python benchmarks/stage_breakdown.py [--frames 200] [--width 640] [--height 480] [--out FILE.md]
+    python benchmarks/stage_breakdown.py [--models cpu_r18 hfl_r18] [--frames 200] [--width 640]
+        [--height 480] [--out FILE.md]
 
-The hfl_r18 network has random weights (timing does not depend on them) and is exported
-to ONNX exactly as ``hoi-perception export`` does. Random weights give meaningless boxes,
+Each model (a config under config/models/; the first is the shipped one, the others are
+timed in the same run for the ratio) has random weights (timing does not depend on them)
+and is exported to ONNX exactly as ``hoi-perception export`` does. Random weights give meaningless boxes,
 joints and votes, and the geometry would then fail early and look cheaper than it is,
 so both engines are wrapped: the real ONNX graph runs (and is what ``network`` and
 ``detect`` time), then its outputs are replaced by those of a perfect network for a
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,20 +113,29 @@ class TimedWrapper(InferenceEngine):
         return self.answer(inputs, outputs)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = its default)")
-    parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here too")
-    args = parser.parse_args()
-    load_before = os.getloadavg()
-    torch.manual_seed(0)
+@dataclass
+class Measurement:
+    """One model's per-stage timings (ms) over the measured frames."""
 
+    model: str
+    stages: dict[str, list[float]]
+    totals: list[float]
+    post_over_network: list[float]
+    overlay_ms: list[float]
+    states: dict[str, int]
+    redetect_interval: int
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / statistics.fmean(self.totals)
+
+
+def measure(model: str, args: argparse.Namespace) -> Measurement:
+    """Every frame of the scene through the estimator with ``model``'s real ONNX graphs."""
+    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        model_config = load_model_config("models/hfl_r18.yaml")
-        checkpoint = Path(tmp) / "hfl_r18_random.pt"
+        model_config = load_model_config(f"models/{model}.yaml")
+        checkpoint = Path(tmp) / f"{model}_random.pt"
         torch.save({"model_config": to_dict(model_config), "model": HOINet(model_config).state_dict()}, checkpoint)
         files = export_main(checkpoint, "onnx", Path(tmp) / "onnx")
         config = EstimatorConfig(engine=EngineConfig(kind="onnxruntime", threads=args.threads),
@@ -211,19 +223,37 @@ def main() -> int:
                                                                   "messages")))
         totals.append((built - start) * 1000 - (result.timings_ms["network"] - crop.last_ms) + timings["messages"])
         overlay_ms.append(draw_ms)
+    return Measurement(model, dict(stages), totals, [p / n for p, n in zip(per_frame_post, per_frame_network)],
+                       overlay_ms, dict(states), config.tracking.redetect_interval)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["cpu_r18", "hfl_r18"],
+                        help="names under config/models/; the first is the reference of the ratios")
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = its default)")
+    parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here too")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    results = [measure(model, args) for model in args.models]
     load_after = os.getloadavg()
 
+    first = results[0]
     order = ("detect", "crop", "network", "translation", "pnp", "filter", "hand_model", "messages")
     lines = [
-        f"# Estimator stage breakdown: hfl_r18, ONNX Runtime, CPU, {args.width}x{args.height}",
+        f"# Estimator stage breakdown: {', '.join(args.models)}, ONNX Runtime, CPU, {args.width}x{args.height}",
         "",
         f"Command: `OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} python "
-        f"benchmarks/stage_breakdown.py --frames {args.frames} --width {args.width} --height {args.height} "
-        f"--threads {args.threads}`. Random weights (timing does not depend on them); network outputs replaced by a "
+        f"benchmarks/stage_breakdown.py --models {' '.join(args.models)} --frames {args.frames} --width "
+        f"{args.width} --height {args.height} --threads {args.threads}`. The models ran one after the other in this "
+        "run. Random weights (timing does not depend on them); network outputs replaced by a "
         "perfect network's for a synthetic hand-and-object scene so the geometry runs on realistic data (see the "
         "script's docstring). One right hand and one object per frame; detector every "
-        f"{config.tracking.redetect_interval} frames ({states['detecting']} detecting, {states['tracking']} "
-        "tracking frames).",
+        f"{first.redetect_interval} frames ({first.states.get('detecting', 0)} detecting, "
+        f"{first.states.get('tracking', 0)} tracking frames).",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, torch {torch.__version__}, onnxruntime "
@@ -231,25 +261,24 @@ def main() -> int:
         f"{' / '.join(f'{v:.2f}' for v in load_before)}, after: {' / '.join(f'{v:.2f}' for v in load_after)} "
         "(the 2 cores were shared with other jobs; absolute numbers are noisy).",
         "",
-        "| stage | frames | mean ms | median ms |",
-        "| --- | ---: | ---: | ---: |",
+        "| stage | " + " | ".join(f"{r.model} mean ms | {r.model} median ms" for r in results) + " |",
+        "| --- |" + " ---: | ---: |" * len(results),
     ]
     for name in order:
-        values = stages.get(name, [])
-        if values:
-            mean, median = statistics.fmean(values), statistics.median(values)
-            lines.append(f"| {name} | {len(values)} | {mean:.2f} | {median:.2f} |")
-    ratio = [p / n for p, n in zip(per_frame_post, per_frame_network)]
-    fps = 1000.0 / statistics.fmean(totals)
-    lines += [
-        "",
-        f"After the network / network (translation + pnp + filter + hand_model + messages, per frame): "
-        f"mean {100 * statistics.fmean(ratio):.1f} %, median {100 * statistics.median(ratio):.1f} % "
-        f"(target <= 15 %).",
-        f"End to end (process + message building): mean {statistics.fmean(totals):.1f} ms, "
-        f"median {statistics.median(totals):.1f} ms -> {fps:.1f} frames/s.",
-        f"Debug overlay (optional, not in the above): mean {statistics.fmean(overlay_ms):.2f} ms.",
-    ]
+        if all(r.stages.get(name) for r in results):
+            cells = [f"{statistics.fmean(r.stages[name]):.2f} | {statistics.median(r.stages[name]):.2f}"
+                     for r in results]
+            lines.append(f"| {name} ({len(first.stages[name])} frames) | " + " | ".join(cells) + " |")
+    lines.append("")
+    for r in results:
+        lines += [
+            f"**{r.model}**: after the network / network (translation + pnp + filter + hand_model + messages, per "
+            f"frame): mean {100 * statistics.fmean(r.post_over_network):.1f} %, median "
+            f"{100 * statistics.median(r.post_over_network):.1f} % (target <= 15 %). End to end (process + message "
+            f"building): mean {statistics.fmean(r.totals):.1f} ms, median {statistics.median(r.totals):.1f} ms -> "
+            f"{r.fps:.1f} frames/s ({r.fps / first.fps:.2f}x {first.model}). Debug overlay (optional, not in the "
+            f"above): mean {statistics.fmean(r.overlay_ms):.2f} ms.",
+            ""]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:
