@@ -87,6 +87,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_install_mediapipe_models(args: argparse.Namespace) -> int:
+    """Take MediaPipe Hands' two model files out of the pinned mediapipe wheel into the model folder."""
+    from hoi_perception.frontends.mediapipe_models import install_models
+
+    folder, status = install_models(args.wheel, args.dest)
+    for name, state in status.items():
+        print(f"{state:<10} {folder / name}")
+    return 0
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """``--help`` shows every option's default unless its help already states one."""
 
@@ -180,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing --out video / --bag folder written by an earlier run (never an input)")
     run.set_defaults(func=_cmd_run)
+
+    models = sub.add_parser("install-mediapipe-models",
+                            help="install MediaPipe Hands' palm detector and landmark model (the --hand-frontend "
+                                 "mediapipe models) from the mediapipe 0.10.21 wheel, checked against pinned sha256")
+    models.add_argument("--wheel", default=None,
+                        help="a downloaded mediapipe-0.10.21-*.whl (default: pip download it, without dependencies)")
+    models.add_argument("--dest", default=None,
+                        help="model folder (default: $HOI_MEDIAPIPE_DIR, else "
+                             "$XDG_DATA_HOME/hoi_perception/mediapipe, i.e. ~/.local/share/hoi_perception/mediapipe)")
+    models.set_defaults(func=_cmd_install_mediapipe_models)
     return parser
 
 
