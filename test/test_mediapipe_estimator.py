@@ -146,3 +146,21 @@ def test_the_cli_passes_hand_frontend_as_a_setting():
         args = parser.parse_args([*command, "--hand-frontend", "mediapipe", "--set", "object_name=mug"])
         assert estimator_overrides(args) == ["object_name=mug", "hand_frontend=mediapipe"]
         assert estimator_overrides(parser.parse_args(command)) == []
+
+
+def test_the_node_parameters_select_the_front_end_and_name_the_install_step(tmp_path):
+    from hoi_perception.frontends.mediapipe_models import MediaPipeModelError
+    from hoi_perception.ros import node_logic as nl
+    from hoi_perception.ros import params as rp
+
+    params = rp.params_from_values({"estimator.hand_frontend": "mediapipe",
+                                    "estimator.mediapipe_model_dir": str(tmp_path)})
+    assert rp.estimator_overrides(params.estimator) == ["hand_frontend='mediapipe'",
+                                                        f"mediapipe.model_dir='{tmp_path}'"]
+    path = tmp_path / "perception.yaml"
+    path.write_text("estimator: {}\nnode: {}\n")
+    # No network is loaded for hands only (not even the shipped one); the missing models are named.
+    with pytest.raises(MediaPipeModelError, match="install-mediapipe-models --dest"):
+        nl.load_estimator(params, path)
+    with pytest.raises(ConfigError, match="hand_frontend"):
+        rp.params_from_values({"estimator.hand_frontend": "openpose"})
