@@ -19,6 +19,7 @@ import numpy as np
 
 from hoi_perception.config import ConfigError
 from hoi_perception.hand_model.joint_orders import NUM_HAND_JOINTS
+from hoi_perception.hand_model.kinematics import finger_joint_angles
 from hoi_perception.hand_model.mano import NUM_BETAS, HandModel, NumpyHandPoser
 
 POSE_DIM = 48  # global orientation + 15 joints, axis-angle
@@ -36,11 +37,17 @@ class ManoFitConfig:
     warm_iterations: int = 5
     # Stop when a step lowers the cost by less than this fraction.
     relative_tolerance: float = 1e-4
-    # Prior weights (per unit of axis-angle / beta) against the joint residuals in metres.
+    # Prior weights (per unit of axis-angle / beta, squared) against the squared joint residuals
+    # in metres. A weaker shape prior lets the shape shrink bones to nothing to follow odd
+    # landmarks (then the temporal filter drops the hand for a short bone).
     pose_prior: float = 1e-6
-    shape_prior: float = 1e-5
+    shape_prior: float = 1e-4
     # Frames whose fitted shapes are averaged into the track's shape, which is then held.
     shape_frames: int = 10
+    # Finger joints bent further than this are pushed back (a hinge penalty, metres per radian
+    # beyond it): the temporal filter drops hands bent past 90 degrees (SHO's limit).
+    max_joint_angle_deg: float = 85.0
+    joint_angle_weight: float = 0.5
 
     def validate(self) -> None:
         if self.cold_iterations < 1 or self.warm_iterations < 1:
@@ -50,6 +57,9 @@ class ManoFitConfig:
             raise ConfigError(f"mano_fit: priors must be >= 0, got {self.pose_prior}, {self.shape_prior}")
         if self.shape_frames < 1:
             raise ConfigError(f"mano_fit.shape_frames: expected >= 1, got {self.shape_frames}")
+        if not 0.0 < self.max_joint_angle_deg <= 180.0 or self.joint_angle_weight < 0:
+            raise ConfigError("mano_fit: max_joint_angle_deg must be in (0, 180] and joint_angle_weight >= 0, got "
+                              f"{self.max_joint_angle_deg}, {self.joint_angle_weight}")
 
 
 @dataclass
@@ -113,10 +123,14 @@ class ManoFitter:
         return joints - joints[:, :1]
 
     def _residuals(self, params: np.ndarray, target: np.ndarray, betas: np.ndarray | None) -> np.ndarray:
-        """(B, R): joint residuals (63) then the priors' (45 finger pose values, and 10 betas when fitted)."""
+        """(B, R): joint residuals (63), finger joints bent too far (15), then the priors' (45 finger pose
+        values, and 10 betas when fitted)."""
         params = np.atleast_2d(params)
-        joint_part = (self.joints(params, betas) - target).reshape(len(params), -1)
-        parts = [joint_part, np.sqrt(self.config.pose_prior) * params[:, 3:POSE_DIM]]
+        joints = self.joints(params, betas)
+        joint_part = (joints - target).reshape(len(params), -1)
+        excess = np.radians(finger_joint_angles(joints).reshape(len(params), -1) - self.config.max_joint_angle_deg)
+        parts = [joint_part, self.config.joint_angle_weight * np.clip(excess, 0.0, None),
+                 np.sqrt(self.config.pose_prior) * params[:, 3:POSE_DIM]]
         if betas is None:
             parts.append(np.sqrt(self.config.shape_prior) * params[:, POSE_DIM:])
         return np.concatenate(parts, axis=1)
