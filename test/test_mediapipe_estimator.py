@@ -166,3 +166,22 @@ def test_the_node_parameters_select_the_front_end_and_name_the_install_step(tmp_
         nl.load_estimator(params, path)
     with pytest.raises(ConfigError, match="hand_frontend"):
         rp.params_from_values({"estimator.hand_frontend": "openpose"})
+
+
+@pytest.mark.parametrize("object_name", [None, OBJECT_NAME])
+def test_the_network_can_estimate_the_hands_on_the_front_ends_boxes(scene, object_name):
+    config = EstimatorConfig(object_name=object_name, hand_frontend="mediapipe", mediapipe_hands_from="network")
+    estimator = Estimator(config, crop_engine=IdealCropNetwork(scene), detector_engine=SceneDetector(scene),
+                          hand_frontend=IdealLandmarks(scene))
+    result = estimator.process(coordinate_image(), K, 0.0)
+    assert sorted(h.result.side for h in result.hands) == ["left", "right"]
+    for tracked in result.hands:
+        truth = scene.hands[tracked.result.side]
+        # The ideal network's exact hands, not a fit: sub-millimetre.
+        np.testing.assert_allclose(tracked.result.joints_cam, truth.joints_cam, atol=1e-3)
+        np.testing.assert_allclose(tracked.result.pose, truth.pose, atol=1e-4)
+    assert "network" in result.timings_ms and "mano_fit" not in result.timings_ms
+    assert len(result.objects) == (object_name is not None)
+    with pytest.raises(ConfigError, match="mediapipe_hands_from network"):
+        Estimator(EstimatorConfig(hand_frontend="mediapipe", mediapipe_hands_from="network"),
+                  hand_frontend=IdealLandmarks(scene))

@@ -75,6 +75,10 @@ class EstimatorConfig:
     gates: GateConfig = field(default_factory=GateConfig)
     # Where the hands come from: the network, or MediaPipe Hands' models with a MANO fit.
     hand_frontend: Literal["network", "mediapipe"] = "network"
+    # With hand_frontend mediapipe, what estimates each hand: "landmarks" (a MANO fit to
+    # MediaPipe's landmarks) or "network" (the crop network on MediaPipe's hand boxes, for a
+    # network trained on real hands).
+    mediapipe_hands_from: Literal["landmarks", "network"] = "landmarks"
     mediapipe: MediaPipeHandsConfig = field(default_factory=MediaPipeHandsConfig)
     mano_fit: ManoFitConfig = field(default_factory=ManoFitConfig)
 
@@ -86,7 +90,8 @@ class EstimatorConfig:
     @property
     def needs_network(self) -> bool:
         """Whether these settings need a network: for the hands, or (with the MediaPipe front-end) for an object."""
-        return self.hand_frontend == "network" or self.object_name is not None
+        return self.hand_frontend == "network" or self.object_name is not None \
+            or self.mediapipe_hands_from == "network"
 
     def validate(self) -> None:
         if self.hand_frontend not in HAND_FRONTENDS:
@@ -94,6 +99,8 @@ class EstimatorConfig:
         if self.hand_frontend == "mediapipe":
             self.mediapipe.validate()
             self.mano_fit.validate()
+        if self.mediapipe_hands_from not in ("landmarks", "network"):
+            raise ConfigError(f"mediapipe_hands_from: expected landmarks or network, got {self.mediapipe_hands_from!r}")
         if not self.hand_sides:
             raise ConfigError("hand_sides: list at least one of 'right', 'left'")
         if len(set(self.hand_sides)) != len(self.hand_sides):

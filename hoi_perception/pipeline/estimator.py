@@ -31,7 +31,8 @@ hand estimate (2D joints from its landmarks, a MANO fit to its world landmarks, 
 translation as in step 4). Those hands replace the network's: steps 1-4 then run only
 for the object (when a network and an object are configured; the network's detector for
 the object, its crops around the front-end's hand boxes), step 4b is skipped, and the
-hands go through the same gates (4c) and filter (5).
+hands go through the same gates (4c) and filter (5). With ``mediapipe_hands_from: network``
+step 0 only gives the hands' boxes and sides, and steps 2-4 estimate the hands on them.
 
 Bad input (empty or corrupt image, wrong dtype or shape, an invalid camera matrix, a
 repeated stamp, NaN network outputs) skips the frame with a reason: the result has
@@ -394,6 +395,9 @@ class Estimator:
         mediapipe = config.hand_frontend == "mediapipe"
         # With the MediaPipe front-end the network is optional: it only estimates the object.
         self.uses_network = not mediapipe or config.has_network or crop_engine is not None
+        if not self.uses_network and config.mediapipe_hands_from == "network":
+            raise ConfigError("mediapipe_hands_from network: the hands come from the network on MediaPipe's boxes; "
+                              "configure its model files (checkpoint, or crop_model and detector_model)")
         if not self.uses_network and config.object_name is not None:
             raise ConfigError(f"object_name {config.object_name!r}: with hand_frontend mediapipe the object still "
                               "comes from the network; configure its model files (checkpoint, or crop_model and "
@@ -495,19 +499,25 @@ class Estimator:
         timings: dict[str, float] = {}
         depth_scale = MILLIMETRES if depth is not None and depth.dtype == np.uint16 else 1.0
 
-        frontend_hands: list[FrontendHandEstimate] | None = None
+        frontend_hands: list[FrontendHandEstimate] | None = None  # step 0: hands estimated by the front-end
+        frontend_tracks: list[Track] | None = None  # its hands' boxes
         if self.hand_stage is not None:
-            frontend_hands, ended = self.hand_stage.process(image, K, depth, depth_scale, timings)
+            if self.config.mediapipe_hands_from == "landmarks":
+                frontend_hands, ended = self.hand_stage.process(image, K, depth, depth_scale, timings)
+                frontend_tracks = [h.track for h in frontend_hands]
+            else:  # the network estimates the hands on the front-end's boxes (steps 2-4)
+                found, ended = self.hand_stage.track_hands(image, timings)
+                frontend_tracks = [track for track, _ in found]
             self._end_tracks(ended)
 
-        if self.uses_network and self.tracker.needs_detection() and (frontend_hands is None
+        if self.uses_network and self.tracker.needs_detection() and (frontend_tracks is None
                                                                      or self.object_model is not None):
             start = time.perf_counter()
             self._end_tracks(self.tracker.update_from_detections(self.detect(image)))
             timings["detect"] = _ms(start)
 
         start = time.perf_counter()
-        jobs = self._crop_jobs(width, None if frontend_hands is None else [h.track for h in frontend_hands])
+        jobs = self._crop_jobs(width, frontend_tracks)
         if not jobs and not frontend_hands:
             state, frames = self.tracker.end_frame()
             self.frames_processed += 1
@@ -604,8 +614,8 @@ class Estimator:
         if not self.uses_network:
             return []
         obj = self.tracker.tracks.get("object")
-        if frontend_tracks is not None and obj is None:
-            return []
+        if frontend_tracks is not None and obj is None and self.config.mediapipe_hands_from == "landmarks":
+            return []  # the front-end's hands are estimated already; no object to crop for
         hand_tracks = ({t.key: t for t in frontend_tracks} if frontend_tracks is not None
                        else self.tracker.tracks)
         jobs = []

@@ -83,9 +83,10 @@ class MediaPipeHandStage:
         self.frontend.reset()
         return ended
 
-    def process(self, image: np.ndarray, K: np.ndarray, depth: np.ndarray | None, depth_scale: float,  # noqa: N803
-                timings: dict[str, float]) -> tuple[list[FrontendHandEstimate], list[int]]:
-        """This frame's hands and the ids of the tracks that ended; adds the steps' milliseconds to ``timings``."""
+    def track_hands(self, image: np.ndarray,
+                    timings: dict[str, float]) -> tuple[list[tuple[Track, HandLandmarks]], list[int]]:
+        """This frame's hands (at most one per side) as tracks with their landmarks, and the ids of the
+        tracks that ended; adds the front-end's milliseconds to ``timings``."""
         result = self.frontend.process(image)
         if result.timings.palm_detection:
             timings["palm_detection"] = result.timings.palm_detection * 1000.0
@@ -101,23 +102,33 @@ class MediaPipeHandStage:
             # A hand found by the palm detector again is a new track (MediaPipe had lost it).
             if found is None or found.from_palm:
                 ended.append(self._tracks.pop(side).track_id)
-        estimates = []
+        tracked = []
         for side, hand in by_side.items():
-            track = self._tracks.get(side)
-            if track is None:
-                track = self._tracks[side] = _SideTrack(self.new_track_id(),
-                                                        HandShapeTrack(self.fit_config.shape_frames))
-            estimates.append(self._estimate(side, hand, track, K, depth, depth_scale, image.shape[1::-1], timings))
+            if side not in self._tracks:
+                self._tracks[side] = _SideTrack(self.new_track_id(), HandShapeTrack(self.fit_config.shape_frames))
+            xy = hand.image_landmarks[:, :2]
+            box = np.concatenate([xy.min(0), xy.max(0)])
+            tracked.append((Track(side, self._tracks[side].track_id, box, hand.presence,  # type: ignore[arg-type]
+                                  box_detected=True), hand))
+        return tracked, ended
+
+    def process(self, image: np.ndarray, K: np.ndarray, depth: np.ndarray | None, depth_scale: float,  # noqa: N803
+                timings: dict[str, float]) -> tuple[list[FrontendHandEstimate], list[int]]:
+        """This frame's hands, fitted and placed, and the ids of the tracks that ended (see :meth:`track_hands`)."""
+        tracked, ended = self.track_hands(image, timings)
+        estimates = [self._estimate(track, hand, K, depth, depth_scale, image.shape[1::-1], timings)
+                     for track, hand in tracked]
         return estimates, ended
 
-    def _estimate(self, side: str, hand: HandLandmarks, track: _SideTrack, K: np.ndarray,  # noqa: N803
+    def _estimate(self, track: Track, hand: HandLandmarks, K: np.ndarray,  # noqa: N803
                   depth: np.ndarray | None, depth_scale: float, image_size: tuple[int, int],
                   timings: dict[str, float]) -> FrontendHandEstimate:
         start = time.perf_counter()
         joints2d = simple_to_ho3d(hand.image_landmarks[:, :2])
         world = simple_to_ho3d(hand.world_landmarks)
-        mirrored = side == "left"
-        fit = track.shape.fit(self.fitter, mirror_points_3d(world) if mirrored else world)
+        mirrored = track.key == "left"
+        shape = self._tracks[track.key].shape
+        fit = shape.fit(self.fitter, mirror_points_3d(world) if mirrored else world)
         joints_rel, vertices_rel, pose = fit.joints, fit.vertices, fit.pose
         if mirrored:
             joints_rel, vertices_rel, pose = mirror_points_3d(joints_rel), mirror_points_3d(vertices_rel), \
@@ -128,8 +139,6 @@ class MediaPipeHandStage:
         located = locate_hand(joints2d, joints_rel, vertices_rel, None, K, confidence, depth=depth,
                               depth_scale=depth_scale, image_size=image_size, config=self.translation_config)
         timings["translation"] = timings.get("translation", 0.0) + (time.perf_counter() - start) * 1000.0
-        box = np.concatenate([joints2d.min(0), joints2d.max(0)])
         return FrontendHandEstimate(
-            Track(side, track.track_id, box, hand.presence, box_detected=True),  # type: ignore[arg-type]
-            joints2d, joints_rel, vertices_rel, pose, fit.betas, confidence,
+            track, joints2d, joints_rel, vertices_rel, pose, fit.betas, confidence,
             located.translation if located.success else None, located.reason, hand, fit.rms_m)
