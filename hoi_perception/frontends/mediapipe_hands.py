@@ -21,10 +21,9 @@ graph definitions (``palm_detection_cpu``, ``palm_detection_detection_to_roi``,
 Handedness: the landmark model was trained on mirrored (selfie) images. Its single score
 is the probability of MediaPipe's first label, "Left", *in the mirrored view*
 (handedness.txt, binary classification); in an ordinary, unmirrored camera image that is
-the person's right hand. ``HandLandmarks.side`` is the side as the camera sees it: on the
-project's synthetic renders score >= 0.5 is a right hand in 91-95 % of the frames (and
-< 0.5 a right hand in 5 % with the opposite reading; test_mediapipe_hands.py checks it,
-also on mirrored renders).
+the person's right hand. ``HandLandmarks.side`` is the side as the camera sees it
+(score >= 0.5: right); on the project's synthetic renders that side is correct in 91-95 %
+of the frames (test_mediapipe_hands.py checks it, also on mirrored renders).
 
 Pixels: image coordinates here are the project's (pixel ``i``'s centre at ``i``).
 """
