@@ -31,6 +31,9 @@ runtime = [
 extras = {
     "train": ["tensorboard>=2.14", "matplotlib>=3.7"],  # matplotlib: the experiment scripts' plots
     "tensorrt": ["tensorrt>=10.0,<11"],  # fp16 plans use BuilderFlag.FP16, removed in 11
+    # --hand-frontend mediapipe: LiteRT runs MediaPipe Hands' models; the model files themselves come
+    # from `hoi-perception install-mediapipe-models` (mediapipe's wheel, never its dependencies).
+    "mediapipe": ["ai-edge-litert>=1.2"],
     # pytest 9 rejects launch_testing's plugin hooks (ROS 2's launch tests); the ROS 2 wheels that
     # tools/ros2_jazzy/build_workspace.sh installs would otherwise pull it in.
     "test": ["pytest>=7.4,<9", "ruff>=0.5", "mypy>=2.4,<3", "catkin_pkg>=1.0"],

@@ -49,6 +49,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def estimator_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides, then ``--hand-frontend`` as the ``hand_frontend`` setting."""
+    return list(args.set) + ([f"hand_frontend={args.hand_frontend}"] if args.hand_frontend else [])
+
+
+def add_hand_frontend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hand-frontend", choices=("network", "mediapipe"), default=None,
+                        help="where the hands come from: the network, or MediaPipe Hands with a MANO fit (models from "
+                             "hoi-perception install-mediapipe-models) (default: the config's hand_frontend, network)")
+
+
 def node_output_settings(config: str | None):
     """What the node would publish with ``config``'s ``node:`` parameters (topics, frames, publish),
     for a node named ``hoi_perception``: process-bag and run --bag write exactly that."""
@@ -64,8 +75,9 @@ def _cmd_process_bag(args: argparse.Namespace) -> int:
     from hoi_perception.pipeline.bag_processing import process_bag_main
 
     process_bag_main(args.in_bag, args.out_bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
-                     depth_topic=args.depth_topic, config=args.config, storage=args.storage, overrides=args.set,
-                     use_depth=not args.no_depth, overwrite=args.overwrite, outputs=node_output_settings(args.config))
+                     depth_topic=args.depth_topic, config=args.config, storage=args.storage,
+                     use_depth=not args.no_depth, overwrite=args.overwrite, outputs=node_output_settings(args.config),
+                     overrides=estimator_overrides(args))
     return 0
 
 
@@ -74,7 +86,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hoi_perception.pipeline.video import run_main
 
     run_main(video=args.video, camera=args.camera, intrinsics=args.intrinsics, out=args.out, config=args.config,
-             show=args.show, bag=args.bag, overrides=args.set, hfov_deg=args.hfov, max_frames=args.max_frames,
+             show=args.show, bag=args.bag, overrides=estimator_overrides(args), hfov_deg=args.hfov,
+             max_frames=args.max_frames,
              overwrite=args.overwrite, outputs=node_output_settings(args.config))
     return 0
 
@@ -83,7 +96,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """Run the shipped (or a given) checkpoint on a generated labelled sequence; write bag, video, frames, report."""
     from hoi_perception.pipeline.demo import demo_main
 
-    demo_main(args.out, checkpoint=args.checkpoint, config=args.config, overrides=args.set)
+    demo_main(args.out, checkpoint=args.checkpoint, config=args.config, overrides=estimator_overrides(args))
+    return 0
+
+
+def _cmd_install_mediapipe_models(args: argparse.Namespace) -> int:
+    """Take MediaPipe Hands' two model files out of the pinned mediapipe wheel into the model folder."""
+    from hoi_perception.frontends.mediapipe_models import install_models
+
+    folder, status = install_models(args.wheel, args.dest)
+    for name, state in status.items():
+        print(f"{state:<10} {folder / name}")
     return 0
 
 
@@ -134,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default=None, help="perception YAML (default: config/perception.yaml)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override an estimator setting, e.g. --set engine.kind=torch (repeatable)")
+    add_hand_frontend_option(demo)
     demo.set_defaults(func=_cmd_demo)
 
     export = sub.add_parser("export", help="export a checkpoint to ONNX, or to TensorRT plans on a GPU machine")
@@ -162,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override an estimator setting, e.g. --set crop_model=hfl_r18_crop.onnx (repeatable)")
     bag.add_argument("--overwrite", action="store_true",
                      help="replace an existing output rosbag2 folder (never the input, nor a folder that is not a bag)")
+    add_hand_frontend_option(bag)
     bag.set_defaults(func=_cmd_process_bag)
 
     run = sub.add_parser("run", help="estimate hands and objects in a video file or webcam stream")
@@ -179,7 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing --out video / --bag folder written by an earlier run (never an input)")
+    add_hand_frontend_option(run)
     run.set_defaults(func=_cmd_run)
+
+    models = sub.add_parser("install-mediapipe-models",
+                            help="install MediaPipe Hands' palm detector and landmark model (the --hand-frontend "
+                                 "mediapipe models) from the mediapipe 0.10.21 wheel, checked against pinned sha256")
+    models.add_argument("--wheel", default=None,
+                        help="a downloaded mediapipe-0.10.21-*.whl (default: pip download it, without dependencies)")
+    models.add_argument("--dest", default=None,
+                        help="model folder (default: $HOI_MEDIAPIPE_DIR, else "
+                             "$XDG_DATA_HOME/hoi_perception/mediapipe, i.e. ~/.local/share/hoi_perception/mediapipe)")
+    models.set_defaults(func=_cmd_install_mediapipe_models)
     return parser
 
 

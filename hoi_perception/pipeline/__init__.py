@@ -4,6 +4,7 @@
 * :mod:`~hoi_perception.pipeline.config` - its configuration (``config/perception.yaml``);
 * :mod:`~hoi_perception.pipeline.results` - :class:`FrameResult` and the tracked hands/objects;
 * :mod:`~hoi_perception.pipeline.tracking` - boxes between frames and when to re-detect;
+* :mod:`~hoi_perception.pipeline.mediapipe_frontend` - the hands from MediaPipe (``hand_frontend: mediapipe``);
 * :mod:`~hoi_perception.pipeline.image_decoding` - ROS image/CameraInfo messages to arrays;
 * :mod:`~hoi_perception.pipeline.bag_processing` - ``hoi-perception process-bag``;
 * :mod:`~hoi_perception.pipeline.video` - ``hoi-perception run`` on videos and webcams.

@@ -22,6 +22,8 @@ from hoi_perception.config import (
     resolve_config_path,
 )
 from hoi_perception.engines.base import EngineConfig
+from hoi_perception.frontends.mano_fit import ManoFitConfig
+from hoi_perception.frontends.mediapipe_hands import MediaPipeHandsConfig
 from hoi_perception.geometry.hand_translation import HandTranslationConfig
 from hoi_perception.geometry.pnp import PnPConfig
 from hoi_perception.models.detection_head import DetectionSelectionConfig
@@ -30,6 +32,7 @@ from hoi_perception.pipeline.tracking import TrackingConfig
 
 DEFAULT_PERCEPTION_CONFIG = "perception.yaml"
 ESTIMATOR_SECTION = "estimator"
+HAND_FRONTENDS: tuple[str, ...] = ("network", "mediapipe")
 
 
 @dataclass
@@ -41,6 +44,10 @@ class EstimatorConfig:
     the two ONNX files ``hoi-perception export`` writes (TensorRT builds and caches its
     plans from them). ``engine.model_path`` is not used here: the two graphs have their
     own paths.
+
+    ``hand_frontend: mediapipe`` takes the hands from MediaPipe Hands (landmarks, a MANO fit,
+    :mod:`hoi_perception.pipeline.mediapipe_frontend`) instead of the network; the network
+    is then optional and, when configured, estimates the object on crops around those hands.
     """
 
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -66,8 +73,34 @@ class EstimatorConfig:
     pnp: PnPConfig = field(default_factory=PnPConfig)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
     gates: GateConfig = field(default_factory=GateConfig)
+    # Where the hands come from: the network, or MediaPipe Hands' models with a MANO fit.
+    hand_frontend: Literal["network", "mediapipe"] = "network"
+    # With hand_frontend mediapipe, what estimates each hand: "landmarks" (a MANO fit to
+    # MediaPipe's landmarks) or "network" (the crop network on MediaPipe's hand boxes, for a
+    # network trained on real hands).
+    mediapipe_hands_from: Literal["landmarks", "network"] = "landmarks"
+    mediapipe: MediaPipeHandsConfig = field(default_factory=MediaPipeHandsConfig)
+    mano_fit: ManoFitConfig = field(default_factory=ManoFitConfig)
+
+    @property
+    def has_network(self) -> bool:
+        """Whether any network model file is configured."""
+        return any(getattr(self, name) is not None for name in ("checkpoint", "crop_model", "detector_model"))
+
+    @property
+    def needs_network(self) -> bool:
+        """Whether these settings need a network: for the hands, or (with the MediaPipe front-end) for an object."""
+        return self.hand_frontend == "network" or self.object_name is not None \
+            or self.mediapipe_hands_from == "network"
 
     def validate(self) -> None:
+        if self.hand_frontend not in HAND_FRONTENDS:
+            raise ConfigError(f"hand_frontend: expected one of {list(HAND_FRONTENDS)}, got {self.hand_frontend!r}")
+        if self.hand_frontend == "mediapipe":
+            self.mediapipe.validate()
+            self.mano_fit.validate()
+        if self.mediapipe_hands_from not in ("landmarks", "network"):
+            raise ConfigError(f"mediapipe_hands_from: expected landmarks or network, got {self.mediapipe_hands_from!r}")
         if not self.hand_sides:
             raise ConfigError("hand_sides: list at least one of 'right', 'left'")
         if len(set(self.hand_sides)) != len(self.hand_sides):

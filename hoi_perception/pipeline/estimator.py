@@ -25,6 +25,15 @@ Per frame (:meth:`Estimator.process`):
 5. **filter** - per track the hand and object temporal filters, then the MANO layer
    re-poses the hand mesh from the filtered pose and shape, so mesh and joints agree.
 
+With ``hand_frontend: mediapipe`` step **0** comes first: MediaPipe Hands finds and tracks
+the hands itself, and :mod:`hoi_perception.pipeline.mediapipe_frontend` turns each into a
+hand estimate (2D joints from its landmarks, a MANO fit to its world landmarks, the
+translation as in step 4). Those hands replace the network's: steps 1-4 then run only
+for the object (when a network and an object are configured; the network's detector for
+the object, its crops around the front-end's hand boxes), step 4b is skipped, and the
+hands go through the same gates (4c) and filter (5). With ``mediapipe_hands_from: network``
+step 0 only gives the hands' boxes and sides, and steps 2-4 estimate the hands on them.
+
 Bad input (empty or corrupt image, wrong dtype or shape, an invalid camera matrix, a
 repeated stamp, NaN network outputs) skips the frame with a reason: the result has
 ``skipped`` set, nothing from it may be published, and :attr:`Estimator.skipped`
@@ -50,6 +59,7 @@ import torch
 from hoi_perception.config import ConfigError
 from hoi_perception.engines.base import InferenceEngine, create_engine
 from hoi_perception.engines.export import REFINE_GRAPHS
+from hoi_perception.frontends.mediapipe_hands import MediaPipeHands, create_mediapipe_hands
 from hoi_perception.geometry.camera import crop_intrinsics, project
 from hoi_perception.geometry.crop import (
     DEFAULT_BOX_EXPANSION,
@@ -77,6 +87,7 @@ from hoi_perception.objects.models import load_object_library_names, load_object
 from hoi_perception.pipeline.config import EstimatorConfig
 from hoi_perception.pipeline.gates import GateMeasures, gate_problem, hand_measures, object_measures
 from hoi_perception.pipeline.image_decoding import camera_matrix_problem
+from hoi_perception.pipeline.mediapipe_frontend import FrontendHandEstimate, MediaPipeHandStage
 from hoi_perception.pipeline.results import FrameResult, TrackedHand, TrackedObject
 from hoi_perception.pipeline.tracking import BoxTracker, Track
 from hoi_perception.tracking import (
@@ -377,28 +388,49 @@ class Estimator:
 
     def __init__(self, config: EstimatorConfig, *, crop_engine: InferenceEngine | None = None,
                  detector_engine: InferenceEngine | None = None,
-                 refine_engines: Mapping[str, InferenceEngine] | None = None) -> None:
+                 refine_engines: Mapping[str, InferenceEngine] | None = None,
+                 hand_frontend: MediaPipeHands | None = None) -> None:
         config.validate()
         self.config = config
-        if crop_engine is None or detector_engine is None:
-            built_crop, built_detector = build_engines(config)
-            crop_engine = crop_engine or built_crop
-            detector_engine = detector_engine or built_detector
-        _check_engine(crop_engine, "crop network", CROP_INPUTS, CROP_OUTPUTS)
-        _check_engine(detector_engine, "detector", (DETECTOR_INPUT,), DETECTION_OUTPUT_NAMES)
-        self.crop_engine = crop_engine
-        self.detector_engine = detector_engine
-        self.crop_size = _square_input_size(crop_engine, "crop")
-        trained = trained_box_expansion(config, crop_engine)
-        self.box_expansion = resolve_box_expansion(config.crop_box_expansion, trained, crop_engine.describe())
-        self.detector_size = _square_input_size(detector_engine, DETECTOR_INPUT)
+        mediapipe = config.hand_frontend == "mediapipe"
+        # With the MediaPipe front-end the network is optional: it only estimates the object.
+        self.uses_network = not mediapipe or config.has_network or crop_engine is not None
+        if not self.uses_network and config.mediapipe_hands_from == "network":
+            raise ConfigError("mediapipe_hands_from network: the hands come from the network on MediaPipe's boxes; "
+                              "configure its model files (checkpoint, or crop_model and detector_model)")
+        if not self.uses_network and config.object_name is not None:
+            raise ConfigError(f"object_name {config.object_name!r}: with hand_frontend mediapipe the object still "
+                              "comes from the network; configure its model files (checkpoint, or crop_model and "
+                              "detector_model), or set object_name to null for hands only")
+        self.crop_engine: InferenceEngine | None = None
+        self.detector_engine: InferenceEngine | None = None
+        if self.uses_network:
+            if crop_engine is None or detector_engine is None:
+                built_crop, built_detector = build_engines(config)
+                crop_engine = crop_engine or built_crop
+                detector_engine = detector_engine or built_detector
+            _check_engine(crop_engine, "crop network", CROP_INPUTS, CROP_OUTPUTS)
+            _check_engine(detector_engine, "detector", (DETECTOR_INPUT,), DETECTION_OUTPUT_NAMES)
+            self.crop_engine = crop_engine
+            self.detector_engine = detector_engine
+            self.crop_size = _square_input_size(crop_engine, "crop")
+            trained = trained_box_expansion(config, crop_engine)
+            self.box_expansion = resolve_box_expansion(config.crop_box_expansion, trained, crop_engine.describe())
+            self.detector_size = _square_input_size(detector_engine, DETECTOR_INPUT)
         self.object_model = (load_object_model(config.object_name, config.objects)
                              if config.object_name is not None else None)
         self.hand_model = HandModel("right", HandModelConfig(mano_dir=config.mano_dir)).eval()
         self.hand_poser = NumpyHandPoser(self.hand_model)
-        self.refine_engines = self._refine_engines(refine_engines)
+        self.refine_engines = self._refine_engines(refine_engines) if self.uses_network and not mediapipe else None
         self.filter_config = load_filter_config(config.filter_config)
-        self.tracker = BoxTracker(config.tracking, tuple(config.hand_sides), self.object_model is not None)
+        # The front-end tracks its hands itself; the box tracker then follows only the object.
+        self.tracker = BoxTracker(config.tracking, () if mediapipe else tuple(config.hand_sides),
+                                  self.object_model is not None)
+        self.hand_stage: MediaPipeHandStage | None = None
+        if mediapipe:
+            self.hand_stage = MediaPipeHandStage(hand_frontend or create_mediapipe_hands(config.mediapipe),
+                                                 self.hand_model, tuple(config.hand_sides), config.mano_fit,
+                                                 config.hand_translation, self.tracker.new_track_id)
         self._hand_filters: dict[int, HandTrackFilter] = {}
         self._object_filters: dict[int, ObjectTrackFilter] = {}
         self._last_stamp: float | None = None
@@ -407,6 +439,7 @@ class Estimator:
 
     def _refine_engines(self, given: Mapping[str, InferenceEngine] | None) -> dict[str, InferenceEngine] | None:
         """The refine graphs when the crop model has a refinement stage, else None."""
+        assert self.crop_engine is not None  # only called with a network
         if REFINEMENT_GLOBAL_OUTPUT not in self.crop_engine.output_names:
             if given:
                 raise ValueError(f"refine_engines given, but the crop network {self.crop_engine.describe()} has no "
@@ -440,6 +473,8 @@ class Estimator:
     def reset(self) -> None:
         """Drop every track and filter; the next frame starts a new stream with the detector."""
         self._end_tracks(self.tracker.lose_all("reset"))
+        if self.hand_stage is not None:
+            self._end_tracks(self.hand_stage.reset())
         self.tracker.reset()
         self._last_stamp = None
 
@@ -462,43 +497,65 @@ class Estimator:
         K = np.asarray(K, dtype=np.float64)
         height, width = image.shape[:2]
         timings: dict[str, float] = {}
+        depth_scale = MILLIMETRES if depth is not None and depth.dtype == np.uint16 else 1.0
 
-        if self.tracker.needs_detection():
+        frontend_hands: list[FrontendHandEstimate] | None = None  # step 0: hands estimated by the front-end
+        frontend_tracks: list[Track] | None = None  # its hands' boxes
+        if self.hand_stage is not None:
+            if self.config.mediapipe_hands_from == "landmarks":
+                frontend_hands, ended = self.hand_stage.process(image, K, depth, depth_scale, timings)
+                frontend_tracks = [h.track for h in frontend_hands]
+            else:  # the network estimates the hands on the front-end's boxes (steps 2-4)
+                found, ended = self.hand_stage.track_hands(image, timings)
+                frontend_tracks = [track for track, _ in found]
+            self._end_tracks(ended)
+
+        if self.uses_network and self.tracker.needs_detection() and (frontend_tracks is None
+                                                                     or self.object_model is not None):
             start = time.perf_counter()
             self._end_tracks(self.tracker.update_from_detections(self.detect(image)))
             timings["detect"] = _ms(start)
 
         start = time.perf_counter()
-        jobs = self._crop_jobs(width)
-        if not jobs:
+        jobs = self._crop_jobs(width, frontend_tracks)
+        if not jobs and not frontend_hands:
             state, frames = self.tracker.end_frame()
             self.frames_processed += 1
             return FrameResult(stamp, [], [], state, frames, timings)
-        crops = [extract_crop(image, job.geometry) for job in jobs]
-        inputs = {"crop": _network_images(crops),
-                  "hand_box": np.stack([j.geometry.hand_box for j in jobs]).astype(np.float32),
-                  "object_box": np.stack([j.geometry.object_box for j in jobs]).astype(np.float32)}
-        timings["crop"] = _ms(start)
+        outputs: dict[str, np.ndarray] = {}
+        inputs: dict[str, np.ndarray] = {}
+        if jobs:
+            assert self.crop_engine is not None  # _crop_jobs makes crops only with a network
+            crops = [extract_crop(image, job.geometry) for job in jobs]
+            inputs = {"crop": _network_images(crops),
+                      "hand_box": np.stack([j.geometry.hand_box for j in jobs]).astype(np.float32),
+                      "object_box": np.stack([j.geometry.object_box for j in jobs]).astype(np.float32)}
+            timings["crop"] = _ms(start)
 
-        start = time.perf_counter()
-        outputs = self.crop_engine.run(inputs)
-        timings["network"] = _ms(start)
-        bad = [name for name in CROP_OUTPUTS if not np.all(np.isfinite(outputs[name]))]
-        if bad:
-            self._end_tracks(self.tracker.lose_all("non-finite network outputs"))
-            self.tracker.end_frame()
-            return self._skip(stamp, "network_output", f"the network produced NaN or infinity in {bad}",
-                              timings)
+            start = time.perf_counter()
+            outputs = self.crop_engine.run(inputs)
+            timings["network"] = _ms(start)
+            bad = [name for name in CROP_OUTPUTS if not np.all(np.isfinite(outputs[name]))]
+            if bad:
+                self._end_tracks(self.tracker.lose_all("non-finite network outputs"))
+                self.tracker.end_frame()
+                return self._skip(stamp, "network_output", f"the network produced NaN or infinity in {bad}",
+                                  timings)
 
-        depth_scale = MILLIMETRES if depth is not None and depth.dtype == np.uint16 else 1.0
-        start = time.perf_counter()
-        hands = [self._hand_estimate(job, outputs, i, K, depth, depth_scale, (width, height))
-                 for i, job in enumerate(jobs) if job.hand is not None]
-        timings["translation"] = _ms(start)
+        if frontend_hands is not None:  # step 0 placed them already
+            hands = [_HandEstimate(h.track, h.track.box.copy(), h.joints2d, h.joints_rel, h.vertices_rel, h.pose,
+                                   h.betas, h.joint_confidence, h.translation, h.failure) for h in frontend_hands]
+        else:
+            start = time.perf_counter()
+            hands = [self._hand_estimate(job, outputs, i, K, depth, depth_scale, (width, height))
+                     for i, job in enumerate(jobs) if job.hand is not None]
+            timings["translation"] = _ms(start)
 
-        start = time.perf_counter()
-        object_estimate = self._object_estimate(jobs, outputs, K)
-        timings["pnp"] = _ms(start)
+        object_estimate = None
+        if jobs:
+            start = time.perf_counter()
+            object_estimate = self._object_estimate(jobs, outputs, K)
+            timings["pnp"] = _ms(start)
 
         if self.refine_engines is not None and object_estimate is not None and object_estimate.pnp.success \
                 and any(h.translation is not None for h in hands):
@@ -530,6 +587,8 @@ class Estimator:
 
     def detect(self, image: np.ndarray) -> FrameDetections:
         """Run the detector on the letterboxed full frame and pick the best hands and object."""
+        if self.detector_engine is None:
+            raise ValueError("detect: this estimator has no network (hand_frontend mediapipe without model files)")
         frame, letterbox = letterbox_image(image, self.detector_size, self.detector_size)
         out = self.detector_engine.run({DETECTOR_INPUT: _network_images([frame])})
         return select_detections(out["boxes"][0], out["scores"][0], out["classes"][0], letterbox,
@@ -549,11 +608,19 @@ class Estimator:
                            frames_since_detection=self.tracker.frames_since_detection,
                            timings_ms=dict(timings or {}), skipped=reason)
 
-    def _crop_jobs(self, width: int) -> list[_CropJob]:
+    def _crop_jobs(self, width: int, frontend_tracks: list[Track] | None) -> list[_CropJob]:
+        """The network's crops: one per hand (the tracker's, or the front-end's boxes, which
+        only the object needs then), else one around the object alone."""
+        if not self.uses_network:
+            return []
         obj = self.tracker.tracks.get("object")
+        if frontend_tracks is not None and obj is None and self.config.mediapipe_hands_from == "landmarks":
+            return []  # the front-end's hands are estimated already; no object to crop for
+        hand_tracks = ({t.key: t for t in frontend_tracks} if frontend_tracks is not None
+                       else self.tracker.tracks)
         jobs = []
         for side in self.config.hand_sides:
-            hand = self.tracker.tracks.get(side)
+            hand = hand_tracks.get(side)
             if hand is None:
                 continue
             object_box = obj.box if obj is not None else hand.box
@@ -732,6 +799,8 @@ class Estimator:
         """Carry each track's box to the next frame from this frame's (unfiltered) estimates."""
         for hand in hands:
             key = hand.track.key
+            if self.hand_stage is not None:
+                continue  # the front-end follows its hands itself
             if hand.translation is None:
                 self._end_tracks([self.tracker.lose(key, f"hand translation: {hand.failure}")])
                 continue

@@ -17,8 +17,10 @@ from hoi_perception.tracking import FilterState, ObjectFilterState
 
 # Stage names of FrameResult.timings_ms, in processing order. "hand_model" is the MANO
 # layer that turns the filtered pose and shape back into a mesh (the network's own MANO
-# layer runs inside the network and is part of "network").
-STAGES: tuple[str, ...] = ("detect", "crop", "network", "translation", "pnp", "refine", "filter", "hand_model")
+# layer runs inside the network and is part of "network"). "palm_detection", "landmarks"
+# and "mano_fit" are the MediaPipe front-end's (hand_frontend: mediapipe).
+STAGES: tuple[str, ...] = ("palm_detection", "landmarks", "mano_fit", "detect", "crop", "network", "translation",
+                           "pnp", "refine", "filter", "hand_model")
 
 
 @dataclass

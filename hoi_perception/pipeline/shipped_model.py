@@ -120,8 +120,9 @@ def runtime_estimator(config: str | Path | None, overrides: Sequence[str] = ()) 
     from hoi_perception.pipeline.estimator import Estimator, describe_targets
 
     estimator_config = load_estimator_config(config or DEFAULT_PERCEPTION_CONFIG, overrides)
-    if not names_a_model(estimator_config):
-        log.info("no model given: running the shipped checkpoint, as the demo does")
-    estimator_config = with_shipped_model(estimator_config)
+    if estimator_config.needs_network:  # MediaPipe hands alone need none
+        if not names_a_model(estimator_config):
+            log.info("no model given: running the shipped checkpoint, as the demo does")
+        estimator_config = with_shipped_model(estimator_config)
     print(describe_targets(estimator_config))
     return Estimator(estimator_config)

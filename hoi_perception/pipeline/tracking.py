@@ -220,6 +220,10 @@ class BoxTracker:
         self._detected_this_frame = False
         return state, frames
 
+    def new_track_id(self) -> int:
+        """A track id no other track of this tracker has had (for hands a front-end tracks itself)."""
+        return self._new_id()
+
     def _new_id(self) -> int:
         track_id = self._next_id
         self._next_id += 1

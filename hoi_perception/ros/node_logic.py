@@ -261,8 +261,10 @@ def load_estimator(params: NodeParams, config_path: str | Path | None = None) ->
 
     path, _, _ = read_sections(config_path)
     config = load_estimator_config(path, estimator_overrides(params.estimator))
-    config = with_shipped_model(config)  # no model named: the shipped checkpoint, as the demo runs it
-    config.check_model_files()
+    if config.needs_network:  # MediaPipe hands alone need none
+        config = with_shipped_model(config)  # no model named: the shipped checkpoint, as the demo runs it
+    if config.has_network:
+        config.check_model_files()
     missing = missing_model_files(config)
     if missing:
         raise FileNotFoundError(f"model file(s) not found: {', '.join(missing)}; export them with "
@@ -270,12 +272,17 @@ def load_estimator(params: NodeParams, config_path: str | Path | None = None) ->
     from hoi_perception.pipeline.estimator import Estimator
 
     estimator = Estimator(config)
-    faces = {side: estimator.hand_faces(side) for side in config.hand_sides}
+    faces: dict[str, np.ndarray] = {side: estimator.hand_faces(side) for side in config.hand_sides}
     control_points: dict[str, np.ndarray] = {}
     if estimator.object_model is not None:
         control_points[estimator.object_model.name] = estimator.object_model.control_points
     models = [config.checkpoint] if config.engine.kind == "torch" else [config.crop_model, config.detector_model]
-    description = f"{estimator.crop_engine.describe()}: {', '.join(Path(m).name for m in models)}"
+    if estimator.crop_engine is None:
+        description = "MediaPipe Hands (LiteRT), hands only"
+    else:
+        description = f"{estimator.crop_engine.describe()}: {', '.join(Path(str(m)).name for m in models)}"
+        if config.hand_frontend == "mediapipe":
+            description = f"MediaPipe Hands (LiteRT) + object from {description}"
     return LoadedEstimator(estimator, faces, control_points, description)
 
 

@@ -171,10 +171,16 @@ class EstimatorSelection:
     object_name: str = field(default="", metadata=_doc("Library name of the object the network estimates"))
     hand_sides: list[str] = field(default_factory=list, metadata=_doc("Hands to track: right, left"))
     filter_config: str = field(default="", metadata=_doc("Temporal filter settings file (like filter.yaml)"))
+    hand_frontend: str = field(default="", metadata=_doc(
+        "Where the hands come from: network, or mediapipe (MediaPipe Hands + MANO fit)"))
+    mediapipe_model_dir: str = field(default="", metadata=_doc(
+        "Folder of MediaPipe Hands' models (hoi-perception install-mediapipe-models)"))
 
     def validate(self) -> None:
         if self.engine and self.engine not in ("torch", "onnxruntime", "tensorrt"):
             raise ConfigError(f"engine: expected torch, onnxruntime or tensorrt (or empty), got {self.engine!r}")
+        if self.hand_frontend and self.hand_frontend not in ("network", "mediapipe"):
+            raise ConfigError(f"hand_frontend: expected network or mediapipe (or empty), got {self.hand_frontend!r}")
         bad_sides = [s for s in self.hand_sides if s not in ("right", "left")]
         if bad_sides or len(set(self.hand_sides)) != len(self.hand_sides):
             raise ConfigError(f"hand_sides: expected distinct values among 'right', 'left', got {self.hand_sides}")
@@ -184,7 +190,8 @@ class EstimatorSelection:
 ESTIMATOR_KEYS: dict[str, str] = {
     "engine": "engine.kind", "device": "engine.device", "checkpoint": "checkpoint", "crop_model": "crop_model",
     "detector_model": "detector_model", "object_library": "objects", "object_name": "object_name",
-    "hand_sides": "hand_sides", "filter_config": "filter_config",
+    "hand_sides": "hand_sides", "filter_config": "filter_config", "hand_frontend": "hand_frontend",
+    "mediapipe_model_dir": "mediapipe.model_dir",
 }
 
 

@@ -1,0 +1,155 @@
+"""MediaPipe Hands' two model files: where they live, how they are installed, how they are checked.
+
+The files ship inside the ``mediapipe==0.10.21`` wheel on PyPI (Apache-2.0; later versions
+carry none). ``hoi-perception install-mediapipe-models`` downloads that wheel once at install
+time (``pip download --no-deps``: none of mediapipe's own pins enter the environment), takes
+the two files out of it, checks their pinned sha256 and writes them atomically to the model
+folder. The runtime never downloads: it only finds and checks the files, and names the
+install command when they are missing or differ.
+
+Model folder, first that is set: the ``--dest``/config value, ``$HOI_MEDIAPIPE_DIR``, else
+``$XDG_DATA_HOME/hoi_perception/mediapipe`` (``~/.local/share/hoi_perception/mediapipe``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hoi_perception.atomic import atomic_write_bytes
+
+MEDIAPIPE_VERSION = "0.10.21"
+MEDIAPIPE_DIR_ENV = "HOI_MEDIAPIPE_DIR"
+INSTALL_COMMAND = "hoi-perception install-mediapipe-models"
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    """One model file: its name in the model folder, its path inside the wheel, its sha256."""
+
+    name: str
+    wheel_path: str
+    sha256: str
+
+
+PALM_DETECTOR = PinnedModel(
+    "palm_detection_full.tflite", "mediapipe/modules/palm_detection/palm_detection_full.tflite",
+    "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54")
+HAND_LANDMARKS = PinnedModel(
+    "hand_landmark_full.tflite", "mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
+    "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3")
+PINNED_MODELS: tuple[PinnedModel, ...] = (PALM_DETECTOR, HAND_LANDMARKS)
+
+# The model files are the same in every platform's wheel; ask pip for one fixed wheel so the
+# step works on any machine (aarch64 robots, other Python versions) without building anything.
+PIP_PLATFORM_ARGS = ("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--implementation", "cp",
+                     "--abi", "cp311")
+
+
+class MediaPipeModelError(FileNotFoundError):
+    """A MediaPipe model file is missing or is not the pinned file."""
+
+
+class WheelDownloadError(ValueError):
+    """``pip download`` could not fetch the pinned mediapipe wheel."""
+
+
+def default_model_dir() -> Path:
+    """``$HOI_MEDIAPIPE_DIR``, else ``$XDG_DATA_HOME/hoi_perception/mediapipe`` (``~/.local/share/...``)."""
+    override = os.environ.get(MEDIAPIPE_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hoi_perception" / "mediapipe"
+
+
+def resolve_model_dir(model_dir: str | Path | None) -> Path:
+    return Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_path(model: PinnedModel, model_dir: str | Path | None = None) -> Path:
+    """The checked path of ``model`` in the model folder; a clear error naming the install step otherwise."""
+    folder = resolve_model_dir(model_dir)
+    path = folder / model.name
+    if not path.is_file():
+        raise MediaPipeModelError(f"MediaPipe model '{path}' not found: run `{INSTALL_COMMAND}"
+                                  f"{'' if model_dir is None else f' --dest {folder}'}` once (it takes the file "
+                                  f"out of the mediapipe=={MEDIAPIPE_VERSION} wheel)")
+    digest = sha256_of(path.read_bytes())
+    if digest != model.sha256:
+        raise MediaPipeModelError(f"MediaPipe model '{path}': sha256 {digest[:12]}... is not the pinned "
+                                  f"{model.sha256[:12]}... (mediapipe=={MEDIAPIPE_VERSION}); rerun `{INSTALL_COMMAND}`")
+    return path
+
+
+def download_wheel(folder: Path) -> Path:
+    """``pip download`` the pinned mediapipe wheel (no dependencies) into ``folder``; its path."""
+    command = [sys.executable, "-m", "pip", "download", f"mediapipe=={MEDIAPIPE_VERSION}", "--no-deps",
+               "--only-binary=:all:", *PIP_PLATFORM_ARGS, "-d", str(folder)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
+        raise WheelDownloadError(f"pip download mediapipe=={MEDIAPIPE_VERSION} failed (exit {completed.returncode}): "
+                           + " | ".join(tail) + "; download the wheel elsewhere and pass --wheel FILE")
+    wheels = sorted(folder.glob(f"mediapipe-{MEDIAPIPE_VERSION}-*.whl"))
+    if not wheels:
+        raise WheelDownloadError(f"pip download wrote no mediapipe-{MEDIAPIPE_VERSION}-*.whl into {folder}")
+    return wheels[0]
+
+
+def extract_models(wheel: str | Path, dest: str | Path) -> dict[str, str]:
+    """Take the pinned model files out of ``wheel`` (a zip) into ``dest``; name -> 'installed'/'present'.
+
+    Every file is checked against its pinned sha256 before anything is written, so a wrong
+    wheel leaves the folder as it was. A file already in ``dest`` with the pinned hash is
+    left alone; one with another hash is replaced.
+    """
+    wheel = Path(wheel).expanduser()
+    if not wheel.is_file():
+        raise FileNotFoundError(f"--wheel: '{wheel}' not found (expected the mediapipe=={MEDIAPIPE_VERSION} .whl)")
+    try:
+        archive = zipfile.ZipFile(wheel)
+    except zipfile.BadZipFile:
+        raise ValueError(f"--wheel: '{wheel}' is not a wheel (zip) file") from None
+    contents: dict[str, bytes] = {}
+    with archive:
+        names = set(archive.namelist())
+        for model in PINNED_MODELS:
+            if model.wheel_path not in names:
+                raise ValueError(f"--wheel: '{wheel}' has no {model.wheel_path} (expected the "
+                                 f"mediapipe=={MEDIAPIPE_VERSION} wheel)")
+            data = archive.read(model.wheel_path)
+            digest = sha256_of(data)
+            if digest != model.sha256:
+                raise ValueError(f"--wheel: '{wheel}': {model.wheel_path} has sha256 {digest[:12]}..., not the "
+                                 f"pinned {model.sha256[:12]}... (mediapipe=={MEDIAPIPE_VERSION})")
+            contents[model.name] = data
+    dest = Path(dest).expanduser()
+    status = {}
+    for name, data in contents.items():
+        target = dest / name
+        if target.is_file() and sha256_of(target.read_bytes()) == sha256_of(data):
+            status[name] = "present"
+            continue
+        atomic_write_bytes(target, data)
+        status[name] = "installed"
+    return status
+
+
+def install_models(wheel: str | Path | None, dest: str | Path | None) -> tuple[Path, dict[str, str]]:
+    """The install step: the given wheel, or one ``pip download`` fetches into a temporary folder."""
+    folder = resolve_model_dir(dest)
+    if wheel is not None:
+        return folder, extract_models(wheel, folder)
+    with tempfile.TemporaryDirectory(prefix="hoi_mediapipe_") as tmp:
+        return folder, extract_models(download_wheel(Path(tmp)), folder)
