@@ -163,7 +163,7 @@ class ScaleConfig:
             return
         if self.base_checkpoint is None:
             raise ConfigError("initialization: base_checkpoint needs base_checkpoint: the checkpoint every row is "
-                              "fine-tuned from (e.g. hoi_perception/checkpoints/hfl_r18_synthetic.pt)")
+                              "fine-tuned from (e.g. hoi_training/checkpoints/hfl_r18_synthetic.pt)")
         if self.semi != self.supervised or self.supervised.max_steps == 0:
             raise ConfigError(f"initialization: base_checkpoint fine-tunes every row for the same number of steps: "
                               f"semi ({to_dict(self.semi)}) must equal supervised ({to_dict(self.supervised)}) "

@@ -10,7 +10,9 @@ joints and votes, and the geometry would then fail early and look cheaper than i
 so both engines are wrapped: the real ONNX graph runs (and is what ``network`` and
 ``detect`` time), then its outputs are replaced by those of a perfect network for a
 synthetic scene (one right hand holding a sugar box, moving slowly), so translation,
-PnP, filters, MANO re-meshing and message building work on realistic data.
+PnP, filters, MANO re-meshing and message building work on realistic data. The plausibility
+gates are off: the substituted hand does not follow the boxes the tracker carries, and a
+refused hand would skip the filter and re-meshing and make the frame look cheaper.
 
 Reported: mean and median per stage, the ratio "everything after the network /
 network" (translation + PnP + filter + hand_model + message building, per frame; the
@@ -50,6 +52,7 @@ from hoi_perception.models.network import HOINet  # noqa: E402
 from hoi_perception.pipeline.bag_processing import EstimateBagWriter  # noqa: E402
 from hoi_perception.pipeline.config import EstimatorConfig  # noqa: E402
 from hoi_perception.pipeline.estimator import Estimator, build_engines, crop_geometry  # noqa: E402
+from hoi_perception.pipeline.gates import GateConfig  # noqa: E402
 from hoi_perception.pipeline.messages import draw_frame  # noqa: E402
 
 OBJECT_NAME = "sugar_box"
@@ -140,7 +143,7 @@ def measure(model: str, args: argparse.Namespace) -> Measurement:
         files = export_main(checkpoint, "onnx", Path(tmp) / "onnx")
         config = EstimatorConfig(engine=EngineConfig(kind="onnxruntime", threads=args.threads),
                                  crop_model=files["crop"], detector_model=files["detector"], object_name=OBJECT_NAME,
-                                 hand_sides=["right"])
+                                 hand_sides=["right"], gates=GateConfig(enabled=False))
         crop_engine, detector_engine = build_engines(config)
     scene = Scene(args.width, args.height)
     estimator: Estimator | None = None

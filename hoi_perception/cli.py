@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder (default: hoi_perception_demo); a rerun reuses its sequence and ONNX export")
     demo.add_argument("--checkpoint", default=None,
                       help="training checkpoint (.pt) (default: the shipped hoi_perception/checkpoints/"
-                           "hfl_r18_synthetic.pt)")
+                           "cpu_r18_synthetic.pt)")
     demo.add_argument("--config", default=None, help="perception YAML (default: config/perception.yaml)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override an estimator setting, e.g. --set engine.kind=torch (repeatable)")

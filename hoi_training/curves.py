@@ -112,7 +112,11 @@ def plot_curves(stages: Sequence[StageCurves], out: str | Path, smooth: int = 9,
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(panels):]:
         axis.set_visible(False)
-    axes.flat[0].legend(fontsize=8)
+    labelled = {}
+    for axis in axes.flat:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            labelled.setdefault(label, handle)
+    figure.legend(list(labelled.values()), list(labelled), loc="upper right", fontsize=9)
     if title:
         figure.suptitle(title, fontsize=11)
     figure.tight_layout()

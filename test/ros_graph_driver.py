@@ -72,6 +72,22 @@ def permissive_config(out: Path) -> Path:
     return out / "perception.yaml"
 
 
+def mediapipe_model_dir() -> Path | None:
+    """The folder of MediaPipe Hands' installed models (install-mediapipe-models), or None."""
+    from hoi_perception.frontends.mediapipe_models import (
+        HAND_LANDMARKS,
+        PALM_DETECTOR,
+        MediaPipeModelError,
+        model_path,
+    )
+
+    try:
+        model_path(PALM_DETECTOR)
+        return model_path(HAND_LANDMARKS).parent
+    except MediaPipeModelError:
+        return None
+
+
 def render_frames(out: Path, count: int, seed: int, size: tuple[int, int] = (320, 240)
                   ) -> tuple[list[np.ndarray], np.ndarray]:
     """RGB frames (``size`` = width, height) and K of one synthetic hand-object sequence, unseen in training."""
@@ -348,6 +364,29 @@ def run(node_executable: str, out: Path, sustained_rates: list[float], result: d
                                    "positions": len(m.position)} for _, m in graph.received["joint_states"]]
         result["deactivate_permissive"] = graph.transition(Transition.TRANSITION_DEACTIVATE)
         result["cleanup_permissive"] = graph.transition(Transition.TRANSITION_CLEANUP)
+
+        # Configured again with the MediaPipe hand front-end, when its models are installed:
+        # hands from MediaPipe Hands and the MANO fit, on the same topics.
+        model_dir = mediapipe_model_dir()
+        result["mediapipe_models"] = model_dir is not None
+        if model_dir is not None:
+            result["set_hand_frontend"] = graph.set_string("estimator.hand_frontend", "mediapipe")
+            result["set_mediapipe_model_dir"] = graph.set_string("estimator.mediapipe_model_dir", str(model_dir))
+            result["configure_mediapipe"] = graph.transition(Transition.TRANSITION_CONFIGURE)
+            result["activate_mediapipe"] = graph.transition(Transition.TRANSITION_ACTIVATE)
+            graph.spin(1.0)
+            graph.clear()
+            run_mediapipe = lockstep(graph, frames, K, again + 40 * FRAME_PERIOD_NS, FRAME_PERIOD_NS * 1e-9, 30.0)
+            graph.spin(1.0)
+            result["mediapipe_run"] = run_mediapipe
+            result["mediapipe_estimates"] = [{"stamp": stamp_of(m), "hands": [h.side for h in m.hands]}
+                                             for _, m in graph.received["estimate"]]
+            result["mediapipe_tf"] = [{"stamp": stamp_of(t), "parent": t.header.frame_id, "child": t.child_frame_id}
+                                      for _, m in graph.received["tf"] for t in m.transforms]
+            result["mediapipe_mesh"] = [{"stamp": stamp_of(m), "action": m.action, "points": len(m.points)}
+                                        for _, m in graph.received["hand_mesh"]]
+            result["deactivate_mediapipe"] = graph.transition(Transition.TRANSITION_DEACTIVATE)
+            result["cleanup_mediapipe"] = graph.transition(Transition.TRANSITION_CLEANUP)
         result["shutdown"] = graph.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
         result["state_after_shutdown"] = graph.state()
     finally:

@@ -141,7 +141,7 @@ def test_reruns_reuse_sequence_and_export_run_torch_and_refuse_conflicting_setti
 
 
 def test_missing_shipped_checkpoint_stops_before_any_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(shipped_model, "SHIPPED_CHECKPOINT", tmp_path / "checkpoints" / "hfl_r18_synthetic.pt")
+    monkeypatch.setattr(shipped_model, "SHIPPED_CHECKPOINT", tmp_path / "checkpoints" / "cpu_r18_synthetic.pt")
     with pytest.raises(ShippedCheckpointMissingError, match=r"is not in this installation.*--checkpoint PATH"):
         run_demo(tmp_path / "out")
     assert not (tmp_path / "out").exists()

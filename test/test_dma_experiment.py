@@ -161,7 +161,7 @@ def test_cpu_scale_resolves_to_the_shipped_checkpoint_recipe(tmp_path):
     assert (model.name, model.refine, model.input_size, model.backbone.fpn_channels) == ("hfl_r18_dma", "dma", 128, 64)
     assert model.new_layer_init == "pytorch"  # as the shipped checkpoint, so its model config matches
     assert train.trainable == "refiner" and train.max_steps == 400 and train.batch_size == 8
-    assert train.init_checkpoint == Path("hoi_perception/checkpoints/hfl_r18_synthetic.pt").resolve()
+    assert train.init_checkpoint == Path("hoi_training/checkpoints/hfl_r18_synthetic.pt").resolve()
     assert train.optimizer.lr == 1e-3 and train.augmentation.output_size == 128
     assert list(train.datasets) == ["train"] and train.output_dir == run.layout.run("refiner")
     evaluation = yaml_load(run.evaluation_config())

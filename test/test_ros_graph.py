@@ -73,7 +73,7 @@ def test_every_lifecycle_transition_by_service_with_a_failed_configure_that_reco
 
 
 def test_shipped_model_with_no_parameters_estimates_every_frame_stamped_in_the_optical_frame(graph):
-    assert "configured: onnxruntime (cpu, fp32): hfl_r18_crop.onnx, hfl_r18_detector.onnx" in graph["node_log_text"]
+    assert "configured: onnxruntime (cpu, fp32): cpu_r18_crop.onnx, cpu_r18_detector.onnx" in graph["node_log_text"]
     steady = graph["steady"]
     assert None not in steady["latency_ms"], steady["latency_ms"]  # an estimate for each frame
     assert [e["stamp"] for e in graph["estimates"]] == steady["stamps"]
@@ -107,6 +107,25 @@ def test_tf_mesh_joint_states_and_diagnostics_on_their_topics_with_their_types(g
     for key in ("frames_lost", "lost_stamp_gap", "lost_unmatched", "dropped_rate_limited",
                 "processing_latency_ms_mean"):
         assert key in active[-1], key
+
+
+def test_mediapipe_front_end_publishes_hands_on_the_same_topics(graph):
+    if not graph["mediapipe_models"]:
+        hint = "install them with `hoi-perception install-mediapipe-models` (the README's test command does)"
+        if os.environ.get("CI"):
+            pytest.fail(f"MediaPipe Hands' models are not installed: {hint}")
+        pytest.skip(f"MediaPipe Hands' models are not installed: {hint}")
+    assert graph["set_hand_frontend"] and graph["set_mediapipe_model_dir"]
+    assert graph["configure_mediapipe"] and graph["activate_mediapipe"]
+    assert None not in graph["mediapipe_run"]["latency_ms"]  # an estimate for each frame
+    with_hands = {e["stamp"] for e in graph["mediapipe_estimates"] if e["hands"]}
+    assert len(with_hands) >= 3, graph["mediapipe_estimates"]
+    hand_tfs = [t for t in graph["mediapipe_tf"] if t["child"] in ("right_hand", "left_hand")]
+    assert {t["stamp"] for t in hand_tfs} == with_hands
+    assert all(t["parent"] == CAMERA_FRAME for t in hand_tfs)
+    meshes = [m for m in graph["mediapipe_mesh"] if m["action"] == 0]
+    assert {m["stamp"] for m in meshes} == with_hands and all(m["points"] == 4614 for m in meshes)
+    assert graph["deactivate_mediapipe"] and graph["cleanup_mediapipe"]
 
 
 def test_nothing_is_published_while_inactive(graph):

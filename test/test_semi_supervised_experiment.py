@@ -228,7 +228,7 @@ def test_shipped_config_defines_three_scales():
     full, smoke, cpu = config.scales["full"], config.scales["smoke"], config.scales["cpu"]
     assert full.initialization == smoke.initialization == "scratch"  # SHO retrains on the union from scratch
     assert cpu.initialization == "base_checkpoint" and cpu.semihand_rows
-    assert cpu.base_checkpoint == Path("hoi_perception/checkpoints/hfl_r18_synthetic.pt")
+    assert cpu.base_checkpoint == Path("hoi_training/checkpoints/hfl_r18_synthetic.pt")
     assert cpu.supervised == cpu.semi and cpu.semi.max_steps == 90  # equal steps for every row
     assert cpu.synth_overrides == []  # synth.yaml's 256x256 frames, as the base model was trained on
     assert full.train_config == "train/synthetic_hfl_r18.yaml"
@@ -315,7 +315,7 @@ def test_cpu_scale_fine_tunes_every_row_from_the_base_checkpoint_for_equal_steps
     _reuse_finished_data(cpu, layout)
     from hoi_training.train_config import TrainConfig
 
-    base = (ROOT / "hoi_perception" / "checkpoints" / "hfl_r18_synthetic.pt").resolve()
+    base = (ROOT / "hoi_training" / "checkpoints" / "hfl_r18_synthetic.pt").resolve()
     assert cpu.rows == experiment.ALL_ROWS and cpu.pseudo_label_model == base
     counts = cpu.pseudo_label_counts()
     resolved = [row for row in cpu.rows if row.pseudo_filter is None or counts[row.pseudo_filter] > 0]

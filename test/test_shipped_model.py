@@ -28,7 +28,7 @@ def test_onnx_engines_get_the_cached_export(tmp_path, monkeypatch):
 
     def fake_export(checkpoint, sha, network, models_dir, object_name, objects):
         calls.append((checkpoint, models_dir, object_name))
-        return {"crop": models_dir / "hfl_r18_crop.onnx", "detector": models_dir / "hfl_r18_detector.onnx"}
+        return {"crop": models_dir / "cpu_r18_crop.onnx", "detector": models_dir / "cpu_r18_detector.onnx"}
 
     monkeypatch.setattr(sm, "export_models", fake_export)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -37,7 +37,7 @@ def test_onnx_engines_get_the_cached_export(tmp_path, monkeypatch):
     ((checkpoint, models_dir, object_name),) = calls
     assert checkpoint == SHIPPED_CHECKPOINT and object_name == "mustard_bottle"
     assert models_dir.parent == tmp_path / "hoi_perception" / "models" and len(models_dir.name) == 16
-    assert filled.crop_model == models_dir / "hfl_r18_crop.onnx"
+    assert filled.crop_model == models_dir / "cpu_r18_crop.onnx"
     assert dataclasses.replace(filled, crop_model=None, detector_model=None) == config
 
 

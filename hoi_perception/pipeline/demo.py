@@ -14,7 +14,7 @@ Steps, all into one output folder (default ``hoi_perception_demo/``)::
 
 The checkpoint is a training checkpoint (``model_config`` + ``model`` state dict, fp16 or
 fp32 weights; :func:`~hoi_perception.engines.export.load_network_checkpoint`). Without
-``--checkpoint`` the shipped ``hoi_perception/checkpoints/hfl_r18_synthetic.pt`` is used;
+``--checkpoint`` the shipped ``hoi_perception/checkpoints/cpu_r18_synthetic.pt`` is used;
 when an installation lacks it the demo stops at once and says how to pass one: it never
 runs random weights.
 

@@ -1,7 +1,7 @@
 """The shipped checkpoint as the estimator's default model, so the node runs with no parameters.
 
 An estimator config that names no model (no ``checkpoint``, ``crop_model`` or
-``detector_model``) gets the shipped ``hfl_r18_synthetic.pt``, as ``hoi-perception demo``
+``detector_model``) gets the shipped ``cpu_r18_synthetic.pt``, as ``hoi-perception demo``
 runs it: directly for ``engine.kind torch``, else exported once to ONNX into a cache
 folder keyed by the checkpoint's hash (``$XDG_CACHE_HOME/hoi_perception/models/<sha>``)
 and reused while the checkpoint and the code are unchanged (the demo's export check).
@@ -21,7 +21,7 @@ import hoi_perception
 log = logging.getLogger(__name__)
 
 MODEL_SETTINGS = ("checkpoint", "crop_model", "detector_model")
-SHIPPED_CHECKPOINT = Path(hoi_perception.__file__).resolve().parent / "checkpoints" / "hfl_r18_synthetic.pt"
+SHIPPED_CHECKPOINT = Path(hoi_perception.__file__).resolve().parent / "checkpoints" / "cpu_r18_synthetic.pt"
 
 
 class ShippedCheckpointMissingError(FileNotFoundError):
@@ -39,8 +39,8 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
         raise ShippedCheckpointMissingError(
             f"the shipped checkpoint {SHIPPED_CHECKPOINT} is not in this installation (no trained checkpoint has "
             "been released with this version). Pass a training checkpoint with --checkpoint PATH, e.g. "
-            "runs/hfl_r18_synthetic/checkpoints/last.pt written by "
-            "'hoi-train fit --config train/synthetic_hfl_r18.yaml'")
+            "runs/cpu_r18_detector/checkpoints/last.pt written by "
+            "'hoi-train fit --config train/cpu_r18_detector.yaml' (the CPU recipe's last stage)")
     return SHIPPED_CHECKPOINT
 
 

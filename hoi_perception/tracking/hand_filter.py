@@ -66,7 +66,7 @@ class HandFilterConfig:
 
     nominal_rate_hz: frame rate the per-frame jump thresholds refer to; a gap of k frame
         periods allows k times the 2D jump and k^2 times the (squared) pose jump.
-    min_confidence: frames below are rejected (not from SHO: a detector-score gate).
+    min_confidence: frames whose mean joint (heatmap) confidence is below are rejected (not from SHO).
     max_joint2d_jump: SHO t_j = 0.5. Mean over the 21 joints of each joint's 2D displacement,
         in pixels divided by the hand-box side (the larger side of the box around the previous
         accepted 2D joints), as SHO's joints are normalised to the hand box. SHO writes
