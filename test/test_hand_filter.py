@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -198,7 +200,9 @@ def test_shipped_config_has_sho_defaults_and_validates():
     hand = config.hand
     assert (hand.max_joint2d_jump, hand.max_pose_jump, hand.min_bone_length, hand.max_joint_angle_deg,
             hand.shape_outlier_sigmas) == (0.5, 0.01, 0.1, 90.0, 2.0)
-    assert hand == HandFilterConfig()  # the YAML and the dataclass defaults agree
+    # The YAML and the dataclass defaults agree, except the confidence gate: the shipped model's,
+    # chosen on its validation split (as perception.yaml's tracking.min_hand_confidence).
+    assert hand == dataclasses.replace(HandFilterConfig(), min_confidence=0.26)
     assert config.object == FilterConfig().object
     with pytest.raises(ConfigError, match="hand.joints_3d"):
         load_filter_config(overrides=["hand.joints_3d.min_cutoff_hz=-1"])
