@@ -132,7 +132,7 @@ def run_path(name: str, make_estimator: Callable[[str], Estimator], sequences: l
             if captured:
                 raw = max(captured, key=lambda e: e.landmarks.side_score)
                 record["raw_side_ok"] = raw.landmarks.side == side
-                record["raw_err2d"] = float(np.linalg.norm(raw.joints2d - gt2d, axis=1).mean())
+                record["raw_err2d"] = float(np.linalg.norm(raw.hand.joints2d - gt2d, axis=1).mean())
                 record["raw_world_pa"] = pa_mpjpe_mm(simple_to_ho3d(raw.landmarks.world_landmarks), gt3d)
                 record["fit_rms_mm"] = raw.fit_rms_m * 1000
             records.append(record)

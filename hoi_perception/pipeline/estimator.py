@@ -88,7 +88,7 @@ from hoi_perception.pipeline.config import EstimatorConfig
 from hoi_perception.pipeline.gates import GateMeasures, gate_problem, hand_measures, object_measures
 from hoi_perception.pipeline.image_decoding import camera_matrix_problem
 from hoi_perception.pipeline.mediapipe_frontend import FrontendHandEstimate, MediaPipeHandStage
-from hoi_perception.pipeline.results import FrameResult, TrackedHand, TrackedObject
+from hoi_perception.pipeline.results import FrameResult, HandEstimate, TrackedHand, TrackedObject
 from hoi_perception.pipeline.tracking import BoxTracker, Track
 from hoi_perception.tracking import (
     FilteredHand,
@@ -342,25 +342,6 @@ class _CropJob:
 
 
 @dataclass
-class _HandEstimate:
-    """One hand's per-frame estimate before filtering (camera frame, un-mirrored)."""
-
-    track: Track
-    box: np.ndarray
-    joints2d: np.ndarray
-    joints_rel: np.ndarray
-    vertices_rel: np.ndarray
-    pose: np.ndarray
-    betas: np.ndarray
-    joint_confidence: np.ndarray
-    translation: np.ndarray | None
-    failure: str
-    crop_index: int = -1
-    # Refined minus coarse root-relative mesh (778, 3), added to the filtered hand's mesh.
-    vertex_offsets: np.ndarray | None = None
-
-
-@dataclass
 class _ObjectEstimate:
     """The object's per-frame estimate before filtering; ``crop_index``: the crop PnP used."""
 
@@ -543,8 +524,7 @@ class Estimator:
                                   timings)
 
         if frontend_hands is not None:  # step 0 placed them already
-            hands = [_HandEstimate(h.track, h.track.box.copy(), h.joints2d, h.joints_rel, h.vertices_rel, h.pose,
-                                   h.betas, h.joint_confidence, h.translation, h.failure) for h in frontend_hands]
+            hands = [h.hand for h in frontend_hands]
         else:
             start = time.perf_counter()
             hands = [self._hand_estimate(job, outputs, i, K, depth, depth_scale, (width, height))
@@ -633,7 +613,7 @@ class Estimator:
         return jobs
 
     def _hand_estimate(self, job: _CropJob, outputs: Mapping[str, np.ndarray], i: int, K: np.ndarray,
-                       depth: np.ndarray | None, depth_scale: float, image_size: tuple[int, int]) -> _HandEstimate:
+                       depth: np.ndarray | None, depth_scale: float, image_size: tuple[int, int]) -> HandEstimate:
         g = job.geometry
         assert job.hand is not None  # only crops made for a hand give hand estimates
         joints_crop = box_units_to_points(outputs["hand_joints2d"][i:i + 1].astype(np.float64), g.hand_box[None])[0]
@@ -650,7 +630,7 @@ class Estimator:
         box = job.hand.box if job.hand.box_detected else None
         fit = locate_hand(joints2d, joints_rel, vertices_rel, box, K, confidence, depth=depth,
                           depth_scale=depth_scale, image_size=image_size, config=self.config.hand_translation)
-        return _HandEstimate(job.hand, job.hand.box.copy(), joints2d, joints_rel, vertices_rel, pose,
+        return HandEstimate(job.hand, job.hand.box.copy(), joints2d, joints_rel, vertices_rel, pose,
                              outputs["hand_betas"][i].astype(np.float64), confidence,
                              fit.translation if fit.success else None, fit.reason, crop_index=i)
 
@@ -680,7 +660,7 @@ class Estimator:
                                inlier_points, float(scores[i]), crop_index=i)
 
     def _refine(self, jobs: list[_CropJob], inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
-                hands: list[_HandEstimate], estimate: _ObjectEstimate, K: np.ndarray) -> _ObjectEstimate:  # noqa: N803
+                hands: list[HandEstimate], estimate: _ObjectEstimate, K: np.ndarray) -> _ObjectEstimate:  # noqa: N803
         """Refine every solved hand with the object (module docstring, step 4b); updates ``hands`` in place
         and returns the object estimate, refined when its crop was refined."""
         refined_object = None
@@ -730,7 +710,7 @@ class Estimator:
         return replace(estimate, pnp=replace(estimate.pnp, rotation=refined_object[0],
                                              translation=refined_object[1]))
 
-    def _gate_hand(self, hand: _HandEstimate, K: np.ndarray, measures: dict[str, GateMeasures],  # noqa: N803
+    def _gate_hand(self, hand: HandEstimate, K: np.ndarray, measures: dict[str, GateMeasures],  # noqa: N803
                    failures: dict[str, str]) -> None:
         """Step 4c: a hand whose posed mesh contradicts its box or 2D joints is not published (gates.py).
         The measures are recorded even with the gates off (for choosing thresholds)."""
@@ -758,7 +738,7 @@ class Estimator:
             return estimate
         return replace(estimate, pnp=PnPResult.failure(problem, estimate.pnp.num_correspondences), rejection=problem)
 
-    def _filter_hand(self, hand: _HandEstimate, stamp: float) -> FilteredHand | None:
+    def _filter_hand(self, hand: HandEstimate, stamp: float) -> FilteredHand | None:
         if hand.translation is None:
             return None
         track_filter = self._hand_filters.setdefault(hand.track.track_id,
@@ -794,7 +774,7 @@ class Estimator:
         return TrackedObject(result(filtered.pose.rotation, filtered.pose.translation, True), track.track_id,
                              filtered.state)
 
-    def _follow(self, hands: list[_HandEstimate], estimate: _ObjectEstimate | None, K: np.ndarray, width: int,
+    def _follow(self, hands: list[HandEstimate], estimate: _ObjectEstimate | None, K: np.ndarray, width: int,
                 height: int) -> None:
         """Carry each track's box to the next frame from this frame's (unfiltered) estimates."""
         for hand in hands:
@@ -816,7 +796,7 @@ class Estimator:
             if not self.tracker.follow("object", project(posed, K), estimate.confidence, width, height):
                 self._end_tracks([estimate.track.track_id])
 
-    def _mesh_hands(self, filtered: list[tuple[_HandEstimate, FilteredHand]]) -> list[TrackedHand]:
+    def _mesh_hands(self, filtered: list[tuple[HandEstimate, FilteredHand]]) -> list[TrackedHand]:
         """Re-pose the mesh from each filtered hand's pose and shape (MANO layer, right-hand model;
         left hands through the mirror, as the network does)."""
         if not filtered:

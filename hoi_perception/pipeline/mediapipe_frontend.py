@@ -30,6 +30,7 @@ from hoi_perception.geometry.hand_translation import HandTranslationConfig, loca
 from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_points_3d
 from hoi_perception.hand_model.joint_orders import simple_to_ho3d
 from hoi_perception.hand_model.mano import HandModel
+from hoi_perception.pipeline.results import HandEstimate
 from hoi_perception.pipeline.tracking import Track
 
 
@@ -38,17 +39,13 @@ class FrontendHandEstimate:
     """One hand from the front-end before gates and filter (camera frame; a left hand's pose is
     the mirrored right-hand pose, as the network path reports it)."""
 
-    track: Track
-    joints2d: np.ndarray
-    joints_rel: np.ndarray
-    vertices_rel: np.ndarray
-    pose: np.ndarray
-    betas: np.ndarray
-    joint_confidence: np.ndarray
-    translation: np.ndarray | None
-    failure: str
+    hand: HandEstimate
     landmarks: HandLandmarks
     fit_rms_m: float
+
+    @property
+    def track(self) -> Track:
+        return self.hand.track
 
 
 @dataclass
@@ -139,6 +136,6 @@ class MediaPipeHandStage:
         located = locate_hand(joints2d, joints_rel, vertices_rel, None, K, confidence, depth=depth,
                               depth_scale=depth_scale, image_size=image_size, config=self.translation_config)
         timings["translation"] = timings.get("translation", 0.0) + (time.perf_counter() - start) * 1000.0
-        return FrontendHandEstimate(
-            track, joints2d, joints_rel, vertices_rel, pose, fit.betas, confidence,
-            located.translation if located.success else None, located.reason, hand, fit.rms_m)
+        estimate = HandEstimate(track, track.box.copy(), joints2d, joints_rel, vertices_rel, pose, fit.betas,
+                                confidence, located.translation if located.success else None, located.reason)
+        return FrontendHandEstimate(estimate, hand, fit.rms_m)

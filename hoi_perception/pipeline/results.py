@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from hoi_perception.models.results import HandResult, ObjectResult
 from hoi_perception.pipeline.gates import GateMeasures
-from hoi_perception.pipeline.tracking import TrackingStateName
+from hoi_perception.pipeline.tracking import Track, TrackingStateName
 from hoi_perception.tracking import FilterState, ObjectFilterState
 
 # Stage names of FrameResult.timings_ms, in processing order. "hand_model" is the MANO
@@ -21,6 +23,26 @@ from hoi_perception.tracking import FilterState, ObjectFilterState
 # and "mano_fit" are the MediaPipe front-end's (hand_frontend: mediapipe).
 STAGES: tuple[str, ...] = ("palm_detection", "landmarks", "mano_fit", "detect", "crop", "network", "translation",
                            "pnp", "refine", "filter", "hand_model")
+
+
+@dataclass
+class HandEstimate:
+    """One hand's per-frame estimate before gates and filter (camera frame, un-mirrored), from the
+    network's crop or the MediaPipe front-end."""
+
+    track: Track
+    box: np.ndarray
+    joints2d: np.ndarray
+    joints_rel: np.ndarray
+    vertices_rel: np.ndarray
+    pose: np.ndarray
+    betas: np.ndarray
+    joint_confidence: np.ndarray
+    translation: np.ndarray | None
+    failure: str
+    crop_index: int = -1
+    # Refined minus coarse root-relative mesh (778, 3), added to the filtered hand's mesh.
+    vertex_offsets: np.ndarray | None = None
 
 
 @dataclass
