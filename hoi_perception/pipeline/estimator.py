@@ -777,10 +777,8 @@ class Estimator:
     def _follow(self, hands: list[HandEstimate], estimate: _ObjectEstimate | None, K: np.ndarray, width: int,
                 height: int) -> None:
         """Carry each track's box to the next frame from this frame's (unfiltered) estimates."""
-        for hand in hands:
+        for hand in hands if self.hand_stage is None else []:  # the front-end follows its hands itself
             key = hand.track.key
-            if self.hand_stage is not None:
-                continue  # the front-end follows its hands itself
             if hand.translation is None:
                 self._end_tracks([self.tracker.lose(key, f"hand translation: {hand.failure}")])
                 continue
