@@ -147,8 +147,9 @@ def benchmark_config(name: str, threads: int, warmup: int, runs: int, with_onnx:
     object_box = torch.tensor([[0.40, 0.35, 0.85, 0.85]]) * size
     crop_result = _measure(CropNetworkExport(network).eval(), (crop, hand_box, object_box), threads, warmup, runs,
                            with_onnx)
-    detect_result = _measure(DetectionExport(network).eval(), (torch.rand(1, 3, size, size),), threads, warmup,
-                             runs, with_onnx)
+    detector_size = config.detector_input_size
+    detect_result = _measure(DetectionExport(network).eval(), (torch.rand(1, 3, detector_size, detector_size),),
+                             threads, warmup, runs, with_onnx)
     heads = (count_parameters(network.hand_decoder) + count_parameters(network.object_head)
              + count_parameters(network.detection_head))
     return ConfigResult(config, count_parameters(network), count_parameters(network.backbone),

@@ -112,7 +112,8 @@ def main() -> int:
     crop_config = AugmentConfig(output_size=size)
     for index in indices:
         sample = dataset[int(index)]
-        frame, letterbox = letterbox_image(sample.image, size, size)
+        detector_size = network.config.detector_input_size
+        frame, letterbox = letterbox_image(sample.image, detector_size, detector_size)
         batch = torch.from_numpy(frame[None]).permute(0, 3, 1, 2).float().div_(255.0)
         with torch.no_grad():
             detections = network.detect_top_k(batch)

@@ -53,6 +53,7 @@ from hoi_perception.geometry.mirror import MIRROR_X
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.checkpoint import load_network_checkpoint
 from hoi_perception.models.detection_head import DetectionSelectionConfig, letterbox_image, select_detections
+from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
 from hoi_perception.models.network import HOINet, NetworkOutput
 from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels
 from hoi_perception.models.refinement import ObjectGraphCache, refine_crops
@@ -103,7 +104,10 @@ class EvaluationRunConfig:
     metrics: EvaluationConfig = field(default_factory=EvaluationConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
-    detection: DetectionSelectionConfig = field(default_factory=DetectionSelectionConfig)
+    # How ``boxes: detected`` picks the hands and object: null takes the runtime's choice (the
+    # ``estimator.detection`` section of config/perception.yaml, thresholds chosen on the
+    # validation split), so the score is the runtime path's.
+    detection: DetectionSelectionConfig | None = None
     # 2D joint PCK thresholds, crop pixels; a detection counts as found at this IoU with the labelled box.
     pck_thresholds_px: list[float] = field(default_factory=lambda: [2.0, 5.0, 10.0])
     recall_iou: float = 0.5
@@ -117,6 +121,11 @@ class EvaluationRunConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_frames < 0:
             raise ConfigError(f"max_frames must be >= 0 (0: all frames), got {self.max_frames}")
+
+
+def runtime_detection_selection() -> DetectionSelectionConfig:
+    """The runtime's detection selection: ``estimator.detection`` of the shipped perception.yaml."""
+    return load_estimator_config(DEFAULT_PERCEPTION_CONFIG).detection
 
 
 @dataclass
@@ -161,6 +170,7 @@ class Evaluator:
         self.library = library
         self.device = device
         self.size = network.config.input_size
+        self.detection = config.detection or runtime_detection_selection()
         self.crop_config = AugmentConfig(output_size=self.size)
         self.accumulator = EvaluationAccumulator(config.metrics)
         self._models: dict[str, ObjectModel] = {}
@@ -190,7 +200,8 @@ class Evaluator:
         the better-scoring hand of either side. The detector's scores are added to :attr:`detector`."""
         frames, letterboxes = [], []
         for sample in samples:
-            frame, letterbox = letterbox_image(sample.image, self.size, self.size)
+            detector_size = self.network.config.detector_input_size
+            frame, letterbox = letterbox_image(sample.image, detector_size, detector_size)
             frames.append(frame)
             letterboxes.append(letterbox)
         batch = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0).to(self.device)
@@ -199,7 +210,7 @@ class Evaluator:
         out = []
         for i, sample in enumerate(samples):
             chosen = select_detections(detections.boxes[i].cpu().numpy(), detections.scores[i].cpu().numpy(),
-                                       detections.classes[i].cpu().numpy(), letterboxes[i], self.config.detection)
+                                       detections.classes[i].cpu().numpy(), letterboxes[i], self.detection)
             hands = [(d.score, side, d.box) for side, d in (("right", chosen.right_hand), ("left", chosen.left_hand))
                      if d is not None]
             _, side, hand_box = max(hands, key=lambda h: h[0]) if hands else (0.0, sample.hand_side, None)
@@ -369,6 +380,7 @@ class Evaluator:
         summary["joints2d"] = self.joints2d_summary()
         if self.config.boxes == "detected":
             summary["detector"] = self.detector.summary(self.config.recall_iou)
+            summary["detector"]["selection"] = to_dict(self.detection)
         summary["run"] = {"boxes": self.config.boxes, "failures": dict(sorted(self.failures.items())),
                           "hand_translation_methods": dict(sorted(self.translation_methods.items()))}
         return summary

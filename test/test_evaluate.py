@@ -229,6 +229,12 @@ def test_eval_command_writes_reports_for_both_box_sources(tiny_set, tiny_network
     assert report["boxes"]["hand_frames_labelled"] == 4 and report["boxes"]["hand_box_iou_mean"] == 0.0
     assert report["hand"]["missing_predictions"] == 4 and report["run"]["failures"] == {"no hand box": 4}
     assert report["detector"]["hand_recall_pct"] == 0.0 and report["detector"]["frames"] == 4
+    # With no detection settings of its own, eval picks boxes as the runtime does (perception.yaml).
+    from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
+
+    runtime = load_estimator_config(DEFAULT_PERCEPTION_CONFIG).detection
+    assert report["detector"]["selection"]["hand_score_threshold"] == runtime.hand_score_threshold == 0.13
+    assert report["detector"]["selection"]["object_score_threshold"] == runtime.object_score_threshold == 0.17
     assert "## Detector" in (tmp_path / "det" / "metrics.md").read_text()
 
 

@@ -80,6 +80,7 @@ def test_shipped_configs_match_the_papers():
     (["roi.sampling_ratio=0"], "adaptive"),
     (["backbone.depth=101"], "not one of"),
     (["backbone.fpn_channels=33"], "even"),
+    (["detection_head.input_size=200"], "null or a positive multiple of 32"),
 ])
 def test_invalid_configs_are_rejected(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -151,7 +152,7 @@ def test_forward_shapes(fixture, request):
     assert all(torch.isfinite(v).all() for v in flat.values())
 
 
-@pytest.mark.parametrize("name", ["hfl_r50", "sho_r50", "hfl_r18"])
+@pytest.mark.parametrize("name", ["hfl_r50", "sho_r50", "hfl_r18", "cpu_r18"])
 def test_shipped_configs_run_at_full_size(name):
     """Every shipped config, at its real input size: output shapes, dtypes and finiteness."""
     torch.manual_seed(0)
@@ -163,7 +164,8 @@ def test_shipped_configs_run_at_full_size(name):
     obj = torch.tensor([[0.4, 0.3, 0.9, 0.8]]) * size
     with torch.no_grad():
         flat = net(crop, hand, obj).flat()
-        detections = net.detect_top_k(crop)
+        detector_size = net.config.detector_input_size
+        detections = net.detect_top_k(torch.rand(1, 3, detector_size, detector_size))
     assert flat["hand_heatmaps"].shape == (1, 21, roi, roi)
     assert flat["hand_vertices"].shape == (1, 778, 3) and flat["hand_joints3d"].shape == (1, 21, 3)
     assert flat["object_votes"].shape == (1, 21, 2, roi, roi)
@@ -225,6 +227,20 @@ def test_bad_inputs_name_the_argument(hfl_tiny):
         hfl_tiny(crop, hand, obj[:, :3])
     with pytest.raises(ValueError, match="image"):
         hfl_tiny.detect(torch.rand(1, 3, 128, 128))
+
+
+def test_detector_frame_size_is_its_own():
+    """detection_head.input_size: the detector takes larger frames than the crops, and nothing else."""
+    config = load_model_config("models/hfl_r18.yaml", TINY[1:] + ["detection_head.input_size=128"])
+    assert (config.input_size, config.detector_input_size) == (128, 128)
+    config = load_model_config("models/hfl_r18.yaml", TINY + ["detection_head.input_size=128"])
+    assert (config.input_size, config.detector_input_size) == (64, 128)
+    net = HOINet(config).eval()
+    with torch.no_grad():
+        assert net.detect(torch.rand(1, 3, 128, 128)).heatmap_logits.shape == (1, 3, 32, 32)
+        with pytest.raises(ValueError, match=r"image: expected \(B, 3, 128, 128\)"):
+            net.detect(torch.rand(1, 3, 64, 64))
+    assert load_model_config("models/cpu_r18.yaml").detector_input_size == 256
 
 
 @pytest.mark.parametrize("config", ["models/hfl_r18.yaml", "models/sho_r50.yaml"])

@@ -278,3 +278,12 @@ def test_checkpoint_of_another_model_config_is_refused(tiny_set, tmp_path):
                                                          f"output_dir={tmp_path / 'same'}"))
     started = Trainer(same)
     _assert_same_tensors(read_checkpoint(checkpoint)["model"], started.network.state_dict(), "init")
+    # The detector's frame size changes no weight: a run at another size starts from the same weights.
+    larger = load_config(TrainConfig, TINY, tiny_overrides(
+        tiny_set, f"init_checkpoint={checkpoint}", f"output_dir={tmp_path / 'larger'}",
+        "model_overrides=[input_size=32, backbone.fpn_channels=16, roi.output_size=8, hand_head.hourglass_depth=2, "
+        "hand_head.encoder_rounds=2, hand_head.regressor_hidden=32, object_head.num_blocks=1, "
+        "detection_head.head_channels=8, detection_head.input_size=64]"))
+    started = Trainer(larger)
+    assert started.model_config.detector_input_size == 64
+    _assert_same_tensors(read_checkpoint(checkpoint)["model"], started.network.state_dict(), "init at 64 px frames")

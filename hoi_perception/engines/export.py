@@ -337,7 +337,8 @@ def network_graphs(network: HOINet, batch: int = 2) -> dict[str, ExportGraph]:
     crop = torch.rand(batch, 3, size, size, generator=generator)
     hand_box = torch.tensor([[0.10, 0.15, 0.60, 0.70]] * batch) * size
     object_box = torch.tensor([[0.35, 0.30, 0.90, 0.85]] * batch) * size
-    frame = torch.rand(batch, 3, size, size, generator=generator)
+    detector_size = network.config.detector_input_size
+    frame = torch.rand(batch, 3, detector_size, detector_size, generator=generator)
     return {
         "crop": ExportGraph("crop", network, {"crop": crop, "hand_box": hand_box, "object_box": object_box}),
         "detector": ExportGraph("detector", MethodModule(network, "detect_top_k"), {"frame": frame},

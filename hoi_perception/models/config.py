@@ -128,11 +128,18 @@ class DetectionHeadConfig:
 
     head_channels: int = 64
     max_detections: int = 20
+    # Side of the letterboxed frame the detector sees, pixels; null: the crop's input_size.
+    # A frame letterboxed to a 128 px crop size shrinks a hand to a few P2 cells; the
+    # detector runs once per tracking re-detection, so a larger frame costs little per frame.
+    input_size: int | None = None
 
     def validate(self) -> None:
         if self.head_channels < 1 or self.max_detections < 1:
             raise ConfigError(f"need head_channels >= 1 and max_detections >= 1, got "
                               f"{self.head_channels}, {self.max_detections}")
+        if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
+            raise ConfigError(f"input_size must be null or a positive multiple of 32 (the ResNet's stride), "
+                              f"got {self.input_size}")
 
 
 @dataclass
@@ -140,7 +147,8 @@ class ModelConfig:
     """Everything that fixes the network's architecture and input size."""
 
     name: str = "hfl_r50"
-    # Side of the square crop (and of the letterboxed frame for detection), pixels.
+    # Side of the square crop (and of the letterboxed frame for detection unless
+    # detection_head.input_size says otherwise), pixels.
     input_size: int = 256
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     roi: RoIConfig = field(default_factory=RoIConfig)
@@ -157,6 +165,11 @@ class ModelConfig:
     # for a pretrained trunk; "pytorch": PyTorch's Kaiming-uniform defaults, which keep
     # activations alive when the whole network trains from scratch.
     new_layer_init: Literal["hfl", "pytorch"] = "hfl"
+
+    @property
+    def detector_input_size(self) -> int:
+        """Side of the detector's letterboxed frame, pixels."""
+        return self.detection_head.input_size or self.input_size
 
     def validate(self) -> None:
         if self.input_size < 32 or self.input_size % 32:

@@ -190,10 +190,11 @@ class HOINet(nn.Module):
         """Initialise the backbone's ResNet(s) from a torchvision ImageNet checkpoint file."""
         return self.backbone.load_imagenet_weights(path)
 
-    def _check_inputs(self, crop: torch.Tensor, *boxes: tuple[str, torch.Tensor]) -> None:
+    def _check_inputs(self, crop: torch.Tensor, *boxes: tuple[str, torch.Tensor], size: int | None = None) -> None:
+        """``size``: the expected image side (default: the crop's input_size)."""
         if torch.jit.is_tracing():
             return
-        size = self.config.input_size
+        size = size or self.config.input_size
         if crop.dim() != 4 or crop.shape[1:] != (3, size, size):
             raise ValueError(f"image: expected (B, 3, {size}, {size}) RGB in [0, 1] for model "
                              f"'{self.config.name}', got {tuple(crop.shape)}")
@@ -244,7 +245,7 @@ class HOINet(nn.Module):
 
     def detect(self, frame: torch.Tensor) -> DetectionHeadOutput:
         """Letterboxed full frame (B, 3, S, S) in [0, 1] -> detection head outputs (boxes in its pixels)."""
-        self._check_inputs(frame)
+        self._check_inputs(frame, size=self.config.detector_input_size)
         features = self.backbone(frame)
         p2 = features.hand if features.hand is features.object else torch.cat((features.hand, features.object), 1)
         return self.detection_head(p2)

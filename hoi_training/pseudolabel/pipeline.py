@@ -178,10 +178,11 @@ class PseudoLabelNetwork:
         self.crops_per_call = max(1, batch_size // len(self.augmentations))
         self.detection = detection
         self.input_size = int(network.config.input_size)
+        self.detector_size = int(network.config.detector_input_size)
 
     def detect(self, image: np.ndarray) -> FrameDetections:
         """The best right hand, left hand and object of a full RGB frame."""
-        frame, letterbox = letterbox_image(image, self.input_size, self.input_size)
+        frame, letterbox = letterbox_image(image, self.detector_size, self.detector_size)
         with torch.inference_mode():
             out = self.network.detect_top_k(torch.from_numpy(_network_images(frame[None])))
         return select_detections(out.boxes[0].numpy(), out.scores[0].numpy(), out.classes[0].numpy(), letterbox,

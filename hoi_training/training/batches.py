@@ -71,15 +71,15 @@ class TrainingBatch:
 class ExampleBuilder:
     """Turns a dataset sample into a :class:`TrainingExample` (runs in DataLoader workers)."""
 
-    def __init__(self, augmenter: Augmenter, input_size: int, object_loss: bool,
+    def __init__(self, augmenter: Augmenter, detector_size: int, object_loss: bool,
                  detection: DetectionAugmentConfig | None = None) -> None:
         self.augmenter = augmenter
-        self.input_size = input_size
+        self.detector_size = detector_size  # side of the letterboxed frame
         self.object_loss = object_loss
         self.detection = detection or DetectionAugmentConfig()
 
     def __call__(self, sample: HandObjectSample) -> TrainingExample:
-        frame, letterbox = letterbox_image(sample.image, self.input_size, self.input_size)
+        frame, letterbox = letterbox_image(sample.image, self.detector_size, self.detector_size)
         boxes, classes = [], []
         if sample.hand_box is not None:
             boxes.append(sample.hand_box)
@@ -177,13 +177,14 @@ def collate_examples(examples: Sequence[TrainingExample]) -> TrainingBatch:
                          object_loss=torch.tensor([e.object_loss for e in examples], dtype=torch.bool))
 
 
-def build_dataset(name: str, entry: DatasetEntry, augmenter: Augmenter, input_size: int,
+def build_dataset(name: str, entry: DatasetEntry, augmenter: Augmenter, detector_size: int,
                   detection: DetectionAugmentConfig | None = None) -> ExampleDataset:
-    """The training dataset of one config entry, mapped to :class:`TrainingExample`."""
+    """The training dataset of one config entry, mapped to :class:`TrainingExample` (full frames
+    letterboxed to ``detector_size``)."""
     base = open_dataset(entry.kind, entry.dataset_config())
     if len(base) == 0:
         raise ValueError(f"dataset '{name}' ({entry.kind}, {entry.config}) holds no samples")
-    return ExampleDataset(base, ExampleBuilder(augmenter, input_size, entry.object_loss, detection))
+    return ExampleDataset(base, ExampleBuilder(augmenter, detector_size, entry.object_loss, detection))
 
 
 # ----------------------------------------------------------------------------- targets

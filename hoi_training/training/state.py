@@ -82,6 +82,12 @@ def load_initial_weights(network: HOINet, path: str | Path, source: str, exclude
     the first stage). Weights under an ``exclude`` prefix are not loaded either.
     """
     data = read_checkpoint(path)
+    # The detector's frame size changes no weight: a run may start from one trained at another size.
+    saved_detection = data["model_config"].get("detection_head", {})
+    wanted_size = network.config.detection_head.input_size
+    if saved_detection.get("input_size") != wanted_size:
+        data = {**data, "model_config": {**data["model_config"],
+                                         "detection_head": {**saved_detection, "input_size": wanted_size}}}
     if exclude:
         unknown = [p for p in exclude if not any(k.startswith(p) for k in network.state_dict())]
         if unknown:
