@@ -111,7 +111,8 @@ def run_split(data: Path, checkpoint: Path, overrides: list[str], gates: dict | 
                     detected = result.tracking_state == "detecting"
                     measures = result.gate_measures.get("object", GateMeasures(np.inf, np.inf, np.inf, detected))
                     truth = object_measures(model.points, model.control_points, truth_R, truth_t, obj.box,
-                                            obj.control_points_2d, K, box_detected=measures.box_detected)
+                                            obj.control_points_2d, K, box_detected=measures.box_detected,
+                                            image_size=(image.shape[1], image.shape[0]))
                     samples.append(Sample("object", measures, error, truth))
                 if obj.success:
                     counts["object_published"] += 1
@@ -125,7 +126,8 @@ def run_split(data: Path, checkpoint: Path, overrides: list[str], gates: dict | 
                 if gates is None and hand.side in result.gate_measures:
                     truth = hand_measures(np.asarray(labels["vertices3d"][index]), truth_joints, hand.box,
                                           hand.joints2d, hand.joint_confidence, K,
-                                          box_detected=result.gate_measures[hand.side].box_detected)
+                                          box_detected=result.gate_measures[hand.side].box_detected,
+                                          image_size=(image.shape[1], image.shape[0]))
                     samples.append(Sample("hand", result.gate_measures[hand.side], error, truth))
                 counts["hand_published"] += 1
                 counts["hand_within"] += int(error <= tolerance)

@@ -65,6 +65,28 @@ def test_hand_measures_weight_joints_by_confidence(scene):
     assert "depth contradicts" in gate_problem(farther, GateLimits())
 
 
+def test_a_hand_partly_out_of_view_is_compared_with_what_the_camera_sees(scene):
+    """A detected box stops at the image border; the projected mesh is cut there too, so a
+    correct hand half out of the frame is not refused for its depth."""
+    hand = scene.hands["right"]
+    joints2d = project(hand.joints_cam, K)
+    uv = project(hand.vertices_cam, K)
+    width = int(np.round((uv[:, 0].min() + uv[:, 0].max()) / 2))  # the frame ends mid-hand
+    height = int(np.ceil(uv[:, 1].max())) + 10
+    cut = np.array([hand.box[0], hand.box[1], min(hand.box[2], width), hand.box[3]])
+    uncut = hand_measures(hand.vertices_cam, hand.joints_cam, cut, joints2d, np.ones(21), K)
+    assert uncut.size_ratio > 1.3 and "depth contradicts" in gate_problem(uncut, GateLimits())
+    seen = hand_measures(hand.vertices_cam, hand.joints_cam, cut, joints2d, np.ones(21), K,
+                         image_size=(width, height))
+    in_view = hand_measures(hand.vertices_cam, hand.joints_cam, hand.box, joints2d, np.ones(21), K)
+    assert seen.size_ratio == pytest.approx(in_view.size_ratio, abs=0.08) and gate_problem(seen, GateLimits()) is None
+    # A wrong depth still fails against the cut box.
+    back = np.array([0.0, 0.0, 1.0])
+    farther = hand_measures(hand.vertices_cam + back, hand.joints_cam + back, cut, joints2d, np.ones(21), K,
+                            image_size=(width, height))
+    assert "depth contradicts" in gate_problem(farther, GateLimits())
+
+
 class ShrunkObjectDetector(SceneDetector):
     """The object's box a third of its true size: a pose at the true depth now contradicts it."""
 

@@ -546,9 +546,9 @@ class Estimator:
         measures: dict[str, GateMeasures] = {}
         hand_failures: dict[str, str] = {}
         for hand in hands:
-            self._gate_hand(hand, K, measures, hand_failures)
+            self._gate_hand(hand, K, (width, height), measures, hand_failures)
         if object_estimate is not None and object_estimate.pnp.success:
-            object_estimate = self._gate_object(object_estimate, K, measures)
+            object_estimate = self._gate_object(object_estimate, K, (width, height), measures)
 
         start = time.perf_counter()
         filtered = [(hand, self._filter_hand(hand, stamp)) for hand in hands]
@@ -710,8 +710,8 @@ class Estimator:
         return replace(estimate, pnp=replace(estimate.pnp, rotation=refined_object[0],
                                              translation=refined_object[1]))
 
-    def _gate_hand(self, hand: HandEstimate, K: np.ndarray, measures: dict[str, GateMeasures],  # noqa: N803
-                   failures: dict[str, str]) -> None:
+    def _gate_hand(self, hand: HandEstimate, K: np.ndarray, image_size: tuple[int, int],  # noqa: N803
+                   measures: dict[str, GateMeasures], failures: dict[str, str]) -> None:
         """Step 4c: a hand whose posed mesh contradicts its box or 2D joints is not published (gates.py).
         The measures are recorded even with the gates off (for choosing thresholds)."""
         if hand.translation is None:
@@ -719,20 +719,21 @@ class Estimator:
         key = hand.track.key
         measures[key] = hand_measures(hand.vertices_rel + hand.translation, hand.joints_rel + hand.translation,
                                       hand.track.box, hand.joints2d, hand.joint_confidence, K,
-                                      box_detected=hand.track.box_detected, margin=self.config.tracking.box_margin)
+                                      box_detected=hand.track.box_detected, margin=self.config.tracking.box_margin,
+                                      image_size=image_size)
         problem = gate_problem(measures[key], self.config.gates.hand) if self.config.gates.enabled else None
         if problem is not None:
             hand.translation, hand.failure = None, problem
             failures[key] = problem
 
-    def _gate_object(self, estimate: _ObjectEstimate, K: np.ndarray,  # noqa: N803
+    def _gate_object(self, estimate: _ObjectEstimate, K: np.ndarray, image_size: tuple[int, int],  # noqa: N803
                      measures: dict[str, GateMeasures]) -> _ObjectEstimate:
         """Step 4c: an object pose that contradicts its box or its votes becomes a reported failure."""
         model = self.object_model
         measures["object"] = object_measures(model.points, model.control_points, estimate.pnp.rotation,  # type: ignore[union-attr]
                                              estimate.pnp.translation, estimate.track.box,
                                              estimate.control_points_2d, K, box_detected=estimate.track.box_detected,
-                                             margin=self.config.tracking.box_margin)
+                                             margin=self.config.tracking.box_margin, image_size=image_size)
         problem = gate_problem(measures["object"], self.config.gates.object) if self.config.gates.enabled else None
         if problem is None:
             return estimate

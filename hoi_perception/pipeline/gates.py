@@ -89,9 +89,12 @@ def without_margin(box: np.ndarray, margin: float) -> np.ndarray:
 
 def measure(points_cam: np.ndarray, box: np.ndarray, K: np.ndarray, predicted_2d: np.ndarray,  # noqa: N803
             observed_2d: np.ndarray, weights: np.ndarray | None = None, box_detected: bool = True,
-            extra_2d: np.ndarray | None = None) -> GateMeasures:
+            extra_2d: np.ndarray | None = None, image_size: tuple[int, int] | None = None) -> GateMeasures:
     """Compare a posed model (``points_cam`` (N, 3), camera frame; plus ``extra_2d`` pixels) with the
-    2D ``box`` it should fill, and ``predicted_2d`` with ``observed_2d`` (M, 2) pixels (optionally weighted)."""
+    2D ``box`` it should fill, and ``predicted_2d`` with ``observed_2d`` (M, 2) pixels (optionally weighted).
+
+    ``image_size`` (width, height): the projected box is cut to the image as a detected box is,
+    so a hand or object partly out of view is compared with the part the camera sees."""
     box = np.asarray(box, dtype=np.float64)
     size = _box_size(box)
     points_cam = np.asarray(points_cam, dtype=np.float64)
@@ -101,6 +104,8 @@ def measure(points_cam: np.ndarray, box: np.ndarray, K: np.ndarray, predicted_2d
     if extra_2d is not None:
         uv = np.concatenate([uv, np.asarray(extra_2d, dtype=np.float64).reshape(-1, 2)])
     projected = np.concatenate([uv.min(0), uv.max(0)])
+    if image_size is not None:
+        projected = np.clip(projected, 0.0, np.tile(np.asarray(image_size, dtype=np.float64), 2))
     centre = (projected[:2] + projected[2:]) / 2 - (box[:2] + box[2:]) / 2
     errors = np.linalg.norm(np.asarray(predicted_2d) - np.asarray(observed_2d), axis=-1)
     w = np.ones_like(errors) if weights is None else np.clip(np.asarray(weights, dtype=np.float64), 0, None)
@@ -126,28 +131,33 @@ def gate_problem(measures: GateMeasures, limits: GateLimits) -> str | None:
 
 def object_measures(model_points: np.ndarray, control_points: np.ndarray, rotation: np.ndarray,
                     translation: np.ndarray, box: np.ndarray, voted_2d: np.ndarray,
-                    K: np.ndarray, box_detected: bool = True, margin: float = 0.0) -> GateMeasures:  # noqa: N803
+                    K: np.ndarray, box_detected: bool = True, margin: float = 0.0,  # noqa: N803
+                    image_size: tuple[int, int] | None = None) -> GateMeasures:
     """The object pose ``x_cam = R x + t`` against its 2D box and its voted control points (21, 2).
 
-    A detected box is the object's silhouette box: the posed model points are compared with it.
+    A detected box is the object's silhouette box, cut to the image (``image_size``, width and
+    height): the posed model points' box, cut the same way, is compared with it.
     A tracked box is the previous pose's control points' box grown by the tracking ``margin``:
     the posed control points are compared with it, the margin taken off."""
     controls = control_points @ np.asarray(rotation).T + translation
     predicted = project(controls, K) if np.all(controls[:, 2] > 1e-6) else np.full((len(controls), 2), np.inf)
     if box_detected:
-        return measure(model_points @ np.asarray(rotation).T + translation, box, K, predicted, voted_2d)
+        return measure(model_points @ np.asarray(rotation).T + translation, box, K, predicted, voted_2d,
+                       image_size=image_size)
     return measure(controls, without_margin(box, margin), K, predicted, voted_2d, box_detected=False)
 
 
 def hand_measures(vertices_cam: np.ndarray, joints_cam: np.ndarray, box: np.ndarray, joints_2d: np.ndarray,
                   joint_confidence: np.ndarray, K: np.ndarray, box_detected: bool = True,  # noqa: N803
-                  margin: float = 0.0) -> GateMeasures:
+                  margin: float = 0.0, image_size: tuple[int, int] | None = None) -> GateMeasures:
     """The posed hand mesh against its 2D box, and its 3D joints against the 2D joints (weighted by confidence).
+
+    A detected box is cut to the image (``image_size``, width and height), so the projected mesh is too.
 
     A tracked box is the box of the previous frame's 2D joints and projected mesh grown by the
     tracking ``margin``: this frame's are compared with it, the margin taken off."""
     predicted = project(joints_cam, K) if np.all(joints_cam[:, 2] > 1e-6) else np.full((len(joints_cam), 2), np.inf)
     if box_detected:
-        return measure(vertices_cam, box, K, predicted, joints_2d, joint_confidence)
+        return measure(vertices_cam, box, K, predicted, joints_2d, joint_confidence, image_size=image_size)
     return measure(vertices_cam, without_margin(box, margin), K, predicted, joints_2d, joint_confidence,
                    box_detected=False, extra_2d=joints_2d)
