@@ -190,8 +190,23 @@ def test_hand_scores_are_exact_for_known_offsets():
     assert score.pa_mpjpe_mm == pytest.approx(0.0, abs=1e-4)  # Procrustes removes the scale
     none = score_hand([FramePrediction()] * 4, truth)
     assert none.detection_rate == 0.0 and none.mpjpe_mm is None and none.pa_mpjpe_mm is None
+    assert none.refused_frames == {}
     with pytest.raises(ValueError, match="3 predictions for a sequence of 4 frames"):
         score_hand(predictions[:3], truth)
+
+
+def test_hand_refusals_are_counted_by_gate():
+    """The report says why a hand that was estimated was not published: which gate refused it."""
+    from hoi_perception.pipeline.gates import GateLimits, GateMeasures, gate_problem
+
+    limits = GateLimits()
+    reasons = [gate_problem(GateMeasures(0.0, 2.0, 0.0, True), limits),  # too large: depth
+               gate_problem(GateMeasures(0.0, 0.5, 0.0, True), limits),  # too small: depth
+               gate_problem(GateMeasures(0.9, 1.0, 0.0, True), limits),
+               gate_problem(GateMeasures(0.0, 1.0, 0.9, True), limits)]
+    predictions = [FramePrediction(hand_refusal=r) for r in reasons]
+    score = score_hand(predictions, make_truth())
+    assert score.refused_frames == {"box size": 2, "box centre": 1, "reprojection": 1}
 
 
 def test_object_scores_add_accuracy_and_pose_errors():

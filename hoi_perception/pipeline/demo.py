@@ -43,6 +43,7 @@ import math
 import os
 import platform
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,8 @@ class HandAccuracy:
     root_relative_mpjpe_mm: float | None
     pa_mpjpe_mm: float | None
     other_side_frames: int
+    # Frames where the hand was estimated but a plausibility gate refused it, by gate.
+    refused_frames: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -182,6 +185,7 @@ class FramePrediction:
     rotation: np.ndarray | None = None
     translation: np.ndarray | None = None
     other_side_hand: bool = False
+    hand_refusal: str | None = None  # the gate's reason when the hand of that side was refused
 
 
 @dataclass
@@ -235,7 +239,17 @@ def prediction_from_result(result: FrameResult, hand_side: str) -> FramePredicti
         joints_cam=None if hand is None else np.asarray(hand.joints_cam, dtype=np.float64),
         rotation=None if obj is None else np.asarray(obj.rotation, dtype=np.float64),
         translation=None if obj is None else np.asarray(obj.translation, dtype=np.float64),
-        other_side_hand=any(t.result.side != hand_side for t in result.hands))
+        other_side_hand=any(t.result.side != hand_side for t in result.hands),
+        hand_refusal=result.hand_failures.get(hand_side))
+
+
+def gate_of(reason: str) -> str:
+    """Which plausibility gate a refusal reason (``pipeline.gates.gate_problem``) names."""
+    for key, gate in (("depth contradicts", "box size"), ("projected centre", "box centre"),
+                      ("reprojection", "reprojection")):
+        if key in reason:
+            return gate
+    return "other"
 
 
 def score_hand(predictions: Sequence[FramePrediction], truth: SequenceTruth) -> HandAccuracy:
@@ -254,7 +268,9 @@ def score_hand(predictions: Sequence[FramePrediction], truth: SequenceTruth) -> 
     return HandAccuracy(side=truth.hand_side, frames=truth.frames, detected_frames=len(found),
                         detection_rate=len(found) / truth.frames, mpjpe_mm=errors["mpjpe"],
                         root_relative_mpjpe_mm=errors["root"], pa_mpjpe_mm=errors["pa"],
-                        other_side_frames=sum(p.other_side_hand for p in predictions))
+                        other_side_frames=sum(p.other_side_hand for p in predictions),
+                        refused_frames=dict(Counter(gate_of(p.hand_refusal) for p in predictions
+                                                    if p.hand_refusal is not None)))
 
 
 def score_object(predictions: Sequence[FramePrediction], truth: SequenceTruth, name: str, points: np.ndarray,
@@ -352,7 +368,9 @@ def report_markdown(report: DemoReport) -> str:
               f"| MPJPE, camera frame (mm) | {_mm(hand.mpjpe_mm)} |",
               f"| MPJPE, root-relative (mm) | {_mm(hand.root_relative_mpjpe_mm)} |",
               f"| PA-MPJPE (mm) | {_mm(hand.pa_mpjpe_mm)} |",
-              f"| frames with a spurious other-side hand | {hand.other_side_frames} |", ""]
+              f"| frames with a spurious other-side hand | {hand.other_side_frames} |",
+              f"| frames refused by a plausibility gate | {sum(hand.refused_frames.values())}"
+              + ("".join(f", {gate} {n}" for gate, n in sorted(hand.refused_frames.items()))) + " |", ""]
     obj = report.object
     if obj is not None:
         lines += [f"| object `{obj.name}` (diameter {obj.diameter_mm:.0f} mm) | value |", "| --- | ---: |",
