@@ -51,7 +51,8 @@ from hoi_perception.models.detection_head import OBJECT, RIGHT_HAND, Letterbox  
 from hoi_perception.models.network import HOINet  # noqa: E402
 from hoi_perception.pipeline.bag_processing import EstimateBagWriter  # noqa: E402
 from hoi_perception.pipeline.config import EstimatorConfig  # noqa: E402
-from hoi_perception.pipeline.estimator import Estimator, build_engines, crop_geometry  # noqa: E402
+from hoi_perception.pipeline.crops import crop_geometry  # noqa: E402
+from hoi_perception.pipeline.estimator import Estimator, build_engines  # noqa: E402
 from hoi_perception.pipeline.gates import GateConfig  # noqa: E402
 from hoi_perception.pipeline.messages import draw_frame  # noqa: E402
 

@@ -37,7 +37,7 @@ the hand is the detector's best hand of either side, and its side decides the mi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -53,12 +53,13 @@ from hoi_perception.geometry.mirror import MIRROR_X
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.checkpoint import load_network_checkpoint
 from hoi_perception.models.detection_head import DetectionSelectionConfig, letterbox_image, select_detections
-from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
 from hoi_perception.models.network import HOINet, NetworkOutput
 from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels
 from hoi_perception.models.refinement import ObjectGraphCache, refine_crops
 from hoi_perception.objects.models import ObjectLibrary, UnknownObjectError, load_object_library
 from hoi_perception.objects.models import ObjectModel as LibraryObject
+from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, EstimatorConfig, load_estimator_config
+from hoi_perception.pipeline.hand_side import with_voted_sides
 from hoi_training.data.augment import AugmentConfig, CropTransform, evaluation_crop, mirror_sample
 from hoi_training.data.registry import DatasetKind, dataset_config, open_dataset
 from hoi_training.data.sample import HandObjectSample
@@ -108,6 +109,8 @@ class EvaluationRunConfig:
     # ``estimator.detection`` section of config/perception.yaml, thresholds chosen on the
     # validation split), so the score is the runtime path's.
     detection: DetectionSelectionConfig | None = None
+    # Who says a detected hand's side (``estimator.hand_side_from``); null: the runtime's choice.
+    hand_side_from: Literal["crop_network", "detector"] | None = None
     # 2D joint PCK thresholds, crop pixels; a detection counts as found at this IoU with the labelled box.
     pck_thresholds_px: list[float] = field(default_factory=lambda: [2.0, 5.0, 10.0])
     recall_iou: float = 0.5
@@ -123,9 +126,9 @@ class EvaluationRunConfig:
             raise ConfigError(f"max_frames must be >= 0 (0: all frames), got {self.max_frames}")
 
 
-def runtime_detection_selection() -> DetectionSelectionConfig:
-    """The runtime's detection selection: ``estimator.detection`` of the shipped perception.yaml."""
-    return load_estimator_config(DEFAULT_PERCEPTION_CONFIG).detection
+def runtime_settings() -> EstimatorConfig:
+    """The runtime's settings (the shipped perception.yaml), which ``boxes: detected`` follows by default."""
+    return load_estimator_config(DEFAULT_PERCEPTION_CONFIG)
 
 
 @dataclass
@@ -170,7 +173,9 @@ class Evaluator:
         self.library = library
         self.device = device
         self.size = network.config.input_size
-        self.detection = config.detection or runtime_detection_selection()
+        runtime = runtime_settings() if config.detection is None or config.hand_side_from is None else None
+        self.detection = config.detection or runtime.detection  # type: ignore[union-attr]
+        self.hand_side_from = config.hand_side_from or runtime.hand_side_from  # type: ignore[union-attr]
         self.crop_config = AugmentConfig(output_size=self.size)
         self.accumulator = EvaluationAccumulator(config.metrics)
         self._models: dict[str, ObjectModel] = {}
@@ -211,6 +216,9 @@ class Evaluator:
         for i, sample in enumerate(samples):
             chosen = select_detections(detections.boxes[i].cpu().numpy(), detections.scores[i].cpu().numpy(),
                                        detections.classes[i].cpu().numpy(), letterboxes[i], self.detection)
+            if self.hand_side_from == "crop_network":
+                chosen = with_voted_sides(chosen, sample.image, self._run_crops, self.size,
+                                          self.crop_config.box_expansion)
             hands = [(d.score, side, d.box) for side, d in (("right", chosen.right_hand), ("left", chosen.left_hand))
                      if d is not None]
             _, side, hand_box = max(hands, key=lambda h: h[0]) if hands else (0.0, sample.hand_side, None)
@@ -218,6 +226,13 @@ class Evaluator:
             self.detector.add(sample, hand_box, side, object_box, self.config.recall_iou)
             out.append((hand_box, object_box, side))
         return out
+
+    def _run_crops(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The crop network on runtime-style inputs (:data:`hoi_perception.pipeline.hand_side.CropRunner`)."""
+        tensors = [torch.from_numpy(inputs[name]).to(self.device) for name in ("crop", "hand_box", "object_box")]
+        with torch.no_grad():
+            output = self.network(*tensors)
+        return {"hand_joint_confidence": output.hand.joint_confidence.float().cpu().numpy()}
 
     def prepare(self, samples: Sequence[HandObjectSample]) -> list[PreparedFrame | None]:
         """Boxes and evaluation crops; None for a frame without a hand or object box."""
@@ -381,6 +396,7 @@ class Evaluator:
         if self.config.boxes == "detected":
             summary["detector"] = self.detector.summary(self.config.recall_iou)
             summary["detector"]["selection"] = to_dict(self.detection)
+            summary["detector"]["hand_side_from"] = self.hand_side_from
         summary["run"] = {"boxes": self.config.boxes, "failures": dict(sorted(self.failures.items())),
                           "hand_translation_methods": dict(sorted(self.translation_methods.items()))}
         return summary

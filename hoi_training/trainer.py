@@ -159,7 +159,8 @@ class Trainer:
                 find_unused_parameters=not self.train_detection or self.refinement is not None)
         augmenter = Augmenter(config.augmentation, seed=config.seed, train=True)
         names = list(config.datasets)
-        self.dataset = ConcatExamples([build_dataset(n, config.datasets[n], augmenter, self.model_config.detector_input_size,
+        detector_size = self.model_config.detector_input_size
+        self.dataset = ConcatExamples([build_dataset(n, config.datasets[n], augmenter, detector_size,
                                                      config.detection_augmentation) for n in names])
         self.sampler = EpochSampler([len(p) for p in self.dataset.parts],
                                     [config.datasets[n].weight for n in names], config.batch_size, config.seed,

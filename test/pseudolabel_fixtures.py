@@ -12,7 +12,7 @@ import torch
 from hoi_perception.config import load_config, to_dict
 from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_points_3d
 from hoi_perception.models.detection_head import Detection, FrameDetections
-from hoi_perception.pipeline.estimator import crop_geometry
+from hoi_perception.pipeline.crops import crop_geometry
 from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset
 from hoi_training.pseudolabel import load_pseudolabel_config
 from hoi_training.pseudolabel.pipeline import LabellingGeometry, PseudoLabelNetwork, run_job

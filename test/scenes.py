@@ -199,6 +199,10 @@ class SceneDetector(InferenceEngine):
 
 
 def make_estimator(scene: Scene, **config_changes) -> tuple[Estimator, IdealCropNetwork, SceneDetector]:
+    """The estimator on the scene's ideal networks. The scene's detector knows each hand's side and
+    the ideal crop network is equally sure of any crop, so the side comes from the detector
+    (test_hand_side.py tests the crop network's side vote)."""
+    config_changes.setdefault("hand_side_from", "detector")
     config = EstimatorConfig(object_name=OBJECT_NAME, **config_changes)
     network, detector = IdealCropNetwork(scene), SceneDetector(scene)
     return Estimator(config, crop_engine=network, detector_engine=detector), network, detector

@@ -14,7 +14,8 @@ from hoi_perception.geometry.crop import CROP_SETTINGS_KEY, resolve_box_expansio
 from hoi_perception.models.config import load_model_config
 from hoi_perception.models.network import HOINet
 from hoi_perception.pipeline.config import EstimatorConfig
-from hoi_perception.pipeline.estimator import Estimator, crop_geometry
+from hoi_perception.pipeline.crops import crop_geometry
+from hoi_perception.pipeline.estimator import Estimator
 from hoi_training.data.augment import AugmentConfig, crop_box_of, evaluation_crop
 from hoi_training.release import release_checkpoint
 from hoi_training.train_config import TrainConfig

@@ -33,7 +33,8 @@ from scenes import (  # test/ is on sys.path under pytest
 from hoi_perception.engines.base import EngineConfig
 from hoi_perception.geometry.camera import project
 from hoi_perception.pipeline.config import EstimatorConfig, load_estimator_config
-from hoi_perception.pipeline.estimator import CROP_OUTPUTS, Estimator, crop_geometry, extract_crop
+from hoi_perception.pipeline.crops import crop_geometry, extract_crop
+from hoi_perception.pipeline.estimator import CROP_OUTPUTS, Estimator
 from hoi_perception.pipeline.tracking import TrackingConfig
 from hoi_perception.tracking import FrameStatus
 from hoi_training.data.augment import AugmentConfig, evaluation_crop, mirror_sample

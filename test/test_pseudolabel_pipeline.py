@@ -19,7 +19,7 @@ from pseudolabel_fixtures import (  # test/ is on sys.path under pytest
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_perception.geometry.camera import project
-from hoi_perception.pipeline.estimator import crop_geometry, extract_crop
+from hoi_perception.pipeline.crops import crop_geometry, extract_crop
 from hoi_perception.pipeline.video import intrinsics_from_fov
 from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset
 from hoi_training.pseudolabel import ConstraintConfig, load_pseudolabel_config, load_shard

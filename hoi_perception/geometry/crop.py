@@ -2,7 +2,7 @@
 union made square.
 
 One definition for training (:mod:`hoi_training.data.augment`), pseudo-labelling and the
-runtime (:func:`hoi_perception.pipeline.estimator.crop_geometry`). The enlargement a model
+runtime (:func:`hoi_perception.pipeline.crops.crop_geometry`). The enlargement a model
 was trained with travels in its checkpoint (:data:`CROP_SETTINGS_KEY`) and in its exported
 graphs' metadata, so the runtime crops as the model was trained.
 """

@@ -69,6 +69,10 @@ class EstimatorConfig:
     # record it); a value that contradicts the model's record is refused.
     crop_box_expansion: float | None = None
     detection: DetectionSelectionConfig = field(default_factory=DetectionSelectionConfig)
+    # Who says whether a detected hand is right or left: the crop network's joint confidence on
+    # the hand's crop as it is and mirrored (pipeline/hand_side.py, one extra crop per hand when
+    # the detector runs), or the detector's class alone.
+    hand_side_from: Literal["crop_network", "detector"] = "crop_network"
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)

@@ -3,7 +3,9 @@
 Per frame (:meth:`Estimator.process`):
 
 1. **boxes** - the detector (letterboxed full frame) when :class:`BoxTracker` asks for it,
-   otherwise the boxes carried over from the previous frame's estimates;
+   with each hand's side from the crop network's confidence on its crop as it is and
+   mirrored (:mod:`hoi_perception.pipeline.hand_side`), otherwise the boxes carried over
+   from the previous frame's estimates;
 2. **crop** - per tracked hand, the training crop (``hoi_training.data.augment``): the
    union of the hand and object boxes, each enlarged x1.5, squared and resized to the
    network's input. A left hand's crop is taken from the mirrored image (one affine
@@ -52,7 +54,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -60,15 +61,13 @@ from hoi_perception.config import ConfigError
 from hoi_perception.engines.base import InferenceEngine, create_engine
 from hoi_perception.engines.export import REFINE_GRAPHS
 from hoi_perception.frontends.mediapipe_hands import MediaPipeHands, create_mediapipe_hands
-from hoi_perception.geometry.camera import crop_intrinsics, project
+from hoi_perception.geometry.camera import project
 from hoi_perception.geometry.crop import (
-    DEFAULT_BOX_EXPANSION,
     checkpoint_box_expansion,
     resolve_box_expansion,
-    square_crop_box,
 )
 from hoi_perception.geometry.hand_translation import locate_hand
-from hoi_perception.geometry.mirror import MIRROR_X, mirror_axis_angle, mirror_boxes, mirror_points_3d
+from hoi_perception.geometry.mirror import MIRROR_X, mirror_axis_angle, mirror_points_3d
 from hoi_perception.geometry.pnp import PnPResult, select_votes, solve_pnp
 from hoi_perception.hand_model.mano import HandModel, HandModelConfig, NumpyHandPoser
 from hoi_perception.models.detection_head import FrameDetections, letterbox_image, select_detections
@@ -85,7 +84,9 @@ from hoi_perception.models.refinement import (
 from hoi_perception.models.results import HandResult, ObjectResult
 from hoi_perception.objects.models import load_object_library_names, load_object_model
 from hoi_perception.pipeline.config import EstimatorConfig
+from hoi_perception.pipeline.crops import CropGeometry, crop_geometry, extract_crop, network_images
 from hoi_perception.pipeline.gates import GateMeasures, gate_problem, hand_measures, object_measures
+from hoi_perception.pipeline.hand_side import with_voted_sides
 from hoi_perception.pipeline.image_decoding import camera_matrix_problem
 from hoi_perception.pipeline.mediapipe_frontend import FrontendHandEstimate, MediaPipeHandStage
 from hoi_perception.pipeline.results import FrameResult, HandEstimate, TrackedHand, TrackedObject
@@ -107,73 +108,6 @@ CROP_OUTPUTS: tuple[str, ...] = ("hand_joints2d", "hand_joint_confidence", "hand
 DETECTOR_INPUT = "frame"
 MIN_IMAGE_SIDE_PX = 16
 MILLIMETRES = 0.001
-
-
-# ----------------------------------------------------------------------------- crop
-
-
-@dataclass(frozen=True)
-class CropGeometry:
-    """How one network crop was cut from the full frame.
-
-    ``image_to_crop`` (3, 3) maps full-image pixels to crop pixels; for a mirrored crop it
-    includes the flip u -> W - 1 - u, so :meth:`to_image` un-mirrors as it maps back.
-    ``hand_box`` and ``object_box`` are the network's box inputs, crop pixels.
-    """
-
-    image_to_crop: np.ndarray
-    size: int
-    mirrored: bool
-    hand_box: np.ndarray
-    object_box: np.ndarray
-
-    def to_image(self, points: np.ndarray) -> np.ndarray:
-        """Crop pixels (..., 2) -> full-image pixels (of the original, un-mirrored image)."""
-        inverse = np.linalg.inv(self.image_to_crop)
-        points = np.asarray(points, dtype=np.float64)
-        return points @ inverse[:2, :2].T + inverse[:2, 2]
-
-
-def _box_through(matrix: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ matrix[:2, :2].T + matrix[:2, 2]
-    return np.clip(np.concatenate([corners.min(0), corners.max(0)]), 0.0, float(size))
-
-
-def crop_geometry(hand_box: np.ndarray, object_box: np.ndarray, image_width: int, size: int, mirrored: bool,
-                  box_expansion: float = DEFAULT_BOX_EXPANSION) -> CropGeometry:
-    """The training crop (``hoi_training.data.augment.evaluation_crop``) for these full-image boxes.
-
-    Mirrored crops are the training crop of the mirrored image (``mirror_sample``: boxes
-    x -> W - 1 - x), with the flip folded into the affine so the image is never copied.
-    """
-    hand_box = np.asarray(hand_box, dtype=np.float64)
-    object_box = np.asarray(object_box, dtype=np.float64)
-    flip = np.eye(3)
-    if mirrored:
-        flip = np.array([[-1.0, 0.0, image_width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    hand_w, object_w = (mirror_boxes(b, image_width) if mirrored else b for b in (hand_box, object_box))
-    union = square_crop_box((hand_w, object_w), box_expansion)
-    side = float(union[2] - union[0])
-    if not side > 1.0:
-        raise ValueError(f"crop box {union.tolist()} is degenerate (hand box {hand_box.tolist()}, "
-                         f"object box {object_box.tolist()})")
-    centre = (union[:2] + union[2:]) / 2
-    crop_box = np.concatenate([centre - side / 2, centre + side / 2])
-    image_to_crop = crop_intrinsics(np.eye(3), crop_box, size) @ flip
-    return CropGeometry(image_to_crop, size, mirrored, _box_through(image_to_crop, hand_box, size),
-                        _box_through(image_to_crop, object_box, size))
-
-
-def extract_crop(image: np.ndarray, geometry: CropGeometry) -> np.ndarray:
-    """The (S, S, 3) uint8 crop; outside the image is black, as in training."""
-    return cv2.warpAffine(image, geometry.image_to_crop[:2], (geometry.size, geometry.size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-
-
-def _network_images(images: list[np.ndarray]) -> np.ndarray:
-    """uint8 (H, W, 3) images -> float32 (B, 3, H, W) in [0, 1], the network's input."""
-    return np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -508,7 +442,7 @@ class Estimator:
         if jobs:
             assert self.crop_engine is not None  # _crop_jobs makes crops only with a network
             crops = [extract_crop(image, job.geometry) for job in jobs]
-            inputs = {"crop": _network_images(crops),
+            inputs = {"crop": network_images(crops),
                       "hand_box": np.stack([j.geometry.hand_box for j in jobs]).astype(np.float32),
                       "object_box": np.stack([j.geometry.object_box for j in jobs]).astype(np.float32)}
             timings["crop"] = _ms(start)
@@ -566,13 +500,19 @@ class Estimator:
                            gate_measures=measures)
 
     def detect(self, image: np.ndarray) -> FrameDetections:
-        """Run the detector on the letterboxed full frame and pick the best hands and object."""
+        """Run the detector on the letterboxed full frame and pick the best hands and object; the
+        crop network says which side each hand is (``hand_side_from``)."""
         if self.detector_engine is None:
             raise ValueError("detect: this estimator has no network (hand_frontend mediapipe without model files)")
         frame, letterbox = letterbox_image(image, self.detector_size, self.detector_size)
-        out = self.detector_engine.run({DETECTOR_INPUT: _network_images([frame])})
-        return select_detections(out["boxes"][0], out["scores"][0], out["classes"][0], letterbox,
-                                 self.config.detection)
+        out = self.detector_engine.run({DETECTOR_INPUT: network_images([frame])})
+        detections = select_detections(out["boxes"][0], out["scores"][0], out["classes"][0], letterbox,
+                                       self.config.detection)
+        if self.config.hand_side_from == "crop_network" and self.hand_stage is None:
+            assert self.crop_engine is not None  # a detector comes with its crop network
+            detections = with_voted_sides(detections, image, self.crop_engine.run, self.crop_size,
+                                          self.box_expansion)
+        return detections
 
     # -- stages
 

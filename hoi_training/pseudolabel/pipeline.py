@@ -11,8 +11,8 @@ Per work unit (a sequence of the source, or a frame range of a long one):
    detection head (the best-scoring hand among ``hand_sides``, and its object). Something-Else
    does not say which hand a box is, so the side comes from the detected hand that
    overlaps the box most (right when none does; counted as ``side_undetected``);
-3. **the runtime's crop**: :func:`~hoi_perception.pipeline.estimator.crop_geometry` /
-   :func:`~hoi_perception.pipeline.estimator.extract_crop`, left hands mirrored;
+3. **the runtime's crop**: :func:`~hoi_perception.pipeline.crops.crop_geometry` /
+   :func:`~hoi_perception.pipeline.crops.extract_crop`, left hands mirrored;
 4. **the 8-copy TTA ensemble** over the crop network (:func:`~hoi_training.pseudolabel.tta.predict_with_tta`);
 5. **camera-frame quantities as the estimator computes them**: 2D joints mapped to image
    pixels, 3D outputs un-mirrored, the wrist translation fitted from 2D joints, 3D joints
@@ -76,7 +76,7 @@ from hoi_perception.models.detection_head import (
 from hoi_perception.models.network import HOINet
 from hoi_perception.models.object_head import box_units_to_points
 from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, EstimatorConfig, load_estimator_config
-from hoi_perception.pipeline.estimator import CropGeometry, crop_geometry, extract_crop
+from hoi_perception.pipeline.crops import CropGeometry, crop_geometry, extract_crop, network_images
 from hoi_perception.pipeline.video import intrinsics_from_fov
 from hoi_perception.synth.sequence_files import DatasetFormatError, read_sequence_labels
 from hoi_training.data.frames import (
@@ -184,7 +184,7 @@ class PseudoLabelNetwork:
         """The best right hand, left hand and object of a full RGB frame."""
         frame, letterbox = letterbox_image(image, self.detector_size, self.detector_size)
         with torch.inference_mode():
-            out = self.network.detect_top_k(torch.from_numpy(_network_images(frame[None])))
+            out = self.network.detect_top_k(torch.from_numpy(network_images(frame[None])))
         return select_detections(out.boxes[0].numpy(), out.scores[0].numpy(), out.classes[0].numpy(), letterbox,
                                  self.detection)
 
@@ -213,7 +213,7 @@ class PseudoLabelNetwork:
                 raise RuntimeError(f"TTA sent {len(images)} images, expected {len(augmented_hand)}")
             hand_box = torch.from_numpy(augmented_hand.astype(np.float32))
             with torch.inference_mode():
-                out = self.network(torch.from_numpy(_network_images(images)), hand_box,
+                out = self.network(torch.from_numpy(network_images(images)), hand_box,
                                    torch.from_numpy(augmented_object.astype(np.float32))).hand
                 joints_2d = box_units_to_points(out.joints2d, hand_box)
             return {"joints_2d": joints_2d.numpy(), "joints_3d": out.joints3d.numpy(),
@@ -231,11 +231,6 @@ class PseudoLabelNetwork:
             out = self.network.hand_decoder.hand_model(global_orient=zeros, hand_pose=torch.zeros(len(betas_t), 45),
                                                        betas=betas_t)
         return out.joints[:, 0].double().numpy()
-
-
-def _network_images(images: np.ndarray) -> np.ndarray:
-    """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [0, 1], as the estimator feeds the network."""
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(np.float32) / np.float32(255.0)
 
 
 def _augment_boxes(augmentation: Augmentation, boxes: np.ndarray, size: int) -> np.ndarray:
