@@ -37,7 +37,7 @@ the hand is the detector's best hand of either side, and its side decides the mi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -59,7 +59,7 @@ from hoi_perception.models.refinement import ObjectGraphCache, refine_crops
 from hoi_perception.objects.models import ObjectLibrary, UnknownObjectError, load_object_library
 from hoi_perception.objects.models import ObjectModel as LibraryObject
 from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, EstimatorConfig, load_estimator_config
-from hoi_perception.pipeline.hand_side import with_voted_sides
+from hoi_perception.pipeline.hand_side import network_crop_runner, with_voted_sides
 from hoi_training.data.augment import AugmentConfig, CropTransform, evaluation_crop, mirror_sample
 from hoi_training.data.registry import DatasetKind, dataset_config, open_dataset
 from hoi_training.data.sample import HandObjectSample
@@ -176,6 +176,7 @@ class Evaluator:
         runtime = runtime_settings() if config.detection is None or config.hand_side_from is None else None
         self.detection = config.detection or runtime.detection  # type: ignore[union-attr]
         self.hand_side_from = config.hand_side_from or runtime.hand_side_from  # type: ignore[union-attr]
+        self.crop_runner = network_crop_runner(self.network, device)
         self.crop_config = AugmentConfig(output_size=self.size)
         self.accumulator = EvaluationAccumulator(config.metrics)
         self._models: dict[str, ObjectModel] = {}
@@ -217,7 +218,7 @@ class Evaluator:
             chosen = select_detections(detections.boxes[i].cpu().numpy(), detections.scores[i].cpu().numpy(),
                                        detections.classes[i].cpu().numpy(), letterboxes[i], self.detection)
             if self.hand_side_from == "crop_network":
-                chosen = with_voted_sides(chosen, sample.image, self._run_crops, self.size,
+                chosen = with_voted_sides(chosen, sample.image, self.crop_runner, self.size,
                                           self.crop_config.box_expansion)
             hands = [(d.score, side, d.box) for side, d in (("right", chosen.right_hand), ("left", chosen.left_hand))
                      if d is not None]
@@ -226,13 +227,6 @@ class Evaluator:
             self.detector.add(sample, hand_box, side, object_box, self.config.recall_iou)
             out.append((hand_box, object_box, side))
         return out
-
-    def _run_crops(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The crop network on runtime-style inputs (:data:`hoi_perception.pipeline.hand_side.CropRunner`)."""
-        tensors = [torch.from_numpy(inputs[name]).to(self.device) for name in ("crop", "hand_box", "object_box")]
-        with torch.no_grad():
-            output = self.network(*tensors)
-        return {"hand_joint_confidence": output.hand.joint_confidence.float().cpu().numpy()}
 
     def prepare(self, samples: Sequence[HandObjectSample]) -> list[PreparedFrame | None]:
         """Boxes and evaluation crops; None for a frame without a hand or object box."""

@@ -18,12 +18,26 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from hoi_perception.models.detection_head import Detection, FrameDetections
 from hoi_perception.pipeline.crops import crop_geometry, extract_crop, network_images
 
 # Runs the crop network: {"crop", "hand_box", "object_box"} -> outputs with "hand_joint_confidence" (N, 21).
 CropRunner = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def network_crop_runner(network: torch.nn.Module, device: torch.device | str = "cpu") -> CropRunner:
+    """A :data:`CropRunner` over a PyTorch HOINet (the offline tools'; the runtime runs its engines)."""
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = [torch.from_numpy(np.ascontiguousarray(inputs[name])).to(device)
+                   for name in ("crop", "hand_box", "object_box")]
+        with torch.inference_mode():
+            output = network(*tensors)
+        return {"hand_joint_confidence": output.hand.joint_confidence.float().cpu().numpy()}
+
+    return run
 
 
 @dataclass(frozen=True)

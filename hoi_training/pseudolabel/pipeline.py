@@ -63,7 +63,7 @@ from hoi_perception.bag_io import BagReader
 from hoi_perception.config import to_dict
 from hoi_perception.engines.base import file_sha256
 from hoi_perception.geometry.camera import box_iou
-from hoi_perception.geometry.crop import checkpoint_box_expansion, resolve_box_expansion
+from hoi_perception.geometry.crop import DEFAULT_BOX_EXPANSION, checkpoint_box_expansion, resolve_box_expansion
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, estimate_hand_translation
 from hoi_perception.geometry.mirror import MIRROR_X, mirror_axis_angle, mirror_points_3d
 from hoi_perception.models.checkpoint import load_network_checkpoint, read_training_checkpoint
@@ -77,6 +77,7 @@ from hoi_perception.models.network import HOINet
 from hoi_perception.models.object_head import box_units_to_points
 from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, EstimatorConfig, load_estimator_config
 from hoi_perception.pipeline.crops import CropGeometry, crop_geometry, extract_crop, network_images
+from hoi_perception.pipeline.hand_side import network_crop_runner, with_voted_sides
 from hoi_perception.pipeline.video import intrinsics_from_fov
 from hoi_perception.synth.sequence_files import DatasetFormatError, read_sequence_labels
 from hoi_training.data.frames import (
@@ -152,12 +153,14 @@ class LabellingGeometry:
     crop_box_expansion: float | None = None  # None until run_job resolves it with the checkpoint's record
     hand_sides: tuple[str, ...] = ("right", "left")
     detection: DetectionSelectionConfig = field(default_factory=DetectionSelectionConfig)
+    hand_side_from: str = "crop_network"  # who names a detected hand's side (EstimatorConfig.hand_side_from)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
 
     @classmethod
     def from_estimator_config(cls, config: EstimatorConfig) -> LabellingGeometry:
         return cls(crop_box_expansion=config.crop_box_expansion, hand_sides=tuple(config.hand_sides),
-                   detection=config.detection, hand_translation=config.hand_translation)
+                   detection=config.detection, hand_side_from=config.hand_side_from,
+                   hand_translation=config.hand_translation)
 
     def as_dict(self) -> dict:
         return to_dict(self)
@@ -170,23 +173,31 @@ class PseudoLabelNetwork:
     """
 
     def __init__(self, network: HOINet, tta_augmentations: Sequence[Augmentation], batch_size: int,
-                 detection: DetectionSelectionConfig) -> None:
+                 detection: DetectionSelectionConfig, hand_side_from: str = "detector",
+                 box_expansion: float = DEFAULT_BOX_EXPANSION) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         self.network = network.eval()
         self.augmentations = tuple(tta_augmentations)
         self.crops_per_call = max(1, batch_size // len(self.augmentations))
         self.detection = detection
+        self.hand_side_from = hand_side_from
+        self.box_expansion = box_expansion
         self.input_size = int(network.config.input_size)
         self.detector_size = int(network.config.detector_input_size)
 
     def detect(self, image: np.ndarray) -> FrameDetections:
-        """The best right hand, left hand and object of a full RGB frame."""
+        """The best right hand, left hand and object of a full RGB frame, each hand's side named as
+        the runtime names it (``hand_side_from``)."""
         frame, letterbox = letterbox_image(image, self.detector_size, self.detector_size)
         with torch.inference_mode():
             out = self.network.detect_top_k(torch.from_numpy(network_images(frame[None])))
-        return select_detections(out.boxes[0].numpy(), out.scores[0].numpy(), out.classes[0].numpy(), letterbox,
-                                 self.detection)
+        detections = select_detections(out.boxes[0].numpy(), out.scores[0].numpy(), out.classes[0].numpy(),
+                                       letterbox, self.detection)
+        if self.hand_side_from == "crop_network":
+            detections = with_voted_sides(detections, image, network_crop_runner(self.network), self.input_size,
+                                          self.box_expansion)
+        return detections
 
     def predict(self, crops: np.ndarray, hand_boxes: np.ndarray, object_boxes: np.ndarray) -> dict[str, np.ndarray]:
         """TTA ensemble for (N, S, S, 3) uint8 crops and their (N, 4) boxes in crop pixels.
@@ -620,7 +631,8 @@ def run_job(checkpoint: str | Path, source_kind: SourceKind, input_path: str | P
     if not units:
         raise DatasetFormatError(f"--input '{input_path}': the {source_kind} source holds no sequence")
     labeller = PseudoLabeller(PseudoLabelNetwork(network, config.tta.augmentations(), config.batch_size,
-                                                 geometry.detection), source, config, geometry)
+                                                 geometry.detection, geometry.hand_side_from,
+                                                 geometry.crop_box_expansion), source, config, geometry)
     return run_pseudolabel_job(units, labeller.label_unit, out_dir, identity, config.sharding.units_per_shard,
                                rank=rank, progress=progress, wait_for_ranks_s=config.sharding.wait_for_ranks_s)
 
