@@ -792,9 +792,13 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return experiment_parser(__doc__.split("\n\n")[0], "experiments/semi_supervised.yaml",
-                             "a scale of the config: smoke (plumbing, minutes), cpu (fine-tunes the released model, "
-                             "~35 min on 2 cores) or full (GPU)", STAGES)
+    parser = experiment_parser(__doc__.split("\n\n")[0], "experiments/semi_supervised.yaml",
+                               "a scale of the config: smoke (plumbing, minutes), cpu / cpu_r18 (fine-tune a released "
+                               "model, ~35 min on 2 cores) or full (GPU)", STAGES)
+    parser.add_argument("--training-seed", type=int, default=None,
+                        help="seeds.training of every row (default: the config's); one --out per seed, so a "
+                             "difference between rows can be told from the spread over seeds")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -802,6 +806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> dict[str, str]:
         config = load_experiment_config(args.config)
+        if args.training_seed is not None:
+            config.seeds.training = args.training_seed
         return Experiment(config, args.scale, args.out, str(args.config), args.publish).run(args.stages)
 
     return run_driver(log, run)
