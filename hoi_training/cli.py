@@ -50,7 +50,7 @@ def _cmd_pseudolabel(args: argparse.Namespace) -> int:
     from hoi_training.pseudolabel.pipeline import pseudolabel_main
 
     return pseudolabel_main(args.checkpoint, args.source, args.input, args.out, args.config, args.set,
-                            args.perception, args.perception_set)
+                            args.perception, args.perception_set, args.teacher)
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
@@ -128,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--perception-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one of those estimator settings, e.g. detection.hand_score_threshold=0.1 "
                              "(repeatable)")
+    pseudo.add_argument("--teacher", default=None, choices=["none", "mediapipe"],
+                        help="real-image teacher whose 2D landmarks check each pseudo-label (the teacher_2d "
+                             "constraint; frames it finds no hand in are rejected). mediapipe needs "
+                             "`hoi-perception install-mediapipe-models`; its settings are --perception's "
+                             "estimator.mediapipe (default: the config's teacher.kind, none)")
     pseudo.set_defaults(func=_cmd_pseudolabel)
 
     release = sub.add_parser("release", help="shrink a training checkpoint to the runtime's file (config + "

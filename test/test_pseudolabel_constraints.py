@@ -422,6 +422,79 @@ def test_ablation_switches_and_counts(hand):
     np.testing.assert_array_equal(np.flatnonzero(filter_sequence(predictions).rejected(Constraint.SHAPE)), [5])
 
 
+def with_teacher(predictions, teacher):
+    """The sequence with a teacher's (T, 21, 2) joints."""
+    return dataclasses.replace(predictions, teacher_joints_2d=teacher)
+
+
+def test_teacher_distance_passes_agreeing_joints_and_rejects_shifted_and_missing_ones(hand):
+    predictions = make_sequence(hand)
+    side = np.max(predictions.hand_boxes[:, 2:] - predictions.hand_boxes[:, :2], axis=1)
+    threshold = ConstraintConfig().max_teacher_2d_distance
+    teacher = predictions.joints_2d.copy()
+    teacher[2] += [0.0, 0.99 * threshold * side[2]]  # every joint moved just under the threshold
+    teacher[4] += [1.01 * threshold * side[4], 0.0]  # ... and just over it
+    teacher[6] = np.nan  # the teacher found no matching hand
+    result = filter_sequence(with_teacher(predictions, teacher))
+    expected = np.zeros(8)
+    expected[2], expected[4], expected[6] = 0.99 * threshold, 1.01 * threshold, np.nan
+    np.testing.assert_allclose(result.scores.teacher_2d, expected, atol=1e-9)
+    assert rejected_frames(result) == {4: ["teacher_2d"], 6: ["teacher_2d"]}
+    counts = result.counts()
+    assert counts["rejected_by.teacher_2d"] == 2 and counts["kept"] == 6 and counts["dropped"] == 2
+    arrays = {**with_teacher(predictions, teacher).to_arrays(), **result.to_arrays()}
+    np.testing.assert_array_equal(np.flatnonzero(arrays["rejected_by.teacher_2d"]), [4, 6])
+    np.testing.assert_allclose(arrays["score.teacher_2d"], expected, atol=1e-9)
+    assert arrays["teacher_joints_2d"].dtype == np.float32 and arrays["teacher_joints_2d"].shape == (8, 21, 2)
+    # The ablation switch keeps the scores and rejects nothing.
+    off = filter_sequence(with_teacher(predictions, teacher), ConstraintConfig(teacher=False))
+    assert off.kept.all()
+    np.testing.assert_allclose(off.scores.teacher_2d, expected, atol=1e-9)
+
+
+def test_teacher_distance_exactly_at_threshold_passes(hand):
+    predictions = make_sequence(hand)
+    teacher = predictions.joints_2d.copy()
+    teacher[3] += [7.0, -3.0]
+    predictions = with_teacher(predictions, teacher)
+    distance = compute_scores(predictions, ConstraintConfig())[0].teacher_2d[3]
+    at = filter_sequence(predictions, ConstraintConfig(max_teacher_2d_distance=float(distance)))
+    assert at.kept[3]
+    beyond = filter_sequence(predictions, ConstraintConfig(max_teacher_2d_distance=float(np.nextafter(distance, 0))))
+    assert rejected_frames(beyond) == {3: ["teacher_2d"]}
+
+
+def test_teacher_distance_is_the_mean_joint_distance_over_the_scale_reference(hand):
+    predictions = make_sequence(hand)
+    teacher = predictions.joints_2d.copy()
+    teacher[1, :7] += [3.0, 4.0]  # 7 of the 21 joints 5 px away: mean 5/3 px
+    predictions = with_teacher(predictions, teacher)
+    box_side = np.max(predictions.hand_boxes[1, 2:] - predictions.hand_boxes[1, :2])
+    joints_side = np.max(predictions.joints_2d[1].max(0) - predictions.joints_2d[1].min(0))
+    for reference, side in (("hand_box", box_side), ("joints_2d", joints_side)):
+        scores, _ = compute_scores(predictions, ConstraintConfig(scale_reference=reference))
+        assert scores.teacher_2d[1] == pytest.approx(5.0 / 3.0 / side, rel=1e-9), reference
+
+
+def test_without_a_teacher_the_constraint_scores_nan_and_rejects_nothing(hand):
+    result = filter_sequence(make_sequence(hand))
+    assert np.isnan(result.scores.teacher_2d).all() and not result.rejected(Constraint.TEACHER_2D).any()
+    assert result.counts()["rejected_by.teacher_2d"] == 0 and result.kept.all()
+
+
+def test_a_frame_the_teacher_rejects_is_left_out_of_the_shape_statistics(hand):
+    predictions = make_sequence(hand, count=10, shift_px=0.0)
+    betas = np.zeros((10, 10))
+    betas[:, 1] = np.linspace(-0.1, 0.1, 10)
+    betas[7, 1] = 3.0
+    teacher = predictions.joints_2d.copy()
+    teacher[7] = np.nan
+    predictions = with_teacher(replace_frame(predictions, slice(None), betas=betas), teacher)
+    result = filter_sequence(predictions)
+    assert rejected_frames(result) == {7: ["teacher_2d"]}  # not also the shape outlier
+    np.testing.assert_allclose(result.shape_mean, np.delete(betas, 7, axis=0).mean(0))
+
+
 def test_degenerate_prediction_fails_instead_of_raising(hand):
     predictions = make_sequence(hand)
     predictions = replace_frame(predictions, 1, joints_3d=np.zeros((21, 3)), vertices=np.zeros((778, 3)))
@@ -444,6 +517,13 @@ def test_bad_input_is_named():
         ConstraintConfig(min_box_iou=1.5).validate()
     with pytest.raises(ValueError, match="frame_step"):
         ConstraintConfig(frame_step=0).validate()
+    for bad in (0.0, -0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max_teacher_2d_distance: expected a positive number"):
+            ConstraintConfig(max_teacher_2d_distance=bad).validate()
+    with pytest.raises(ValueError, match=r"teacher_joints_2d: expected shape \(3, 21, 2\)"):
+        SequencePredictions(frame_ids=np.arange(3), joints_2d=np.zeros((3, 21, 2)), joints_3d=np.zeros((3, 21, 3)),
+                            vertices=np.zeros((3, 778, 3)), hand_pose=np.zeros((3, 48)), betas=np.zeros((3, 10)),
+                            hand_boxes=np.zeros((3, 4)), teacher_joints_2d=np.zeros((2, 21, 2)))
 
 
 def test_shipped_config_loads_with_the_paper_values():
@@ -462,6 +542,16 @@ def test_shipped_config_loads_with_the_paper_values():
         load_pseudolabel_config(overrides=["source.kind=video", "source.video_stride=2"])
     with pytest.raises(ConfigError, match="reprojection_reduction"):
         load_pseudolabel_config(overrides=["constraints.reprojection_reduction=max"])
+    # The teacher is off unless asked for; its settings are checked when it is.
+    assert config.teacher.kind == "none" and not config.teacher.enabled and c.teacher
+    taught = load_pseudolabel_config(overrides=["teacher.kind=mediapipe", "constraints.max_teacher_2d_distance=0.2"])
+    assert taught.teacher.enabled and taught.constraints.max_teacher_2d_distance == 0.2
+    with pytest.raises(ConfigError, match="teacher.kind.*'openpose' is not one of"):
+        load_pseudolabel_config(overrides=["teacher.kind=openpose"])
+    with pytest.raises(ConfigError, match=r"teacher.min_box_iou: expected a value in \(0, 1\]"):
+        load_pseudolabel_config(overrides=["teacher.kind=mediapipe", "teacher.min_box_iou=0"])
+    with pytest.raises(ConfigError, match="max_teacher_2d_distance"):
+        load_pseudolabel_config(overrides=["constraints.max_teacher_2d_distance=-1"])
 
 
 def test_a_sequence_without_frames_keeps_nothing():

@@ -3,7 +3,8 @@
 The trained model runs on unlabelled video with a test-time augmentation ensemble
 (:mod:`.tta`); each sequence's predictions are checked against SHO's spatial and
 temporal consistency constraints (:mod:`.constraints`, with the weak-perspective
-camera of :mod:`.weak_perspective`); a sharded, resumable runner (:mod:`.shards`)
+camera of :mod:`.weak_perspective`), and optionally against a real-image teacher's 2D
+joints (:mod:`.teacher`, MediaPipe Hands); a sharded, resumable runner (:mod:`.shards`)
 spreads the work over torchrun ranks and writes the labels with a manifest.
 """
 
@@ -39,6 +40,7 @@ from hoi_training.pseudolabel.shards import (
     run_pseudolabel_job,
     units_from_sequences,
 )
+from hoi_training.pseudolabel.teacher import TeacherConfig
 from hoi_training.pseudolabel.tta import (
     HAND_OUTPUT_KINDS,
     Augmentation,
@@ -54,7 +56,8 @@ __all__ = [
     "CONSTRAINTS", "DEFAULT_PSEUDOLABEL_CONFIG", "HAND_OUTPUT_KINDS", "Augmentation", "Constraint",
     "ConstraintConfig", "ConstraintScores", "FilterResult", "JobIdentity", "JobReport", "ManifestIncompleteError",
     "OutputKind", "PseudoLabelConfig", "RankInfo", "SequencePredictions", "Shard", "ShardingConfig", "SourceConfig",
-    "TTAConfig", "UnitResult", "WeakPerspectiveCamera", "WorkUnit", "average_predictions", "chordal_mean_rotations",
+    "TTAConfig", "TeacherConfig", "UnitResult", "WeakPerspectiveCamera", "WorkUnit", "average_predictions",
+    "chordal_mean_rotations",
     "filter_sequence", "finalize_job", "fit_weak_perspective", "load_pseudolabel_config", "load_shard",
     "plan_shards", "predict_with_tta", "rank_from_environment", "run_pseudolabel_job", "sum_counts",
     "units_from_sequences",

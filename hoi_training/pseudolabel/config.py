@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_training.pseudolabel.constraints import ConstraintConfig
+from hoi_training.pseudolabel.teacher import TeacherConfig
 from hoi_training.pseudolabel.tta import TTAConfig
 
 DEFAULT_PSEUDOLABEL_CONFIG = "pseudolabel.yaml"
@@ -75,6 +76,8 @@ class ShardingConfig:
 class PseudoLabelConfig:
     """Everything a pseudo-labelling job needs besides the model, the source path and the output folder.
 
+    teacher: the real-image teacher (``--teacher mediapipe``) that the ``teacher_2d``
+        constraint scores each pseudo-label against; off (``kind: none``) by default.
     batch_size: crops per network call (each crop counts once per TTA copy).
     """
 
@@ -82,11 +85,13 @@ class PseudoLabelConfig:
     tta: TTAConfig = field(default_factory=TTAConfig)
     constraints: ConstraintConfig = field(default_factory=ConstraintConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     batch_size: int = 32
 
     def validate(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: expected an integer >= 1, got {self.batch_size}")
+        self.teacher.validate()
         if self.source.kind == "video" and self.constraints.frame_step != self.source.video_stride:
             raise ConfigError(f"constraints.frame_step ({self.constraints.frame_step}) must equal "
                               f"source.video_stride ({self.source.video_stride}): video frame ids count every frame")

@@ -13,6 +13,8 @@ temporal (5.1.2), between consecutive frames of the source
     joint2d_change  2D joint change <= 0.5
     pose_change     MANO pose change <= 0.01
     isolated_frame  (ours) a frame with no consecutive neighbour cannot be checked
+teacher (ours), on each frame alone, only in jobs run with a teacher (``--teacher mediapipe``)
+    teacher_2d      mean per-joint distance of the 2D joints to the teacher's <= 0.25
 shape (5.1.2), per sequence, on the frames that passed everything enabled above
     shape           |betas - mean betas| <= 2 sigma_C
 
@@ -47,14 +49,19 @@ Where SHO leaves a definition open, the choice made here (and configurable in
   predecessor, is compared with its successor instead, so it is not lost for lack of
   history. A frame with neither is ``isolated_frame`` and dropped unless
   ``keep_isolated_frames``.
+* the teacher distance is the mean per-joint distance between the predicted 2D joints and
+  the real-image teacher's landmarks (:mod:`hoi_training.pseudolabel.teacher`, MediaPipe Hands
+  on the full frame), over the same scale reference as the other 2D distances. A frame where
+  the teacher found no hand matching the hand box has a NaN distance: it cannot be confirmed
+  and ``teacher_2d`` rejects it.
 * the shape filter is one pass over the frames that passed the other enabled
   constraints: mean and sigma_C = sqrt(mean |beta - mean|^2) over them, then drop those
   with |beta - mean| > 2 sigma_C.
 
 Which side a value exactly at a threshold falls: every threshold is inclusive of
 passing (IoU = 0.6 passes, distance = 0.65 passes, bone = 0.1 passes, angle = 90
-passes, change = 0.5 passes, pose change = 0.01 passes, shape deviation = 2 sigma_C
-passes). NaN scores (degenerate predictions) fail.
+passes, change = 0.5 passes, pose change = 0.01 passes, teacher distance = 0.25 passes,
+shape deviation = 2 sigma_C passes). NaN scores (degenerate predictions, no teacher hand) fail.
 """
 
 from __future__ import annotations
@@ -85,13 +92,15 @@ class Constraint(str, enum.Enum):
     JOINT2D_CHANGE = "joint2d_change"
     POSE_CHANGE = "pose_change"
     ISOLATED_FRAME = "isolated_frame"
+    TEACHER_2D = "teacher_2d"
     SHAPE = "shape"
 
 
 SPATIAL_CONSTRAINTS = (Constraint.BOX_IOU, Constraint.REPROJECTION, Constraint.BONE_LENGTH, Constraint.JOINT_ANGLE)
 TEMPORAL_CONSTRAINTS = (Constraint.JOINT2D_CHANGE, Constraint.POSE_CHANGE, Constraint.ISOLATED_FRAME)
-# Column order of FilterResult.rejected_by.
-CONSTRAINTS: tuple[Constraint, ...] = SPATIAL_CONSTRAINTS + TEMPORAL_CONSTRAINTS + (Constraint.SHAPE,)
+# Column order of FilterResult.rejected_by (the order they are decided in).
+CONSTRAINTS: tuple[Constraint, ...] = SPATIAL_CONSTRAINTS + TEMPORAL_CONSTRAINTS + (Constraint.TEACHER_2D,
+                                                                                    Constraint.SHAPE)
 
 
 @dataclass
@@ -101,6 +110,8 @@ class ConstraintConfig:
     spatial / temporal / shape: ablation switches for the three groups (SHO's table 4
         compares no filtering, without spatial, without temporal, and all). Scores are
         computed either way; a switched-off group rejects nothing.
+    teacher: ablation switch of ``teacher_2d``, which only judges predictions that carry a
+        teacher's joints (jobs run with ``teacher.kind: mediapipe``); others it never rejects.
     min_box_iou: SHO 0.6. IoU between the given hand box and the box around the mesh
         vertices reprojected with the fitted weak-perspective camera.
     max_reprojection_distance: SHO t_p = 0.65. Distance between the predicted 2D joints and
@@ -119,6 +130,10 @@ class ConstraintConfig:
         consecutive frames, measured by ``pose_change_metric``: ``mean_squared_angle``
         (mean over the 48 numbers of each joint's squared relative rotation angle, rad^2)
         or ``axis_angle_norm`` (L2 norm of the difference of the raw axis-angle vectors, rad).
+    max_teacher_2d_distance: mean per-joint distance between the predicted 2D joints and the
+        teacher's landmarks, in units of the scale reference. NaN (no matching teacher
+        hand) fails. 0.25: several times MediaPipe's own 2D error on the synthetic check
+        (benchmarks/results/pseudolabel_teacher.md), below the labels it should refuse there.
     scale_reference: what 2D distances are divided by: the larger side of the given hand
         box (``hand_box``) or of the box around the predicted 2D joints (``joints_2d``).
     frame_step: difference of frame ids between consecutive source frames (2 when the
@@ -132,6 +147,7 @@ class ConstraintConfig:
     spatial: bool = True
     temporal: bool = True
     shape: bool = True
+    teacher: bool = True
     min_box_iou: float = 0.6
     max_reprojection_distance: float = 0.65
     reprojection_reduction: Literal["norm", "mean_joint"] = "norm"
@@ -142,6 +158,7 @@ class ConstraintConfig:
     joint2d_change_reduction: Literal["norm", "mean_joint"] = "mean_joint"
     max_pose_change: float = 0.01
     pose_change_metric: Literal["mean_squared_angle", "axis_angle_norm"] = "mean_squared_angle"
+    max_teacher_2d_distance: float = 0.25
     scale_reference: Literal["hand_box", "joints_2d"] = "hand_box"
     frame_step: int = 1
     keep_isolated_frames: bool = False
@@ -150,7 +167,8 @@ class ConstraintConfig:
     def validate(self) -> None:
         if not 0.0 <= self.min_box_iou <= 1.0:
             raise ConfigError(f"min_box_iou: expected a value in [0, 1], got {self.min_box_iou}")
-        for name in ("max_reprojection_distance", "max_joint2d_change", "max_pose_change", "shape_max_sigmas"):
+        for name in ("max_reprojection_distance", "max_joint2d_change", "max_pose_change", "max_teacher_2d_distance",
+                     "shape_max_sigmas"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name}: expected a positive number, got {value}")
@@ -176,6 +194,8 @@ class SequencePredictions:
     betas: (T, B) MANO shape.
     hand_boxes: (T, 4) the given hand box (x0, y0, x1, y1) in the pixels of ``joints_2d``.
     timestamps: optional (T,) seconds, carried into the results for the record.
+    teacher_joints_2d: optional (T, 21, 2) a real-image teacher's 2D joints in the pixels and
+        order of ``joints_2d``, NaN rows where it found no matching hand; None: no teacher.
     sequence: name of the sequence, for messages and manifests.
     """
 
@@ -187,6 +207,7 @@ class SequencePredictions:
     betas: np.ndarray
     hand_boxes: np.ndarray
     timestamps: np.ndarray | None = None
+    teacher_joints_2d: np.ndarray | None = None
     sequence: str = ""
 
     def __post_init__(self) -> None:
@@ -208,6 +229,8 @@ class SequencePredictions:
         }
         if self.timestamps is not None:
             expected["timestamps"] = (count,)
+        if self.teacher_joints_2d is not None:
+            expected["teacher_joints_2d"] = (count, NUM_HAND_JOINTS, 2)
         for name, shape in expected.items():
             value = np.asarray(getattr(self, name), dtype=np.float64)
             if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
@@ -227,6 +250,8 @@ class SequencePredictions:
             arrays[name] = getattr(self, name).astype(float_dtype)
         if self.timestamps is not None:
             arrays["timestamps"] = self.timestamps.astype(np.float64)
+        if self.teacher_joints_2d is not None:
+            arrays["teacher_joints_2d"] = self.teacher_joints_2d.astype(float_dtype)
         return arrays
 
 
@@ -241,6 +266,7 @@ class ConstraintScores:
     max_joint_angle_deg: np.ndarray
     joint2d_change: np.ndarray
     pose_change: np.ndarray
+    teacher_2d: np.ndarray  # distance to the teacher's 2D joints (NaN: no teacher, or no matching hand)
     shape_deviation: np.ndarray  # |betas - mean| over the shape-filter population, in units of betas
     camera_scale: np.ndarray  # the fitted weak-perspective camera
     camera_translation: np.ndarray  # (T, 2)
@@ -396,6 +422,9 @@ def compute_scores(predictions: SequencePredictions, config: ConstraintConfig) -
         joint2d[paired] = joint_set_distance(p.joints_2d[later], p.joints_2d[earlier],
                                              config.joint2d_change_reduction) / reference[earlier]
         pose[paired] = pose_change(p.hand_pose[earlier], p.hand_pose[later], config.pose_change_metric)
+    teacher = np.full(count, np.nan)
+    if p.teacher_joints_2d is not None:
+        teacher = joint_set_distance(p.joints_2d, p.teacher_joints_2d, "mean_joint") / reference
 
     scores = ConstraintScores(
         box_iou=iou,
@@ -405,6 +434,7 @@ def compute_scores(predictions: SequencePredictions, config: ConstraintConfig) -
         max_joint_angle_deg=_nan_reduce(np.max, angles),
         joint2d_change=joint2d,
         pose_change=pose,
+        teacher_2d=teacher,
         shape_deviation=np.full(count, np.nan),
         camera_scale=np.asarray(camera.scale, dtype=np.float64),
         camera_translation=np.asarray(camera.translation, dtype=np.float64),
@@ -454,6 +484,8 @@ def filter_sequence(predictions: SequencePredictions, config: ConstraintConfig |
         mark(Constraint.JOINT2D_CHANGE, ~paired | _at_most(scores.joint2d_change, config.max_joint2d_change))
         mark(Constraint.POSE_CHANGE, ~paired | _at_most(scores.pose_change, config.max_pose_change))
         mark(Constraint.ISOLATED_FRAME, paired | config.keep_isolated_frames)
+    if config.teacher and predictions.teacher_joints_2d is not None:
+        mark(Constraint.TEACHER_2D, _at_most(scores.teacher_2d, config.max_teacher_2d_distance))
 
     population = ~rejected.any(axis=1)
     shape_mean = np.full(predictions.betas.shape[1], np.nan)

@@ -11,8 +11,9 @@ Which frames: those the job kept (``filter: job``), or those kept when the store
 predictions are re-filtered (:func:`refilter`) under one of SHO's table-4 settings:
 ``all`` (every constraint group on, with the job's thresholds), ``none`` (every labelled
 frame), ``no_spatial``, ``no_temporal`` (temporal and the per-sequence shape filter off,
-SHO section 5.1.2 groups them). Re-filtering needs no network: the shards hold every
-frame's predictions.
+SHO section 5.1.2 groups them). The teacher constraint (a job run with ``--teacher``) is on
+in all of them but ``none``. Re-filtering needs no network: the shards hold every frame's
+predictions, and the teacher's joints where the job had one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from hoi_perception.synth.sequence_files import DatasetFormatError
 from hoi_training.data.sample import HandObjectSample
 from hoi_training.pseudolabel.constraints import ConstraintConfig, FilterResult, SequencePredictions, filter_sequence
 from hoi_training.pseudolabel.shards import MANIFEST_FILE, MANIFEST_FORMAT
+from hoi_training.pseudolabel.teacher import TEACHER_JOINTS
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +91,25 @@ def job_constraints(manifest: dict[str, Any]) -> ConstraintConfig:
 
 
 def ablation_constraints(job: ConstraintConfig, name: FilterName) -> ConstraintConfig | None:
-    """The job's thresholds with SHO's table-4 switches for ``name``; None for ``job`` (use the stored kept)."""
-    switches = {"job": None, "all": (True, True, True), "none": (False, False, False),
-                "no_spatial": (False, True, True), "no_temporal": (True, False, False)}
+    """The job's thresholds with SHO's table-4 switches for ``name`` (the teacher on but in ``none``);
+    None for ``job`` (use the stored kept)."""
+    switches = {"job": None, "all": (True, True, True, True), "none": (False, False, False, False),
+                "no_spatial": (False, True, True, True), "no_temporal": (True, False, False, True)}
     if name not in switches:
         raise ValueError(f"filter: expected one of {sorted(switches)}, got {name!r}")
     if switches[name] is None:
         return None
-    spatial, temporal, shape = switches[name]
-    return replace(job, spatial=spatial, temporal=temporal, shape=shape)
+    spatial, temporal, shape, teacher = switches[name]
+    return replace(job, spatial=spatial, temporal=temporal, shape=shape, teacher=teacher)
+
+
+def sequence_predictions(arrays: dict[str, np.ndarray], sequence: str,
+                         rows: np.ndarray | slice = slice(None)) -> SequencePredictions:
+    """The SequencePredictions of ``rows`` of a unit's or shard's arrays (with the teacher's joints
+    when the job had a teacher)."""
+    teacher = arrays[TEACHER_JOINTS][rows] if TEACHER_JOINTS in arrays else None
+    return SequencePredictions(**{k: arrays[k][rows] for k in PREDICTION_ARRAYS}, teacher_joints_2d=teacher,
+                               sequence=sequence)
 
 
 def _done_shards(root: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -108,14 +120,17 @@ def _done_shards(root: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return done
 
 
-def _load_arrays(path: Path, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+def _load_arrays(path: Path, names: tuple[str, ...] | None = None,
+                 optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """``names`` (all arrays when None) and those of ``optional`` the shard has."""
     if not path.is_file():
         raise DatasetFormatError(f"pseudo-label shard '{path}' not found")
     with np.load(path, allow_pickle=False) as data:
         missing = [n for n in names or () if n not in data.files]
         if missing:
             raise DatasetFormatError(f"pseudo-label shard '{path}' lacks array(s) {missing}")
-        return {n: data[n] for n in (names if names is not None else data.files)}
+        wanted = list(names if names is not None else data.files) + [n for n in optional if n in data.files]
+        return {n: data[n] for n in wanted}
 
 
 def refilter(root: str | Path, constraints: ConstraintConfig) -> dict[str, FilterResult]:
@@ -129,13 +144,12 @@ def refilter(root: str | Path, constraints: ConstraintConfig) -> dict[str, Filte
     manifest = read_manifest(root)
     results: dict[str, FilterResult] = {}
     for shard in _done_shards(root, manifest):
-        arrays = _load_arrays(root / shard["file"], PREDICTION_ARRAYS + ("unit_index",))
+        arrays = _load_arrays(root / shard["file"], PREDICTION_ARRAYS + ("unit_index",), (TEACHER_JOINTS,))
         for position, unit in enumerate(shard["units"]):
             rows = arrays["unit_index"] == position
             if not rows.any():
                 continue
-            predictions = SequencePredictions(**{k: arrays[k][rows] for k in PREDICTION_ARRAYS}, sequence=unit)
-            results[unit] = filter_sequence(predictions, constraints)
+            results[unit] = filter_sequence(sequence_predictions(arrays, unit, rows), constraints)
     return results
 
 

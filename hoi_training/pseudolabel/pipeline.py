@@ -20,9 +20,11 @@ Per work unit (a sequence of the source, or a frame range of a long one):
    Sources without intrinsics (videos, SSv2) use the runtime's webcam assumption
    (:func:`~hoi_perception.pipeline.video.intrinsics_from_fov`, 60 degrees) and store
    ``has_intrinsics = False``;
-6. **SHO's constraints** per unit (:func:`~hoi_training.pseudolabel.constraints.filter_sequence`),
-   run on the float32 values that are stored, so :func:`hoi_training.pseudolabel.dataset.refilter`
-   reproduces ``kept`` exactly from the files.
+6. with ``--teacher mediapipe``, **the real-image teacher's 2D joints** for the frame's hand box
+   (:mod:`~hoi_training.pseudolabel.teacher`: MediaPipe Hands on the full frame);
+7. **SHO's constraints** per unit (:func:`~hoi_training.pseudolabel.constraints.filter_sequence`),
+   and ``teacher_2d`` where there is a teacher, run on the float32 values that are stored, so
+   :func:`hoi_training.pseudolabel.dataset.refilter` reproduces ``kept`` exactly from the files.
 
 Output: :func:`~hoi_training.pseudolabel.shards.run_pseudolabel_job` (sharded, resumable,
 atomic, ranks from torchrun's RANK/WORLD_SIZE), whose manifest records this job's
@@ -30,7 +32,8 @@ configuration, the source, the sha256 of the checkpoint file and the counts per 
 
 Rows of a shard: one per frame that got a hand (frames without one are only counted:
 ``frames_without_hand``), all of them, kept or not, so ablations can be re-filtered
-offline. :data:`ROW_ARRAYS` lists them. Images: the shard holds, per row, the crop the
+offline. :data:`ROW_ARRAYS` lists them (and :data:`~hoi_training.pseudolabel.teacher.TEACHER_ARRAYS`
+in a job with a teacher). Images: the shard holds, per row, the crop the
 network saw, un-mirrored, as PNG bytes (``crop_png``, the network's input size), and
 ``image_to_crop``, the affine from full-image pixels to that crop. That keeps the output
 self-contained (bags and videos are not needed to train) at a fraction of the size of full
@@ -62,6 +65,7 @@ import torch
 from hoi_perception.bag_io import BagReader
 from hoi_perception.config import to_dict
 from hoi_perception.engines.base import file_sha256
+from hoi_perception.frontends.mediapipe_hands import MediaPipeHandsConfig
 from hoi_perception.geometry.camera import box_iou
 from hoi_perception.geometry.crop import DEFAULT_BOX_EXPANSION, checkpoint_box_expansion, resolve_box_expansion
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, estimate_hand_translation
@@ -95,8 +99,8 @@ from hoi_training.pseudolabel.config import (
     SourceConfig,
     load_pseudolabel_config,
 )
-from hoi_training.pseudolabel.constraints import CONSTRAINTS, ConstraintScores, SequencePredictions, filter_sequence
-from hoi_training.pseudolabel.dataset import PREDICTION_ARRAYS
+from hoi_training.pseudolabel.constraints import CONSTRAINTS, ConstraintScores, filter_sequence
+from hoi_training.pseudolabel.dataset import PREDICTION_ARRAYS, sequence_predictions
 from hoi_training.pseudolabel.shards import (
     JobIdentity,
     JobReport,
@@ -106,6 +110,7 @@ from hoi_training.pseudolabel.shards import (
     run_pseudolabel_job,
     units_from_sequences,
 )
+from hoi_training.pseudolabel.teacher import MediaPipeTeacher, create_teacher, teacher_arrays
 from hoi_training.pseudolabel.tta import Augmentation, OutputKind, predict_with_tta
 
 log = logging.getLogger(__name__)
@@ -437,28 +442,35 @@ class HandCrop:
 
 
 class PseudoLabeller:
-    """Labels one work unit of ``source`` with ``network``: the ``process_unit`` of the job."""
+    """Labels one work unit of ``source`` with ``network`` (and scores it against ``teacher``, if
+    any): the ``process_unit`` of the job."""
 
     def __init__(self, network: PseudoLabelNetwork, source: FrameSequences, config: PseudoLabelConfig,
-                 geometry: LabellingGeometry) -> None:
+                 geometry: LabellingGeometry, teacher: MediaPipeTeacher | None = None) -> None:
         self.network = network
         self.source = source
         self.config = config
         self.geometry = geometry
+        self.teacher = teacher
 
     def label_unit(self, unit: WorkUnit) -> UnitResult:
         counts: Counter[str] = Counter(source_frames=0, frames_without_hand=0, side_undetected=0)
         crops: list[HandCrop] = []
+        taught: list[tuple[np.ndarray, float]] = []
         frames = itertools.islice(self.source.frames(unit.sequence), unit.start_frame, unit.stop_frame)
         for frame_id, frame in frames:
             counts["source_frames"] += 1
             crop = self.cut_hand(frame_id, frame, counts)
             if crop is None:
                 counts["frames_without_hand"] += 1
-            else:
-                crops.append(crop)
+                continue
+            crops.append(crop)
+            if self.teacher is not None:
+                taught.append(self.teacher.joints_for(frame.image, crop.hand_box))
         arrays = self.predict_rows(crops)
-        predictions = SequencePredictions(**{k: arrays[k] for k in PREDICTION_ARRAYS}, sequence=unit.key)
+        if self.teacher is not None:
+            arrays.update(teacher_arrays(taught))
+        predictions = sequence_predictions(arrays, unit.key)
         if len(predictions):
             result = filter_sequence(predictions, self.config.constraints)
             filtered, filter_counts = result.to_arrays(), result.counts()
@@ -599,9 +611,11 @@ def _empty_filter_arrays() -> dict[str, np.ndarray]:
 
 
 def job_identity(checkpoint: str | Path, source_kind: SourceKind, input_path: str | Path, config: PseudoLabelConfig,
-                 geometry: LabellingGeometry, network: HOINet) -> JobIdentity:
-    """What the manifest records and a resumed run must match: this job's settings, the source and
-    the sha256 of the checkpoint file."""
+                 geometry: LabellingGeometry, network: HOINet,
+                 teacher_frontend: MediaPipeHandsConfig | None = None) -> JobIdentity:
+    """What the manifest records and a resumed run must match: this job's settings, the source,
+    the sha256 of the checkpoint file, and the teacher front-end's settings when there is a teacher
+    (without its model folder and threads: the files are pinned by sha256, and neither changes a label)."""
     settings = {
         "pseudolabel": to_dict(config),
         "source_kind": source_kind,
@@ -609,42 +623,50 @@ def job_identity(checkpoint: str | Path, source_kind: SourceKind, input_path: st
         "model": {"name": network.config.name, "input_size": int(network.config.input_size)},
         "stored_image": "crop_png",
     }
+    if config.teacher.enabled:
+        frontend = to_dict(teacher_frontend or MediaPipeHandsConfig())
+        settings["teacher_frontend"] = {k: v for k, v in frontend.items() if k not in ("model_dir", "threads")}
     return JobIdentity(config=settings, source=f"{source_kind}:{Path(input_path).expanduser().resolve()}",
                        checkpoint_hash=file_sha256(checkpoint))
 
 
 def run_job(checkpoint: str | Path, source_kind: SourceKind, input_path: str | Path, out_dir: str | Path,
             config: PseudoLabelConfig, geometry: LabellingGeometry, rank: RankInfo | None = None,
-            progress: bool = True) -> JobReport:
+            progress: bool = True, teacher_frontend: MediaPipeHandsConfig | None = None) -> JobReport:
     """Pseudo-label ``input_path`` with ``checkpoint`` into ``out_dir`` (this rank's shards; rank 0
-    writes the manifest once every shard has settled). Rerunning resumes."""
+    writes the manifest once every shard has settled). Rerunning resumes. ``teacher_frontend``: the
+    MediaPipe settings of a ``teacher.kind: mediapipe`` job (default: the dataclass defaults)."""
     if source_kind not in SOURCE_KINDS:
         raise ValueError(f"--source: expected one of {list(SOURCE_KINDS)}, got {source_kind!r}")
     config.validate()
+    teacher_frontend = teacher_frontend or MediaPipeHandsConfig()
+    teacher = create_teacher(config.teacher, teacher_frontend)  # before any work: missing models fail here
     network = load_network_checkpoint(checkpoint)
     trained = checkpoint_box_expansion(read_training_checkpoint(checkpoint))
     geometry = replace(geometry, crop_box_expansion=resolve_box_expansion(geometry.crop_box_expansion, trained,
                                                                            f"checkpoint '{checkpoint}'"))
-    identity = job_identity(checkpoint, source_kind, input_path, config, geometry, network)
+    identity = job_identity(checkpoint, source_kind, input_path, config, geometry, network, teacher_frontend)
     source = open_source(source_kind, input_path, config.source)
     units = plan_units(source.sequences(), config.sharding.max_frames_per_unit)
     if not units:
         raise DatasetFormatError(f"--input '{input_path}': the {source_kind} source holds no sequence")
     labeller = PseudoLabeller(PseudoLabelNetwork(network, config.tta.augmentations(), config.batch_size,
                                                  geometry.detection, geometry.hand_side_from,
-                                                 geometry.crop_box_expansion), source, config, geometry)
+                                                 geometry.crop_box_expansion), source, config, geometry, teacher)
     return run_pseudolabel_job(units, labeller.label_unit, out_dir, identity, config.sharding.units_per_shard,
                                rank=rank, progress=progress, wait_for_ranks_s=config.sharding.wait_for_ranks_s)
 
 
 def pseudolabel_main(checkpoint: str | Path, source: str, input: str | Path, out: str | Path,  # noqa: A002
                      config: str | Path | None = None, overrides: Sequence[str] = (),
-                     perception: str | Path | None = None, perception_overrides: Sequence[str] = ()) -> int:
+                     perception: str | Path | None = None, perception_overrides: Sequence[str] = (),
+                     teacher: str | None = None) -> int:
     """``hoi-train pseudolabel``: label ``input`` (a ``source`` of :data:`SOURCE_KINDS`) into ``out``.
 
     ``config`` (default ``config/pseudolabel.yaml``) and ``overrides`` (``key=value``) give the
-    PseudoLabelConfig; ``--source`` sets its ``source.kind``. Crop, detection and translation
-    settings are the runtime's: the ``estimator:`` section of ``perception`` (default
+    PseudoLabelConfig; ``--source`` sets its ``source.kind``, ``--teacher`` (``teacher``, when
+    given) its ``teacher.kind``. Crop, detection and translation settings, and the MediaPipe
+    teacher's, are the runtime's: the ``estimator:`` section of ``perception`` (default
     ``perception.yaml``) with ``perception_overrides`` (e.g. a detection threshold chosen for the
     labelling model); the job's identity records them, so a resumed job must use the same.
     Returns 0 when every shard of this rank succeeded (on rank 0: and the manifest is complete),
@@ -656,11 +678,13 @@ def pseudolabel_main(checkpoint: str | Path, source: str, input: str | Path, out
     overrides = list(overrides)
     if source in _CONFIG_SOURCE_KIND:
         overrides.append(f"source.kind={_CONFIG_SOURCE_KIND[source]}")
+    if teacher is not None:
+        overrides.append(f"teacher.kind={teacher}")
     job_config = load_pseudolabel_config(config if config is not None else DEFAULT_PSEUDOLABEL_CONFIG, overrides)
     estimator = load_estimator_config(perception if perception is not None else DEFAULT_PERCEPTION_CONFIG,
                                       perception_overrides)
     geometry = LabellingGeometry.from_estimator_config(estimator)
-    report = run_job(checkpoint, source, input, out, job_config, geometry)
+    report = run_job(checkpoint, source, input, out, job_config, geometry, teacher_frontend=estimator.mediapipe)
     for shard, reason in sorted(report.failed.items()):
         log.error("shard %d failed: %s", shard, reason)
     if report.manifest_path is not None:
