@@ -173,9 +173,9 @@ class Evaluator:
         self.library = library
         self.device = device
         self.size = network.config.input_size
-        runtime = runtime_settings() if config.detection is None or config.hand_side_from is None else None
-        self.detection = config.detection or runtime.detection  # type: ignore[union-attr]
-        self.hand_side_from = config.hand_side_from or runtime.hand_side_from  # type: ignore[union-attr]
+        runtime = runtime_settings()
+        self.detection = config.detection or runtime.detection
+        self.hand_side_from = config.hand_side_from or runtime.hand_side_from
         self.crop_runner = network_crop_runner(self.network, device)
         self.crop_config = AugmentConfig(output_size=self.size)
         self.accumulator = EvaluationAccumulator(config.metrics)
@@ -205,8 +205,8 @@ class Evaluator:
         """(hand box, object box, hand side) per frame from the detection head, as the runtime picks them:
         the better-scoring hand of either side. The detector's scores are added to :attr:`detector`."""
         frames, letterboxes = [], []
+        detector_size = self.network.config.detector_input_size
         for sample in samples:
-            detector_size = self.network.config.detector_input_size
             frame, letterbox = letterbox_image(sample.image, detector_size, detector_size)
             frames.append(frame)
             letterboxes.append(letterbox)
