@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
 from hoi_perception.config import to_dict
+from hoi_perception.frontends.mediapipe_models import HAND_LANDMARKS, PALM_DETECTOR, MediaPipeModelError, model_path
 from hoi_perception.geometry.camera import box_from_points, project
 from hoi_perception.models.config import load_model_config
 from hoi_perception.models.network import HOINet
@@ -61,3 +64,19 @@ def reprojection_errors(sample: HandObjectSample) -> tuple[float, float, float]:
     obj = np.abs(project(sample.object_points_camera(), sample.K) - sample.object_points_2d).max()
     root = np.abs(project(sample.root_3d, sample.K) - sample.joints_2d[0]).max()
     return float(hand), float(obj), float(root)
+
+
+def installed_mediapipe_model_dir() -> Path | None:
+    """The folder of MediaPipe Hands' installed models, or None when they are not installed."""
+    try:
+        model_path(PALM_DETECTOR)
+        return model_path(HAND_LANDMARKS).parent
+    except MediaPipeModelError:
+        return None
+
+
+MEDIAPIPE_MODEL_DIR = installed_mediapipe_model_dir()
+needs_mediapipe_models = pytest.mark.skipif(
+    MEDIAPIPE_MODEL_DIR is None or not importlib.util.find_spec("ai_edge_litert"),
+    reason="MediaPipe models not installed (pip install '.[mediapipe]' && hoi-perception install-mediapipe-models, "
+           "or set HOI_MEDIAPIPE_DIR)")

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from helpers import MEDIAPIPE_MODEL_DIR, needs_mediapipe_models  # test/ is on sys.path under pytest
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_perception.frontends import mediapipe_hands as mh
-from hoi_perception.frontends.mediapipe_models import HAND_LANDMARKS, PALM_DETECTOR, MediaPipeModelError, model_path
 from hoi_perception.hand_model.joint_orders import simple_to_ho3d
 
 # ----------------------------------------------------------------------------- math on hand-made inputs
@@ -126,19 +125,7 @@ def test_config_checks():
 # ----------------------------------------------------------------------------- the real models
 
 
-def installed_model_dir() -> Path | None:
-    try:
-        model_path(PALM_DETECTOR)
-        return model_path(HAND_LANDMARKS).parent
-    except MediaPipeModelError:
-        return None
-
-
-MODEL_DIR = installed_model_dir()
-needs_models = pytest.mark.skipif(
-    MODEL_DIR is None or not __import__("importlib").util.find_spec("ai_edge_litert"),
-    reason="MediaPipe models not installed (pip install '.[mediapipe]' && hoi-perception install-mediapipe-models, "
-           "or set HOI_MEDIAPIPE_DIR)")
+MODEL_DIR = MEDIAPIPE_MODEL_DIR
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +147,7 @@ def renders(tmp_path_factory) -> list[tuple[np.ndarray, np.ndarray, str]]:
     return frames
 
 
-@needs_models
+@needs_mediapipe_models
 def test_the_models_find_the_synthetic_hand_its_landmarks_and_its_side(renders):
     frontend = mh.create_mediapipe_hands(mh.MediaPipeHandsConfig(model_dir=MODEL_DIR, threads=1))
     errors, sides, found = [], [], 0
@@ -189,7 +176,7 @@ def test_the_models_find_the_synthetic_hand_its_landmarks_and_its_side(renders):
     assert np.mean(sides) >= 0.9
 
 
-@needs_models
+@needs_mediapipe_models
 def test_tracking_follows_the_hand_without_the_palm_detector(renders):
     frontend = mh.create_mediapipe_hands(mh.MediaPipeHandsConfig(model_dir=MODEL_DIR, num_hands=1, threads=1))
     tracked, after_a_hand = 0, 0
@@ -209,7 +196,7 @@ def test_tracking_follows_the_hand_without_the_palm_detector(renders):
     assert after_a_hand >= 5 and tracked >= 0.75 * after_a_hand
 
 
-@needs_models
+@needs_mediapipe_models
 def test_world_landmarks_are_a_hand_sized_skeleton_in_metres(renders):
     frontend = mh.create_mediapipe_hands(mh.MediaPipeHandsConfig(model_dir=MODEL_DIR, threads=1))
     hand = next(r.hands[0] for r in (frontend.process(rgb) for rgb, _, _ in renders) if r.hands)

@@ -5,22 +5,19 @@ end to end with the real models (skipped where they are not installed)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import needs_mediapipe_models  # test/ is on sys.path under pytest
 from pseudolabel_fixtures import TINY_JOB, OracleNetwork, write_rigged_detector_checkpoint  # test/ is on sys.path
 
 from hoi_perception.config import load_config
 from hoi_perception.frontends.mediapipe_hands import FrontendResult, HandLandmarks, MediaPipeHandsConfig, RotatedRect
 from hoi_perception.frontends.mediapipe_models import (
-    HAND_LANDMARKS,
     INSTALL_COMMAND,
-    PALM_DETECTOR,
     MediaPipeModelError,
-    model_path,
 )
 from hoi_perception.hand_model.joint_orders import ho3d_to_simple
 from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset
@@ -116,20 +113,6 @@ def test_a_job_with_the_teacher_fails_before_any_work_when_the_models_are_missin
 # ----------------------------------------------------------------------------- the real models
 
 
-def installed_model_dir() -> Path | None:
-    try:
-        model_path(PALM_DETECTOR)
-        return model_path(HAND_LANDMARKS).parent
-    except MediaPipeModelError:
-        return None
-
-
-needs_models = pytest.mark.skipif(
-    installed_model_dir() is None or not importlib.util.find_spec("ai_edge_litert"),
-    reason="MediaPipe models not installed (pip install '.[mediapipe]' && hoi-perception install-mediapipe-models, "
-           "or set HOI_MEDIAPIPE_DIR)")
-
-
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory) -> Path:
     """4 sequences x 2 frames at 256x256, large enough for MediaPipe's palm detector."""
@@ -142,7 +125,7 @@ def renders(tmp_path_factory) -> Path:
     return out
 
 
-@needs_models
+@needs_mediapipe_models
 def test_pseudolabel_command_with_the_mediapipe_teacher(renders, tmp_path, monkeypatch):
     from hoi_training.cli import main
 
