@@ -58,7 +58,12 @@ from hoi_perception.models.object_head import box_units_to_points, votes_to_pixe
 from hoi_perception.models.refinement import ObjectGraphCache, refine_crops
 from hoi_perception.objects.models import ObjectLibrary, UnknownObjectError, load_object_library
 from hoi_perception.objects.models import ObjectModel as LibraryObject
-from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, EstimatorConfig, load_estimator_config
+from hoi_perception.pipeline.config import (
+    DEFAULT_PERCEPTION_CONFIG,
+    EstimatorConfig,
+    HandSideSource,
+    load_estimator_config,
+)
 from hoi_perception.pipeline.hand_side import network_crop_runner, with_voted_sides
 from hoi_training.data.augment import AugmentConfig, CropTransform, evaluation_crop, mirror_sample
 from hoi_training.data.registry import DatasetKind, dataset_config, open_dataset
@@ -110,7 +115,7 @@ class EvaluationRunConfig:
     # validation split), so the score is the runtime path's.
     detection: DetectionSelectionConfig | None = None
     # Who says a detected hand's side (``estimator.hand_side_from``); null: the runtime's choice.
-    hand_side_from: Literal["crop_network", "detector"] | None = None
+    hand_side_from: HandSideSource | None = None
     # 2D joint PCK thresholds, crop pixels; a detection counts as found at this IoU with the labelled box.
     pck_thresholds_px: list[float] = field(default_factory=lambda: [2.0, 5.0, 10.0])
     recall_iou: float = 0.5

@@ -10,7 +10,14 @@ from hoi_perception.config import ConfigError
 from hoi_perception.geometry.camera import project
 from hoi_perception.pipeline.config import load_estimator_config
 from hoi_perception.pipeline.estimator import load_object_model
-from hoi_perception.pipeline.gates import GateLimits, gate_problem, hand_measures, object_measures
+from hoi_perception.pipeline.gates import (
+    GateLimits,
+    GateMeasures,
+    gate_of,
+    gate_problem,
+    hand_measures,
+    object_measures,
+)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +148,12 @@ def test_a_tracked_box_is_compared_as_tracking_made_it(scene, model):
                           margin=0.15)
     assert far.size_ratio == pytest.approx(1 / 3, abs=0.03)
     assert "the tracked box size" in gate_problem(far, GateLimits())
+
+
+def test_each_refusal_names_its_gate():
+    limits = GateLimits()
+    assert gate_of(gate_problem(GateMeasures(0.0, 2.0, 0.0, True), limits)) == "box size"
+    assert gate_of(gate_problem(GateMeasures(0.0, 0.5, 0.0, False), limits)) == "box size"
+    assert gate_of(gate_problem(GateMeasures(0.9, 1.0, 0.0, True), limits)) == "box centre"
+    assert gate_of(gate_problem(GateMeasures(0.0, 1.0, 0.9, True), limits)) == "reprojection"
+    assert gate_of("no translation fit") == "other"

@@ -35,6 +35,10 @@ ESTIMATOR_SECTION = "estimator"
 HAND_FRONTENDS: tuple[str, ...] = ("network", "mediapipe")
 
 
+# Who names a detected hand right or left (pipeline/hand_side.py).
+HandSideSource = Literal["crop_network", "detector"]
+
+
 @dataclass
 class EstimatorConfig:
     """Everything :class:`~hoi_perception.pipeline.estimator.Estimator` needs to start.
@@ -72,7 +76,7 @@ class EstimatorConfig:
     # Who says whether a detected hand is right or left: the crop network's joint confidence on
     # the hand's crop as it is and mirrored (pipeline/hand_side.py, one extra crop per hand when
     # the detector runs), or the detector's class alone.
-    hand_side_from: Literal["crop_network", "detector"] = "crop_network"
+    hand_side_from: HandSideSource = "crop_network"
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)

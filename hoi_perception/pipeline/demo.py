@@ -54,6 +54,7 @@ import numpy as np
 
 from hoi_perception.atomic import atomic_write_json, atomic_write_text
 from hoi_perception.output_paths import UnsafeOutputError
+from hoi_perception.pipeline.gates import gate_of
 from hoi_perception.pipeline.results import STAGES, FrameResult
 from hoi_perception.pipeline.shipped_model import export_models, resolve_checkpoint
 
@@ -241,15 +242,6 @@ def prediction_from_result(result: FrameResult, hand_side: str) -> FramePredicti
         translation=None if obj is None else np.asarray(obj.translation, dtype=np.float64),
         other_side_hand=any(t.result.side != hand_side for t in result.hands),
         hand_refusal=result.hand_failures.get(hand_side))
-
-
-def gate_of(reason: str) -> str:
-    """Which plausibility gate a refusal reason (``pipeline.gates.gate_problem``) names."""
-    for key, gate in (("depth contradicts", "box size"), ("projected centre", "box centre"),
-                      ("reprojection", "reprojection")):
-        if key in reason:
-            return gate
-    return "other"
 
 
 def score_hand(predictions: Sequence[FramePrediction], truth: SequenceTruth) -> HandAccuracy:

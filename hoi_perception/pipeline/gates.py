@@ -129,6 +129,16 @@ def gate_problem(measures: GateMeasures, limits: GateLimits) -> str | None:
     return None
 
 
+def gate_of(reason: str) -> str:
+    """Which gate a :func:`gate_problem` reason names: ``box size``, ``box centre`` or ``reprojection``
+    (``other`` for a reason it did not write)."""
+    for phrase, gate in (("depth contradicts", "box size"), ("projected centre", "box centre"),
+                         ("reprojection error", "reprojection")):
+        if phrase in reason:
+            return gate
+    return "other"
+
+
 def object_measures(model_points: np.ndarray, control_points: np.ndarray, rotation: np.ndarray,
                     translation: np.ndarray, box: np.ndarray, voted_2d: np.ndarray,
                     K: np.ndarray, box_detected: bool = True, margin: float = 0.0,  # noqa: N803

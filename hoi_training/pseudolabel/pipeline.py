@@ -79,7 +79,12 @@ from hoi_perception.models.detection_head import (
 )
 from hoi_perception.models.network import HOINet
 from hoi_perception.models.object_head import box_units_to_points
-from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, EstimatorConfig, load_estimator_config
+from hoi_perception.pipeline.config import (
+    DEFAULT_PERCEPTION_CONFIG,
+    EstimatorConfig,
+    HandSideSource,
+    load_estimator_config,
+)
 from hoi_perception.pipeline.crops import CropGeometry, crop_geometry, extract_crop, network_images
 from hoi_perception.pipeline.hand_side import network_crop_runner, with_voted_sides
 from hoi_perception.pipeline.video import intrinsics_from_fov
@@ -158,7 +163,7 @@ class LabellingGeometry:
     crop_box_expansion: float | None = None  # None until run_job resolves it with the checkpoint's record
     hand_sides: tuple[str, ...] = ("right", "left")
     detection: DetectionSelectionConfig = field(default_factory=DetectionSelectionConfig)
-    hand_side_from: str = "crop_network"  # who names a detected hand's side (EstimatorConfig.hand_side_from)
+    hand_side_from: HandSideSource = "crop_network"
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
 
     @classmethod
@@ -178,7 +183,7 @@ class PseudoLabelNetwork:
     """
 
     def __init__(self, network: HOINet, tta_augmentations: Sequence[Augmentation], batch_size: int,
-                 detection: DetectionSelectionConfig, hand_side_from: str = "detector",
+                 detection: DetectionSelectionConfig, hand_side_from: HandSideSource = "detector",
                  box_expansion: float = DEFAULT_BOX_EXPANSION) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
@@ -188,6 +193,7 @@ class PseudoLabelNetwork:
         self.detection = detection
         self.hand_side_from = hand_side_from
         self.box_expansion = box_expansion
+        self.crop_runner = network_crop_runner(self.network)
         self.input_size = int(network.config.input_size)
         self.detector_size = int(network.config.detector_input_size)
 
@@ -200,7 +206,7 @@ class PseudoLabelNetwork:
         detections = select_detections(out.boxes[0].numpy(), out.scores[0].numpy(), out.classes[0].numpy(),
                                        letterbox, self.detection)
         if self.hand_side_from == "crop_network":
-            detections = with_voted_sides(detections, image, network_crop_runner(self.network), self.input_size,
+            detections = with_voted_sides(detections, image, self.crop_runner, self.input_size,
                                           self.box_expansion)
         return detections
 
