@@ -49,7 +49,7 @@ from tqdm import tqdm
 from hoi_perception.config import ConfigError, load_config, to_dict
 from hoi_perception.geometry.camera import box_iou
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, locate_hand
-from hoi_perception.geometry.mirror import MIRROR_X
+from hoi_perception.geometry.mirror import MIRROR_X, reflection
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.checkpoint import load_network_checkpoint
 from hoi_perception.models.detection_head import DetectionSelectionConfig, letterbox_image, select_detections
@@ -297,12 +297,16 @@ class Evaluator:
         object_pred = None
         model = self.library.get(frame.sample.object_name) if frame.sample.object_name in self.library else None
         if model is not None:
-            control_points = model.control_points @ MIRROR_X if mirrored else model.control_points
+            # In a mirrored crop an object with a mirror plane keeps its own control points (augment.mirror_sample).
+            own_points = not mirrored or model.mirror_axis is not None
+            control_points = model.control_points if own_points else model.control_points @ MIRROR_X
             votes = votes_to_pixels(output.object.votes[i:i + 1].cpu().double().numpy(), crop.object_box[None])[0]
             pnp = solve_control_point_pnp(votes, output.object.confidence[i].cpu().double().numpy(), control_points,
                                           crop.K, self.config.pnp)
             if pnp.success:
                 rotation, position = pnp.rotation, pnp.translation
+                if mirrored and model.mirror_axis is not None:  # the pose of the mirrored model, X R X
+                    rotation = rotation @ reflection(model.mirror_axis) @ MIRROR_X
                 if self.graphs is not None and translation.success:
                     joints, vertices, rotation, position = self.refine(frame, output, i, model, vertices_rel +
                                                                        translation.translation, rotation, position)

@@ -123,6 +123,9 @@ class HandObjectTargets:
     joints3d: (B, 21, 3), vertices: (B, 778, 3) root-relative metres.
     pose: (B, 48) MANO axis-angle; betas: (B, 10).
     object_points2d: (B, 21, 2) control points in object-box units.
+    object_symmetric_points2d: (B, S, 21, 2) the control points of each equally right pose
+        ``R S`` of a symmetric object (index 0 = ``object_points2d``); the vote loss takes the
+        nearest (None: no symmetries).
     object_mask: (B, H, W) 1 on object cells of the object RoI grid (None: every cell).
     hand_mask: (B, H, W) 1 on hand cells of the hand RoI grid (the mask head's grid).
     has_*: (B,) 0/1 label-presence flags (None: all 1 when the matching labels exist).
@@ -135,6 +138,7 @@ class HandObjectTargets:
     pose: torch.Tensor | None = None
     betas: torch.Tensor | None = None
     object_points2d: torch.Tensor | None = None
+    object_symmetric_points2d: torch.Tensor | None = None
     object_mask: torch.Tensor | None = None
     hand_mask: torch.Tensor | None = None
     has_hand2d: torch.Tensor | None = None
@@ -224,7 +228,10 @@ def hand_object_loss(hand: HandDecoderOutput, obj: ObjectHeadOutput | None, targ
                                                                        "has_hand_mask"))
 
     if obj is not None and targets.object_points2d is not None:
-        votes_terms = object_vote_losses(obj, targets.object_points2d, targets.object_mask,
+        points2d = targets.object_points2d
+        if targets.object_symmetric_points2d is not None:
+            points2d = nearest_symmetric_points(obj, targets.object_symmetric_points2d, targets.object_mask)
+        votes_terms = object_vote_losses(obj, points2d, targets.object_mask,
                                          sample_flags(targets.has_object, batch, ref, "has_object"))
         terms["object_votes"] = w.object_votes * votes_terms[0]
         terms["object_confidence"] = w.object_confidence * votes_terms[1]
@@ -270,6 +277,25 @@ def hand_mask_loss(logits: torch.Tensor, mask: torch.Tensor, flags: torch.Tensor
                          f"{tuple(mask.shape)}")
     per_cell = F.binary_cross_entropy_with_logits(logits[:, 0], mask.to(logits.dtype), reduction="none")
     return masked_mean(per_cell.mean((1, 2)), flags)
+
+
+def nearest_symmetric_points(obj: ObjectHeadOutput, candidates: torch.Tensor,
+                             mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, 21, 2): per sample, the candidate control points (B, S, 21, 2) its votes lie nearest to
+    (mean L1 over the object cells). A symmetric object's poses ``R S`` look alike, so the head
+    is trained towards whichever it already leans to instead of their average."""
+    batch, num_points, _, height, width = obj.votes.shape
+    if candidates.dim() != 4 or candidates.shape[0] != batch or candidates.shape[2:] != (num_points, 2):
+        raise ValueError(f"targets.object_symmetric_points2d: expected shape ({batch}, S, {num_points}, 2), got "
+                         f"{tuple(candidates.shape)}")
+    with torch.no_grad():
+        cells = torch.ones(batch, height, width, dtype=obj.votes.dtype, device=obj.votes.device) if mask is None \
+            else mask.to(obj.votes.dtype)
+        weights = cells.flatten(1) / cells.flatten(1).sum(1, keepdim=True).clamp(min=1)  # (B, HW)
+        votes = obj.votes.detach().flatten(3)  # (B, P, 2, HW)
+        distance = (votes[:, None] - candidates.to(votes.dtype)[..., None]).abs().sum(3)  # (B, S, P, HW)
+        best = (distance.mean(2) * weights[:, None]).sum(2).argmin(1)  # (B,)
+    return candidates[torch.arange(batch, device=candidates.device), best]
 
 
 def object_vote_losses(obj: ObjectHeadOutput, points2d: torch.Tensor, mask: torch.Tensor | None,

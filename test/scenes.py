@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from hoi_perception.engines.base import InferenceEngine, TensorSpec
 from hoi_perception.geometry.camera import box_from_points, project
-from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_points_3d
+from hoi_perception.geometry.mirror import mirror_axis_angle, mirror_points_3d, mirrored_crop_point_order
 from hoi_perception.hand_model.mano import HandModel
 from hoi_perception.models.detection_head import LEFT_HAND, OBJECT, RIGHT_HAND, Letterbox
 from hoi_perception.objects.models import load_object_model
@@ -57,6 +57,7 @@ class Scene:
     object_rotation: np.ndarray
     object_translation: np.ndarray
     control_points: np.ndarray  # model frame (21, 3)
+    mirror_axis: int | None  # the object's mirror plane (ObjectModel.mirror_axis)
 
     @property
     def control_points_2d(self) -> np.ndarray:
@@ -95,8 +96,9 @@ def build_scene() -> Scene:
     right = make_hand(model, "right", palm_to_camera, 1, [-0.07, 0.02, 0.55])
     left = make_hand(model, "left", mirror_axis_angle(np.array(palm_to_camera)), 2, [0.07, 0.03, 0.60])
     rotation = Rotation.from_rotvec([0.3, -0.5, 0.2]).as_matrix()
-    control_points = load_object_model(OBJECT_NAME, None).control_points
-    return Scene({"right": right, "left": left}, rotation, np.array([0.0, -0.01, 0.58]), control_points)
+    model = load_object_model(OBJECT_NAME, None)
+    return Scene({"right": right, "left": left}, rotation, np.array([0.0, -0.01, 0.58]), model.control_points,
+                 model.mirror_axis)
 
 
 def coordinate_image() -> np.ndarray:
@@ -164,9 +166,14 @@ class IdealCropNetwork(InferenceEngine):
                 out["hand_pose"][b] = pose
                 out["hand_betas"][b] = hand.betas
                 out["hand_joint_confidence"][b] = self.joint_confidence
-            votes = crop_units(self.scene.control_points_2d, inputs["object_box"][b])
+            # In a mirrored crop vote j lies on the model point across the object's mirror plane
+            # (augment.mirror_sample); that crop is also the more confident, so PnP takes it.
+            points_2d = self.scene.control_points_2d
+            if mirrored:
+                points_2d = points_2d[mirrored_crop_point_order(self.scene.control_points, self.scene.mirror_axis)]
+            votes = crop_units(points_2d, inputs["object_box"][b])
             out["object_votes"][b] = votes[:, :, None, None]
-            out["object_confidence"][b] = 0.9
+            out["object_confidence"][b] = 0.95 if mirrored else 0.9
         if self.produce_nan:
             out["hand_joints3d"][:] = np.nan
         return out

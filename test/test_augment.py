@@ -232,6 +232,52 @@ def test_mirroring_keeps_labels_consistent_and_is_an_involution():
     assert max(reprojection_errors(out)) < 1e-6
 
 
+@pytest.mark.parametrize("mirror_axis", [None, 0, 1])
+def test_mirroring_keeps_the_object_symmetries_in_the_mirrored_frame(mirror_axis):
+    """The symmetric poses R S of the mirrored object are the mirror images of the original's."""
+    from hoi_perception.geometry.camera import project
+    from hoi_perception.geometry.mirror import reflection
+    from hoi_perception.objects.models import symmetry_group
+
+    sample = replace(make_sample(8, side="left"), object_symmetry_rotations=symmetry_group([("z", 90)]),
+                     object_mirror_axis=mirror_axis)
+    mirrored = mirror_sample(sample).validate()
+    width = sample.image.shape[1]
+    # With a mirror plane, label j names the point across the plane (see the next test).
+    points = sample.object_control_points if mirror_axis is None else \
+        sample.object_control_points @ reflection(mirror_axis)
+    for s_orig, s_mirr in zip(sample.object_symmetry_rotations, mirrored.object_symmetry_rotations):
+        original = project(points @ (sample.object_rotation @ s_orig).T
+                           + sample.object_translation, sample.K)
+        flipped = project(mirrored.object_control_points @ (mirrored.object_rotation @ s_mirr).T
+                          + mirrored.object_translation, mirrored.K)
+        np.testing.assert_allclose(flipped[:, 0], width - 1.0 - original[:, 0], atol=1e-9)
+        np.testing.assert_allclose(flipped[:, 1], original[:, 1], atol=1e-9)
+
+
+@pytest.mark.parametrize("mirror_axis", [0, 1, 2])
+def test_a_mirrored_object_with_a_mirror_plane_keeps_its_own_control_points(mirror_axis):
+    """Mirrored, an object with a mirror plane is itself at the proper pose X R P: each label still names
+    the same point of the object, which is the mirror image of the point across the plane."""
+    from hoi_perception.geometry.mirror import reflection
+
+    sample = replace(make_sample(8, side="left"), object_mirror_axis=mirror_axis)
+    mirrored = mirror_sample(sample).validate()
+    np.testing.assert_array_equal(mirrored.object_control_points, sample.object_control_points)
+    assert np.linalg.det(mirrored.object_rotation) == pytest.approx(1.0)
+    assert max(reprojection_errors(mirrored)) < 1e-9
+    # Label j of the mirrored image lies where the image shows point j reflected across the plane:
+    # the mirror of where the original image shows that reflected point.
+    width = sample.image.shape[1]
+    reflected = sample.object_control_points @ reflection(mirror_axis)
+    original = project(reflected @ sample.object_rotation.T + sample.object_translation, sample.K)
+    np.testing.assert_allclose(mirrored.object_points_2d[:, 0], width - 1.0 - original[:, 0], atol=1e-9)
+    np.testing.assert_allclose(mirrored.object_points_2d[:, 1], original[:, 1], atol=1e-9)
+    back = mirror_sample(mirrored)  # still an involution
+    np.testing.assert_allclose(back.object_rotation, sample.object_rotation, atol=1e-12)
+    np.testing.assert_allclose(back.object_points_2d, sample.object_points_2d, atol=1e-9)
+
+
 @pytest.mark.parametrize("key, value", [("output_size", 4), ("box_expansion", 0.5), ("scale_jitter", 1.5),
                                         ("rotation_deg", 200.0), ("blur_probability", 2.0), ("color_jitter", -1.0)])
 def test_config_rejects_out_of_range_values(key, value):

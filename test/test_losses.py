@@ -19,6 +19,7 @@ from hoi_training.losses import (
     focal_loss,
     gaussian_heatmaps,
     hand_object_loss,
+    nearest_symmetric_points,
 )
 
 B, J, R, V = 2, 3, 4, 5  # small sizes: the losses do not depend on 21 joints / 778 vertices
@@ -156,6 +157,25 @@ def test_object_terms_hand_computed():
     # Object cell: |0.5 - exp(-0.5)|; the 3 others: |0.5 - 0|.
     expected_conf = (abs(0.5 - math.exp(-0.5)) + 3 * 0.5) / 4
     assert loss.terms["object_confidence"].item() == pytest.approx(100 * expected_conf, rel=1e-5)
+
+
+def test_symmetric_objects_are_trained_towards_the_nearest_look_alike_pose():
+    """Votes on the 180-degree twin of the labelled pose cost nothing; without the twin they would."""
+    label = torch.tensor([[[0.2, 0.3], [0.8, 0.7]]])  # two control points
+    twin = torch.tensor([[[0.8, 0.7], [0.2, 0.3]]])  # the same points, swapped by the symmetry
+    votes = twin[..., None, None].expand(1, 2, 2, 2, 2).clone()
+    obj = ObjectHeadOutput(votes=votes, confidence=torch.ones(1, 2, 2, 2))
+    plain = hand_object_loss(_first_sample(_hand()), obj, HandObjectTargets(object_points2d=label))
+    assert plain.terms["object_votes"].item() == pytest.approx(500 * 1.0, rel=1e-5)  # |dx| + |dy| = 0.6 + 0.4
+    symmetric = hand_object_loss(_first_sample(_hand()), obj, HandObjectTargets(
+        object_points2d=label, object_symmetric_points2d=torch.stack([label, twin], dim=1)))
+    assert symmetric.terms["object_votes"].item() == pytest.approx(0.0, abs=1e-6)
+    assert symmetric.terms["object_confidence"].item() == pytest.approx(0.0, abs=1e-3)  # exp(-0) = 1
+    # Votes halfway are as far from both: the labelled pose (index 0) is kept on a tie.
+    halfway = ObjectHeadOutput(votes=torch.full((1, 2, 2, 2, 2), 0.5), confidence=torch.ones(1, 2, 2, 2))
+    assert torch.equal(nearest_symmetric_points(halfway, torch.stack([label, twin], dim=1), None), label)
+    with pytest.raises(ValueError, match="object_symmetric_points2d"):
+        nearest_symmetric_points(halfway, label, None)
 
 
 def test_pseudo_labelled_samples_drop_the_object_loss():

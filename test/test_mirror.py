@@ -12,6 +12,8 @@ from hoi_perception.geometry.mirror import (
     mirror_points_2d,
     mirror_points_3d,
     mirror_rotation_matrix,
+    mirrored_crop_point_order,
+    reflection,
 )
 from hoi_perception.geometry.rotations import axis_angle_to_matrix_np
 from hoi_perception.hand_model.mano import HandModel
@@ -103,3 +105,17 @@ def test_left_mano_equals_the_mirrored_right_hand():
     right_vertices, right_joints = run("right", pose_right)
     np.testing.assert_allclose(mirror_points_3d(right_vertices), left_vertices, atol=1e-5)
     np.testing.assert_allclose(mirror_points_3d(right_joints), left_joints, atol=1e-5)
+
+
+def test_mirrored_crop_point_order_swaps_points_across_the_mirror_plane():
+    from hoi_perception.objects.models import bbox_control_points
+
+    points = bbox_control_points(np.array([-0.03, -0.02, -0.04]), np.array([0.03, 0.02, 0.04]))
+    for axis in range(3):
+        order = mirrored_crop_point_order(points, axis)
+        np.testing.assert_allclose(points[order], points @ reflection(axis))
+        np.testing.assert_array_equal(order[order], np.arange(21))  # its own inverse
+        assert order[20] == 20  # the centre stays
+    np.testing.assert_array_equal(mirrored_crop_point_order(points, None), np.arange(21))
+    with pytest.raises(ValueError, match="mirror plane"):
+        mirrored_crop_point_order(points + [0.01, 0, 0], 0)

@@ -22,6 +22,7 @@ from hoi_perception.objects import (
     make_texture,
     sample_surface,
     shapes,
+    symmetry_group,
 )
 from hoi_perception.render import render
 
@@ -197,7 +198,9 @@ def test_shipped_library():
     cracker = library.get("cracker_box")
     assert cracker.diameter == pytest.approx(np.sqrt(0.158 ** 2 + 0.060 ** 2 + 0.210 ** 2))
     np.testing.assert_allclose(cracker.corners[7], [0.079, 0.030, 0.105])
-    assert library.get("wood_block").is_symmetric and not cracker.is_symmetric
+    assert library.get("wood_block").is_symmetric and cracker.is_symmetric and not library.get("mug").is_symmetric
+    assert [len(library.get(n).symmetry_rotations) for n in ("cracker_box", "tomato_soup_can", "mug", "wood_block")] \
+        == [2, 12, 1, 8]
     with pytest.raises(UnknownObjectError, match="known objects: .*cracker_box"):
         library.get("drill")
 
@@ -216,6 +219,46 @@ def test_posed_model_renders_with_expected_silhouette():
     assert area == pytest.approx(2 * 0.033 * 0.101 * f ** 2 / 0.5 ** 2, rel=0.12)
     rows, cols = np.nonzero(result.mask(0))
     assert abs(rows.mean() - 64) < 1.5 and abs(cols.mean() - 64) < 1.5
+
+
+def test_mirror_planes_of_the_shipped_objects():
+    """The mug's handle lies along x, so only its y reflection maps it onto itself; the rest are
+    symmetric about x. A shape off its frame's origin has no mirror plane through it."""
+    library = load_object_library()
+    assert {name: model.mirror_axis for name, model in library.items()} == {
+        "cracker_box": 0, "sugar_box": 0, "tomato_soup_can": 0, "mustard_bottle": 0, "bleach_cleanser": 0,
+        "mug": 1, "wood_block": 0}
+    np.testing.assert_array_equal(library.get("mug").mirror_reflection, np.diag([1.0, -1.0, 1.0]))
+    box = shapes.box(0.1, 0.05, 0.2)
+    assert make_object_model("shifted", box.vertices + [0.02, 0.0, 0.0], box.faces).mirror_axis == 1
+    assert make_object_model("off", box.vertices + [0.02, 0.02, 0.02], box.faces).mirror_axis is None
+
+
+def test_symmetry_group_is_closed_and_starts_with_the_identity():
+    group = symmetry_group([("z", 90), ("x", 180)])
+    assert len(group) == 8
+    np.testing.assert_allclose(group[0], np.eye(3))
+    for a in group:
+        np.testing.assert_allclose(a @ a.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(a) == pytest.approx(1.0)
+        for b in group:  # closed under products
+            assert min(np.abs(a @ b - c).max() for c in group) < 1e-9
+    np.testing.assert_allclose(symmetry_group([("z", 180)])[1], np.diag([-1.0, -1.0, 1.0]), atol=1e-12)
+    assert len(symmetry_group([])) == 1
+
+
+@pytest.mark.parametrize("name", ["cracker_box", "mustard_bottle", "wood_block"])
+def test_declared_symmetries_look_the_same(name):
+    """The shipped textures repeat, so a declared symmetry rotation changes the rendered image far
+    less than a small turn about the same axis does (what lets the vote loss treat them as one)."""
+    model = load_object_library().get(name)
+    K = np.array([[300.0, 0, 64], [0, 300.0, 64], [0, 0, 1]])
+    t = np.array([0.0, 0.0, 0.6])
+    tilt = np.array([[1.0, 0, 0], [0, np.cos(1.0), -np.sin(1.0)], [0, np.sin(1.0), np.cos(1.0)]])
+    base = render([model.mesh(tilt, t)], K, 128, 128).rgb.astype(float)
+    turned = render([model.mesh(tilt @ model.symmetry_rotations[1], t)], K, 128, 128).rgb.astype(float)
+    small = render([model.mesh(tilt @ symmetry_group([("z", 20)])[1], t)], K, 128, 128).rgb.astype(float)
+    assert np.abs(base - turned).mean() < 0.4 * np.abs(base - small).mean()
 
 
 def write_yaml(tmp_path, body):
@@ -237,6 +280,12 @@ def write_yaml(tmp_path, body):
     ("objects: {a: {shape: mug, dimensions: {radius: 0.04, height: 0.04, wall: 0.004, handle_radius: 0.025, "
      "handle_thickness: 0.006}}}", "objects.a: mug: the handle"),
     ("objects: {}", "no objects"),
+    ("objects: {a: {shape: box, dimensions: {width: 1, depth: 1, height: 1}, symmetry_rotations: [[z, 180]]}}",
+     "declared 'symmetry: none'"),
+    ("objects: {a: {shape: box, dimensions: {width: 1, depth: 1, height: 1}, symmetry: discrete, "
+     "symmetry_rotations: [[z, 70]]}}", "divide 360"),
+    ("objects: {a: {shape: box, dimensions: {width: 1, depth: 1, height: 1}, symmetry: discrete, "
+     "symmetry_rotations: [[w, 90]]}}", "symmetry_rotations"),
 ])
 def test_config_errors_name_the_problem(tmp_path, body, message):
     path = write_yaml(tmp_path, body)

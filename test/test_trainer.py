@@ -138,6 +138,34 @@ def test_hand_object_targets_units_flags_and_mano_vertices():
     assert torch.allclose(targets.vertices[0], expected, atol=1e-6)
 
 
+def test_symmetric_object_targets_are_the_labels_under_each_symmetry_rotation():
+    """Candidate control points of the poses R S: the identity gives the labels, a half turn about
+    the object's z swaps opposite corners; a sample without an object pose keeps its labels."""
+    from hoi_perception.geometry.camera import project
+    from hoi_perception.objects.models import bbox_control_points, symmetry_group
+
+    control_points = bbox_control_points(np.array([-0.02, -0.01, -0.03]), np.array([0.02, 0.01, 0.03]))
+    rotation, translation = np.eye(3), np.array([0.0, 0.0, 0.4])
+    K = np.array([[20.0, 0, 8], [0, 20, 8], [0, 0, 1]])
+    posed = _sample(object_rotation=rotation, object_translation=translation, object_control_points=control_points,
+                    object_points_2d=project(control_points @ rotation.T + translation, K),
+                    object_symmetry_rotations=symmetry_group([("z", 180)]))
+    batch = collate_samples([posed, _sample()])
+    assert batch["object_symmetry_rotations"].shape == (2, 2, 3, 3)
+    assert torch.equal(batch["object_symmetry_rotations"][1], torch.eye(3).repeat(2, 1, 1))  # padded: identity
+    from hoi_perception.hand_model.mano import HandModel
+    targets, _, object_box = build_hand_object_targets(batch, torch.tensor([True, True]), HandModel("right"), 4)
+    candidates = targets.object_symmetric_points2d
+    assert candidates.shape == (2, 2, 21, 2)
+    assert torch.allclose(candidates[0, 0], targets.object_points2d[0], atol=1e-5)
+    # Corner i = (x, y, z) bits; the half turn about z maps corner 0 (-x, -y, -z) onto corner 6 (+x, +y, -z).
+    assert torch.allclose(candidates[0, 1, 0], targets.object_points2d[0, 6], atol=1e-5)
+    assert torch.equal(candidates[1, 0], candidates[1, 1])  # no pose: the label for every rotation
+    no_symmetries = collate_samples([_sample()])
+    assert build_hand_object_targets(no_symmetries, torch.tensor([True]), HandModel("right"),
+                                     4)[0].object_symmetric_points2d is None
+
+
 # ----------------------------------------------------------------------------- end to end
 
 

@@ -13,6 +13,10 @@ after a horizontal flip of that image, a right hand seen by the mirrored camera
 * axis-angle rotations: M R M = R(-M a), i.e. (ax, ay, az) -> (ax, -ay, -az), for the
   global orientation and every joint rotation alike.
 
+* an object with a mirror plane (reflection P in its frame) is, mirrored, the same
+  object at the pose ``M R P``: its control points keep their meaning
+  (:func:`mirrored_crop_point_order`).
+
 Mirroring is its own inverse, so the same functions un-mirror. Mirrored vertices
 keep their indices, which is how MANO's left model relates to its right model; a
 renderer must reverse the face winding of the mirrored mesh. MANO shape
@@ -25,6 +29,28 @@ import numpy as np
 
 # The mirror M in camera axes: x negated.
 MIRROR_X = np.diag([-1.0, 1.0, 1.0])
+
+
+def reflection(axis: int) -> np.ndarray:
+    """The reflection (3, 3) that negates coordinate ``axis`` (0 = x, 1 = y, 2 = z)."""
+    matrix = np.eye(3)
+    matrix[axis, axis] = -1.0
+    return matrix
+
+
+def mirrored_crop_point_order(control_points: np.ndarray, mirror_axis: int | None) -> np.ndarray:
+    """Indices that put a mirrored crop's control-point outputs (votes, confidences) back in the
+    model's order once they are mapped into the camera image: there, output j lies on the model
+    point reflected about the object's mirror plane, ``P c_j = c_order[j]`` (the order is its own
+    inverse). Identity for an object without a mirror plane (its labels were the mirrored points)."""
+    if mirror_axis is None:
+        return np.arange(len(control_points))
+    reflected = control_points @ reflection(mirror_axis)
+    distance = np.linalg.norm(reflected[:, None] - control_points[None], axis=2)
+    order = distance.argmin(axis=1)
+    if distance[np.arange(len(order)), order].max() > 1e-9 + 1e-6 * np.abs(control_points).max():
+        raise ValueError(f"the control points are not symmetric about the object's mirror plane (axis {mirror_axis})")
+    return order
 
 
 def _width(width: int) -> int:

@@ -15,6 +15,7 @@ from hoi_perception.objects.models import (
     load_object_library,
     make_object_model,
     sample_surface,
+    symmetry_group,
 )
 from hoi_perception.objects.textures import TextureSpec, make_texture
 
@@ -22,4 +23,5 @@ __all__ = [
     "NUM_CONTROL_POINTS", "ObjectLibrary", "ObjectLibraryConfig", "ObjectModel", "ObjectSpec",
     "TextureSpec", "UnknownObjectError", "bbox_control_points", "build_object", "crease_normals", "exact_diameter",
     "load_mesh_file", "load_object_library", "make_object_model", "make_texture", "sample_surface",
+    "symmetry_group",
 ]

@@ -67,7 +67,12 @@ from hoi_perception.geometry.crop import (
     resolve_box_expansion,
 )
 from hoi_perception.geometry.hand_translation import locate_hand
-from hoi_perception.geometry.mirror import MIRROR_X, mirror_axis_angle, mirror_points_3d
+from hoi_perception.geometry.mirror import (
+    MIRROR_X,
+    mirror_axis_angle,
+    mirror_points_3d,
+    mirrored_crop_point_order,
+)
 from hoi_perception.geometry.pnp import PnPResult, select_votes, solve_pnp
 from hoi_perception.hand_model.mano import HandModel, HandModelConfig, NumpyHandPoser
 from hoi_perception.models.detection_head import FrameDetections, letterbox_image, select_detections
@@ -587,11 +592,15 @@ class Estimator:
         i = int(np.argmax(scores))
         g = jobs[i].geometry
         # Select in box units, then map only the chosen votes to full-image pixels (the map is affine).
-        votes_units = outputs["object_votes"][i]  # (21, 2, H, W), the network's precision
-        selected = select_votes(votes_units, confidence[i], self.config.pnp)
+        votes_units, point_confidence = outputs["object_votes"][i], confidence[i]  # (21, 2, H, W), (21, H, W)
+        top_cells = top.indices[i].numpy()
+        if g.mirrored:  # back in the model's point order (geometry/mirror.py)
+            order = mirrored_crop_point_order(self.object_model.control_points, self.object_model.mirror_axis)
+            votes_units, point_confidence, top_cells = votes_units[order], point_confidence[order], top_cells[order]
+        selected = select_votes(votes_units, point_confidence, self.config.pnp)
         origin, size = g.object_box[:2], g.object_box[2:] - g.object_box[:2]
         selected.points_2d = g.to_image(origin + selected.points_2d * size)
-        voted = g.to_image(origin + _voted_points(votes_units, confidence[i], top.indices[i].numpy()) * size)
+        voted = g.to_image(origin + _voted_points(votes_units, point_confidence, top_cells) * size)
         points_3d = self.object_model.control_points
         pnp = solve_pnp(points_3d[selected.point_ids], selected.points_2d, K, self.config.pnp,
                         point_ids=selected.point_ids)

@@ -39,7 +39,7 @@ import numpy as np
 from hoi_perception.config import ConfigError
 from hoi_perception.geometry.camera import box_from_points, crop_intrinsics, project
 from hoi_perception.geometry.crop import DEFAULT_BOX_EXPANSION, square_crop_box
-from hoi_perception.geometry.mirror import MIRROR_X
+from hoi_perception.geometry.mirror import MIRROR_X, reflection
 from hoi_training.data.sample import HandObjectSample, SampleError, rotate_sample_3d
 
 # ITU-R BT.601 luma weights (R, G, B) of the grayscale step.
@@ -134,9 +134,16 @@ def mirror_sample(sample: HandObjectSample) -> HandObjectSample:
     and P the image flip, so mirrored 3D labels project onto mirrored 2D labels. MANO
     axis-angles (16 x 3) have their y and z components negated, and the translation is
     mirrored (``X t``), which is exact when the left model is the mirror of the right one
-    (MANO's are, up to the known left shapedirs sign bug). The object's control points are
-    mirrored in its model frame and its rotation conjugated (``X R X``), so use mirrored
-    samples for training, not for scoring against the unmirrored object mesh.
+    (MANO's are, up to the known left shapedirs sign bug).
+
+    The object: the mirror image of an object with a mirror plane (reflection ``M``,
+    ``object_mirror_axis``) is the object itself at the pose ``X R M``, so it keeps its own
+    control points and each control point label names the same point of the object as in
+    unmirrored samples (otherwise a mirrored sample would label the box corner across the
+    plane, and the network would learn the average of the two). Symmetry rotations
+    become ``M S M``. An object without a mirror plane has no real pose in the mirror: its
+    control points are mirrored in its model frame and its rotation conjugated (``X R X``),
+    so use such samples for training, not for scoring against the unmirrored object mesh.
     """
     width = sample.image.shape[1]
     flip = np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
@@ -158,8 +165,17 @@ def mirror_sample(sample: HandObjectSample) -> HandObjectSample:
         value = getattr(sample, name)
         if value is not None:
             changes[name] = value * np.array([-1.0, 1.0, 1.0])
+    object_frame = MIRROR_X if sample.object_mirror_axis is None else reflection(sample.object_mirror_axis)
     if sample.object_rotation is not None:
-        changes["object_rotation"] = MIRROR_X @ sample.object_rotation @ MIRROR_X
+        changes["object_rotation"] = MIRROR_X @ sample.object_rotation @ object_frame
+    if sample.object_symmetry_rotations is not None:
+        changes["object_symmetry_rotations"] = object_frame @ sample.object_symmetry_rotations @ object_frame
+    if sample.object_mirror_axis is not None and sample.object_control_points is not None:
+        changes["object_control_points"] = sample.object_control_points
+        if sample.object_rotation is not None:  # the object's own points at its pose in the mirrored camera
+            changes["object_points_2d"] = project(
+                sample.object_control_points @ changes["object_rotation"].T + changes["object_translation"],
+                changes["K"])
     if sample.mano_pose is not None:
         changes["mano_pose"] = (sample.mano_pose.reshape(-1, 3) * np.array([1.0, -1.0, -1.0])).reshape(-1)
     for name in ("hand_mask", "object_mask"):

@@ -16,7 +16,11 @@ the dataset:
   rotate a hand rigidly without needing the hand model;
 * the object pose maps model points into the camera: ``x_cam = R x + t``;
   ``object_control_points`` are the model's 21 control points (8 box corners, 12 edge
-  midpoints, centre; :func:`hoi_perception.objects.models.bbox_control_points` order).
+  midpoints, centre; :func:`hoi_perception.objects.models.bbox_control_points` order);
+  ``object_symmetry_rotations`` (S, 3, 3), identity first, are the object-frame rotations
+  under which the object looks the same (its model's), so ``R S`` are equally right poses;
+  ``object_mirror_axis`` is the model's mirror plane (``ObjectModel.mirror_axis``), which
+  lets a mirrored sample keep the object's own control points.
 
 A label a dataset does not provide is ``None``; the ``has_*`` properties say which
 labels exist, and :func:`collate_samples` turns them into per-sample boolean masks so
@@ -114,6 +118,8 @@ class HandObjectSample:
     object_points_2d: np.ndarray | None = None
     hand_mask: np.ndarray | None = None
     object_mask: np.ndarray | None = None
+    object_symmetry_rotations: np.ndarray | None = None
+    object_mirror_axis: int | None = None
     weight: float = 1.0
 
     # -- which labels exist -------------------------------------------------------
@@ -222,6 +228,14 @@ class HandObjectSample:
             det = float(np.linalg.det(self.object_rotation))
             if abs(det - 1.0) > 1e-3:
                 raise SampleError(f"{where}: object_rotation is not a rotation (det {det:.4f})")
+        symmetries = self.object_symmetry_rotations
+        if symmetries is not None and (not isinstance(symmetries, np.ndarray) or symmetries.ndim != 3
+                                       or symmetries.shape[1:] != (3, 3) or not np.allclose(symmetries[0], np.eye(3))):
+            got = symmetries.shape if isinstance(symmetries, np.ndarray) else type(symmetries).__name__
+            raise SampleError(f"{where}: object_symmetry_rotations must be (S, 3, 3) rotations with the identity "
+                              f"first, got {got}")
+        if self.object_mirror_axis not in (None, 0, 1, 2):
+            raise SampleError(f"{where}: object_mirror_axis must be None, 0, 1 or 2, got {self.object_mirror_axis!r}")
         if not (np.isfinite(self.weight) and self.weight >= 0):
             raise SampleError(f"{where}: weight must be finite and >= 0, got {self.weight}")
         return self
@@ -291,7 +305,9 @@ def collate_samples(samples: Sequence[HandObjectSample]) -> dict[str, Any]:
     :data:`LABEL_SHAPES` as a float32 (bool for masks) tensor with zeros where a sample
     lacks it; one ``has_*`` bool tensor (B,) per entry of :data:`FLAG_FIELDS`;
     ``hand_root_3d`` filled from ``joints_3d[0]`` where joints exist; ``weight`` (B,);
-    ``is_right`` (B,) bool; and lists ``hand_side``, ``object_name``, ``sample_id``.
+    ``is_right`` (B,) bool; ``object_symmetry_rotations`` (B, S, 3, 3), S the most any sample
+    has, padded with the identity (which is also every sample's without symmetries); and lists
+    ``hand_side``, ``object_name``, ``sample_id``.
     All images must have the same size (augment or resize first).
     """
     if len(samples) == 0:
@@ -318,6 +334,12 @@ def collate_samples(samples: Sequence[HandObjectSample]) -> dict[str, Any]:
         batch[flag] = torch.tensor([bool(getattr(s, flag)) for s in samples], dtype=torch.bool)
     batch["weight"] = torch.tensor([s.weight for s in samples], dtype=torch.float32)
     batch["is_right"] = torch.tensor([s.hand_side == "right" for s in samples], dtype=torch.bool)
+    symmetries = [np.eye(3)[None] if s.object_symmetry_rotations is None else s.object_symmetry_rotations
+                  for s in samples]
+    padded = np.tile(np.eye(3, dtype=np.float32), (len(samples), max(len(r) for r in symmetries), 1, 1))
+    for i, rotations in enumerate(symmetries):
+        padded[i, :len(rotations)] = rotations
+    batch["object_symmetry_rotations"] = torch.from_numpy(padded)
     batch["hand_side"] = [s.hand_side for s in samples]
     batch["object_name"] = [s.object_name for s in samples]
     batch["sample_id"] = [s.sample_id for s in samples]

@@ -106,10 +106,14 @@ class SyntheticDataset(Dataset):
             raise DatasetFormatError(f"{manifest_path}: lists no sequences")
         library = load_object_library(config.objects)
         self.control_points: dict[str, np.ndarray] = {}
+        self.symmetry_rotations: dict[str, np.ndarray] = {}
+        self.mirror_axes: dict[str, int | None] = {}
         for seq in self.sequences:
             name = seq.meta["object_name"]
             try:
                 self.control_points[name] = library.get(name).control_points
+                self.symmetry_rotations[name] = library.get(name).symmetry_rotations
+                self.mirror_axes[name] = library.get(name).mirror_axis
             except UnknownObjectError as exc:
                 raise DatasetFormatError(f"{self.root / seq.name / 'meta.json'}: {exc}") from None
         self.index = [(s, f) for s, seq in enumerate(self.sequences) for f in range(seq.frames)]
@@ -161,7 +165,9 @@ class SyntheticDataset(Dataset):
             object_rotation=_f64(labels["object_rotation"][f]),
             object_translation=_f64(labels["object_translation"][f]),
             object_control_points=self.control_points[object_name].copy(),
-            object_points_2d=_f64(labels["object_control_points2d"][f]), **masks)
+            object_points_2d=_f64(labels["object_control_points2d"][f]),
+            object_symmetry_rotations=self.symmetry_rotations[object_name],
+            object_mirror_axis=self.mirror_axes[object_name], **masks)
         return sample.validate()
 
     def __getitem__(self, index: int) -> HandObjectSample:

@@ -240,6 +240,7 @@ def build_hand_object_targets(crop: dict[str, Any], object_loss: torch.Tensor, h
             mano = hand_model(global_orient=pose[:, :3], hand_pose=pose[:, 3:], betas=betas)
         vertices = vertices.clone()
         vertices[missing_vertices] = (mano.vertices - mano.joints[:, :1]).to(vertices.dtype)
+    object_points2d = points_to_box_units(crop["object_points_2d"], object_box)
     object_mask = mask_on_roi_grid(crop["object_mask"], object_box, roi_size)
     object_mask = torch.where(crop["has_object_mask"][:, None, None], object_mask, torch.ones_like(object_mask))
     has_hand_mask = crop["has_hand_mask"] & crop["has_hand_box"] & valid_boxes(crop["hand_box"])
@@ -249,7 +250,8 @@ def build_hand_object_targets(crop: dict[str, Any], object_loss: torch.Tensor, h
         vertices=vertices,
         pose=crop["mano_pose"],
         betas=crop["mano_shape"],
-        object_points2d=points_to_box_units(crop["object_points_2d"], object_box),
+        object_points2d=object_points2d,
+        object_symmetric_points2d=symmetric_object_points(crop, object_points2d, object_box),
         object_mask=object_mask,
         hand_mask=mask_on_roi_grid(crop["hand_mask"], hand_box, roi_size),
         has_hand2d=has_hand2d.float() * weight,
@@ -259,6 +261,29 @@ def build_hand_object_targets(crop: dict[str, Any], object_loss: torch.Tensor, h
         has_object=has_object.float() * weight,
     )
     return targets, hand_box, object_box
+
+
+def symmetric_object_points(crop: dict[str, Any], object_points2d: torch.Tensor,
+                            object_box: torch.Tensor) -> torch.Tensor | None:
+    """(B, S, 21, 2) box-unit control points of the poses ``R S`` of each sample's object over its
+    symmetry rotations S (``object_symmetry_rotations``); None when no object in the batch has any.
+    Samples without an object pose keep their labelled points for every S."""
+    symmetries = crop.get("object_symmetry_rotations")
+    if symmetries is None or symmetries.shape[1] == 1:
+        return None
+    count = symmetries.shape[1]
+    points = object_points2d[:, None].repeat(1, count, 1, 1)
+    posed = crop["has_object_pose"] & crop["has_object_points"]
+    if posed.any():
+        rotation = crop["object_rotation"][posed][:, None] @ symmetries[posed]  # (N, S, 3, 3)
+        camera = crop["object_control_points"][posed][:, None] @ rotation.transpose(-1, -2) \
+            + crop["object_translation"][posed][:, None, None]  # (N, S, 21, 3)
+        pixels = camera @ crop["K"][posed][:, None].transpose(-1, -2)
+        pixels = pixels[..., :2] / pixels[..., 2:].clamp(min=1e-6)
+        boxes = object_box[posed]
+        origin, size = boxes[:, None, None, :2], boxes[:, None, None, 2:] - boxes[:, None, None, :2]
+        points[posed] = ((pixels - origin) / size).to(points.dtype)
+    return points
 
 
 def to_device(value: Any, device: torch.device) -> Any:
