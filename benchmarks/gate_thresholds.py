@@ -75,8 +75,7 @@ def sequences(data: Path) -> list[Path]:
 def run_split(data: Path, checkpoint: Path, overrides: list[str], gates: dict | None,
               max_frames: int | None) -> tuple[list[Sample], dict]:
     """Every sequence through a fresh estimator; the samples and publication counts."""
-    from hoi_training.data.sample import read_rgb
-    from hoi_training.data.synthetic import read_sequence_labels
+    from hoi_perception.synth.sequence_files import read_rgb, read_sequence_labels
 
     samples: list[Sample] = []
     counts = {"frames": 0, "object_published": 0, "object_within": 0, "hand_published": 0, "hand_within": 0}

@@ -34,7 +34,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"objects      {len(library)} from {args.objects or 'config/objects.yaml'}")
     for name in sorted(library):
         obj = library[name]
-        print(f"  {name:<22} diameter {obj.diameter * 100:6.1f} cm  symmetry {obj.symmetry}")
+        mirror = "none" if obj.mirror_axis is None else "xyz"[obj.mirror_axis]
+        print(f"  {name:<22} diameter {obj.diameter * 100:6.1f} cm  symmetry {obj.symmetry} "
+              f"({len(obj.symmetry_rotations)} look-alike poses)  mirror plane {mirror}")
     return 0
 
 

@@ -225,7 +225,7 @@ def test_shipped_config_defines_its_scales():
     config = experiment.load_experiment_config("experiments/semi_supervised.yaml")
     assert list(config.scales) == ["smoke", "cpu", "cpu_r18", "full"]
     cpu_r18 = config.scales["cpu_r18"]
-    assert cpu_r18.base_checkpoint == Path("hoi_perception/checkpoints/cpu_r18_synthetic.pt")  # the shipped model
+    assert cpu_r18.base_checkpoint == Path("hoi_training/checkpoints/cpu_r18_stage3.pt")  # the recorded base
     assert cpu_r18.train_config == "train/cpu_r18_full.yaml" and cpu_r18.semihand_rows
     assert cpu_r18.supervised == cpu_r18.semi and cpu_r18.semi.max_steps == 90
     assert cpu_r18.pseudolabel_perception_overrides == []  # the runtime's own thresholds and side vote
