@@ -247,8 +247,8 @@ def test_eval_command_writes_reports_for_both_box_sources(tiny_set, tiny_network
     from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
 
     runtime = load_estimator_config(DEFAULT_PERCEPTION_CONFIG)
-    assert report["detector"]["selection"]["hand_score_threshold"] == runtime.detection.hand_score_threshold == 0.13
-    assert report["detector"]["selection"]["object_score_threshold"] == runtime.detection.object_score_threshold == 0.17
+    assert report["detector"]["selection"]["hand_score_threshold"] == runtime.detection.hand_score_threshold
+    assert report["detector"]["selection"]["object_score_threshold"] == runtime.detection.object_score_threshold
     assert report["detector"]["hand_side_from"] == runtime.hand_side_from == "crop_network"
     assert "## Detector" in (tmp_path / "det" / "metrics.md").read_text()
 

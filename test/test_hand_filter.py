@@ -6,6 +6,7 @@ from scipy.spatial.transform import Rotation
 
 from hoi_perception.config import ConfigError
 from hoi_perception.hand_model.kinematics import finger_joint_angles, normalized_bone_lengths
+from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config
 from hoi_perception.tracking import FilterConfig, load_filter_config
 from hoi_perception.tracking.hand_filter import (
     FrameStatus,
@@ -201,8 +202,10 @@ def test_shipped_config_has_sho_defaults_and_validates():
     assert (hand.max_joint2d_jump, hand.max_pose_jump, hand.min_bone_length, hand.max_joint_angle_deg,
             hand.shape_outlier_sigmas) == (0.5, 0.01, 0.1, 90.0, 2.0)
     # The YAML and the dataclass defaults agree, except the confidence gate: the shipped model's,
-    # chosen on its validation split (as perception.yaml's tracking.min_hand_confidence).
-    assert hand == dataclasses.replace(HandFilterConfig(), min_confidence=0.26)
+    # chosen on its validation split, the same as perception.yaml's tracking.min_hand_confidence.
+    tracking = load_estimator_config(DEFAULT_PERCEPTION_CONFIG).tracking
+    assert hand.min_confidence == tracking.min_hand_confidence != HandFilterConfig().min_confidence
+    assert hand == dataclasses.replace(HandFilterConfig(), min_confidence=tracking.min_hand_confidence)
     assert config.object == FilterConfig().object
     with pytest.raises(ConfigError, match="hand.joints_3d"):
         load_filter_config(overrides=["hand.joints_3d.min_cutoff_hz=-1"])
