@@ -12,19 +12,24 @@ hand or on the test split flatter the model; this script sets them on a labelled
   above it that misses the box is a false positive and a miss);
 * hand gate: on ground-truth crops, a hand is *well estimated* when its mean 2D joint error
   is under ``--good-fraction`` of its box diagonal. The gate is the confidence threshold
-  that best separates well and badly estimated hands (Youden's J = TPR - FPR).
+  that best separates well and badly estimated hands (Youden's J = TPR - FPR);
+* object PnP (``pnp.confidence_threshold``, ``votes_per_point``, ``ransac_reprojection_px``):
+  on the same ground-truth crops, the object head's votes mapped to full-image pixels as
+  the runtime maps them, solved for every grid point; chosen: the best ADD(-S)-0.1D (ADD-S
+  for symmetric objects), ties kept at the configured values.
 
     python benchmarks/runtime_thresholds.py --checkpoint CKPT --data data/synthetic/cpu_val \
         [--frames 600] [--out benchmarks/results/runtime_thresholds_<model>.md]
 
-It prints the YAML to put under ``estimator:`` in config/perception.yaml.
+It prints the YAML to put under ``estimator:`` in config/perception.yaml (``hoi-train eval``
+follows its ``pnp`` section).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 from hoi_perception.atomic import atomic_write_text  # noqa: E402
 from hoi_perception.engines.base import file_sha256  # noqa: E402
 from hoi_perception.geometry.camera import box_iou  # noqa: E402
+from hoi_perception.geometry.metrics import add_errors, adds_errors, pose_accuracy  # noqa: E402
+from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp  # noqa: E402
 from hoi_perception.models.checkpoint import load_network_checkpoint  # noqa: E402
 from hoi_perception.models.detection_head import (  # noqa: E402
     LEFT_HAND,
@@ -44,7 +51,9 @@ from hoi_perception.models.detection_head import (  # noqa: E402
     letterbox_image,
     select_detections,
 )
-from hoi_perception.models.object_head import box_units_to_points  # noqa: E402
+from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels  # noqa: E402
+from hoi_perception.objects.models import load_object_library  # noqa: E402
+from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config  # noqa: E402
 from hoi_training.data.augment import AugmentConfig, evaluation_crop, mirror_sample  # noqa: E402
 from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset  # noqa: E402
 
@@ -62,6 +71,56 @@ class FrameScores:
     hand_side_right: bool
     object_score: float
     object_iou: float
+
+
+# PnP vote selection grid (pnp.confidence_threshold, votes_per_point, ransac_reprojection_px).
+PNP_CONFIDENCES = (0.3, 0.5, 0.7)
+PNP_VOTES = (10, 30)
+PNP_RANSAC_PX = (4.0, 8.0, 16.0)
+
+
+@dataclass
+class ObjectVotes:
+    """One frame's object votes in full-image pixels, for the PnP sweep, with the labelled pose."""
+
+    votes: np.ndarray  # (21, 2, H, W)
+    confidence: np.ndarray  # (21, H, W)
+    control_points: np.ndarray  # (21, 3), in the order of the votes
+    K: np.ndarray  # noqa: N815
+    rotation: np.ndarray
+    translation: np.ndarray
+    object_name: str
+
+
+def pnp_accuracy(frames: list[ObjectVotes], config: PnPConfig, library) -> float:
+    """ADD(-S)-0.1D of the poses PnP gives with ``config`` (a failed PnP is a miss)."""
+    errors, diameters = [], []
+    for f in frames:
+        model = library.get(f.object_name)
+        pnp = solve_control_point_pnp(f.votes, f.confidence, f.control_points, f.K, config)
+        diameters.append(model.diameter)
+        if not pnp.success:
+            errors.append(np.inf)
+            continue
+        metric = adds_errors if model.is_symmetric else add_errors
+        errors.append(float(metric(model.points, pnp.rotation[None], pnp.translation[None], f.rotation[None],
+                                   f.translation[None])[0]))
+    return pose_accuracy(np.array(errors), np.array(diameters))
+
+
+def best_pnp(frames: list[ObjectVotes], current: PnPConfig, library) -> tuple[PnPConfig, float, float]:
+    """The grid's best PnP settings (ties: the configured ones), their accuracy and the configured ones'."""
+    baseline = pnp_accuracy(frames, current, library)
+    best, best_accuracy = current, baseline
+    for confidence in PNP_CONFIDENCES:
+        for votes in PNP_VOTES:
+            for ransac in PNP_RANSAC_PX:
+                config = replace(current, confidence_threshold=confidence, votes_per_point=votes,
+                                 ransac_reprojection_px=ransac)
+                accuracy = pnp_accuracy(frames, config, library)
+                if accuracy > best_accuracy:
+                    best, best_accuracy = config, accuracy
+    return best, best_accuracy, baseline
 
 
 def best_threshold(scores: np.ndarray, ious: np.ndarray) -> tuple[float, dict[str, float]]:
@@ -109,6 +168,10 @@ def main() -> int:
     everything = DetectionSelectionConfig(hand_score_threshold=0.0, object_score_threshold=0.0)
     frames: list[FrameScores] = []
     confidences, good = [], []
+    object_votes: list[ObjectVotes] = []
+    library = load_object_library()
+    library_names = set(library.names)
+    configured_pnp = load_estimator_config(DEFAULT_PERCEPTION_CONFIG).pnp
     crop_config = AugmentConfig(output_size=size)
     for index in indices:
         sample = dataset[int(index)]
@@ -128,10 +191,17 @@ def main() -> int:
                 object_score=0.0 if chosen.object is None else chosen.object.score,
                 object_iou=0.0 if chosen.object is None else box_iou(chosen.object.box, sample.object_box)))
             working = mirror_sample(sample) if sample.hand_side == "left" else sample
-            crop, _ = evaluation_crop(working, crop_config)
+            crop, transform = evaluation_crop(working, crop_config)
             image = torch.from_numpy(crop.image[None]).permute(0, 3, 1, 2).float().div_(255.0)
             boxes = [torch.from_numpy(np.asarray(b, np.float32)[None]) for b in (crop.hand_box, crop.object_box)]
             output = network(image, *boxes)
+        if crop.has_object_pose and crop.object_name in library_names:
+            votes_crop = votes_to_pixels(output.object.votes[:1].double().numpy(), crop.object_box[None])[0]
+            votes_image = transform.crop_to_image(np.moveaxis(votes_crop, 1, -1))  # the runtime's frame
+            object_votes.append(ObjectVotes(np.moveaxis(votes_image, -1, 1),
+                                            output.object.confidence[0].double().numpy(),
+                                            working.object_control_points, working.K, working.object_rotation,
+                                            working.object_translation, working.object_name))
         joints = box_units_to_points(output.hand.joints2d[:1].double().numpy(), crop.hand_box[None])[0]
         diagonal = float(np.hypot(*(crop.hand_box[2:] - crop.hand_box[:2])))
         confidences.append(float(output.hand.joint_confidence[0].mean()))
@@ -144,8 +214,11 @@ def main() -> int:
     found = (hand_scores >= hand_threshold) & (hand_ious >= RECALL_IOU)
     side_pct = 100.0 * np.mean([f.hand_side_right for f, hit in zip(frames, found) if hit]) if found.any() else 0.0
     gate, gate_rates = youden_threshold(np.array(confidences), np.array(good))
+    pnp, pnp_accuracy_chosen, pnp_accuracy_configured = best_pnp(object_votes, configured_pnp, library)
     yaml = (f"estimator:\n  detection:\n    hand_score_threshold: {hand_threshold:.2f}\n"
-            f"    object_score_threshold: {object_threshold:.2f}\n  tracking:\n    min_hand_confidence: {gate:.2f}\n")
+            f"    object_score_threshold: {object_threshold:.2f}\n  tracking:\n    min_hand_confidence: {gate:.2f}\n"
+            f"  pnp:\n    confidence_threshold: {pnp.confidence_threshold:g}\n"
+            f"    votes_per_point: {pnp.votes_per_point}\n    ransac_reprojection_px: {pnp.ransac_reprojection_px:g}\n")
     lines = [
         f"# Runtime thresholds of `{args.checkpoint.name}` on a validation split", "",
         f"Command: `python benchmarks/runtime_thresholds.py --checkpoint {args.checkpoint} --data {args.data} "
@@ -162,7 +235,14 @@ def main() -> int:
         f"| tracking.min_hand_confidence | {gate:.2f} | Youden's J, well estimated = 2D error < "
         f"{args.good_fraction:g} x box diagonal ({100 * np.mean(good):.1f} % of hands) | keeps "
         f"{gate_rates.get('kept_good_pct', 0):.1f} % of well and {gate_rates.get('kept_bad_pct', 0):.1f} % of badly "
-        "estimated hands |", "", "```yaml", yaml.rstrip(), "```", ""]
+        "estimated hands |",
+        f"| pnp.confidence_threshold, votes_per_point, ransac_reprojection_px | {pnp.confidence_threshold:g}, "
+        f"{pnp.votes_per_point}, {pnp.ransac_reprojection_px:g} | best ADD(-S)-0.1D over a "
+        f"{len(PNP_CONFIDENCES)}x{len(PNP_VOTES)}x{len(PNP_RANSAC_PX)} grid, ground-truth crops, votes in "
+        f"full-image pixels | {100 * pnp_accuracy_chosen:.1f} % of {len(object_votes)} objects (configured "
+        f"{configured_pnp.confidence_threshold:g}, {configured_pnp.votes_per_point}, "
+        f"{configured_pnp.ransac_reprojection_px:g}: {100 * pnp_accuracy_configured:.1f} %) |",
+        "", "```yaml", yaml.rstrip(), "```", ""]
     text = "\n".join(lines)
     print(text)
     if args.out is not None:

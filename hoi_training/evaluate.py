@@ -108,7 +108,9 @@ class EvaluationRunConfig:
     max_frames: int = 0  # 0: every frame of the split
     device: Literal["auto", "cpu", "cuda"] = "auto"
     metrics: EvaluationConfig = field(default_factory=EvaluationConfig)
-    pnp: PnPConfig = field(default_factory=PnPConfig)
+    # Vote selection and solver; null takes the runtime's (``estimator.pnp`` of config/perception.yaml,
+    # chosen on the validation split). Here PnP runs in crop pixels, the runtime in image pixels.
+    pnp: PnPConfig | None = None
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
     # How ``boxes: detected`` picks the hands and object: null takes the runtime's choice (the
     # ``estimator.detection`` section of config/perception.yaml, thresholds chosen on the
@@ -181,6 +183,7 @@ class Evaluator:
         runtime = runtime_settings()
         self.detection = config.detection or runtime.detection
         self.hand_side_from = config.hand_side_from or runtime.hand_side_from
+        self.pnp = config.pnp or runtime.pnp
         self.crop_runner = network_crop_runner(self.network, device)
         self.crop_config = AugmentConfig(output_size=self.size)
         self.accumulator = EvaluationAccumulator(config.metrics)
@@ -302,7 +305,7 @@ class Evaluator:
             control_points = model.control_points if own_points else model.control_points @ MIRROR_X
             votes = votes_to_pixels(output.object.votes[i:i + 1].cpu().double().numpy(), crop.object_box[None])[0]
             pnp = solve_control_point_pnp(votes, output.object.confidence[i].cpu().double().numpy(), control_points,
-                                          crop.K, self.config.pnp)
+                                          crop.K, self.pnp)
             if pnp.success:
                 rotation, position = pnp.rotation, pnp.translation
                 if mirrored and model.mirror_axis is not None:  # the pose of the mirrored model, X R X
