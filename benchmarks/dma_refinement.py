@@ -1,9 +1,9 @@
 """Dense Mutual Attention refinement experiment (issue #9) on the synthetic lab domain, as one resumable script.
 
 A DMA refiner (``refine: dma``, :mod:`hoi_perception.models.refinement`) is trained on top
-of a first-stage checkpoint (the shipped hfl_r18 for the ``cpu`` scale) with the first
-stage frozen (``trainable: refiner``), then the same held-out frames are scored with
-refinement off (the first stage alone) and on: hand MPJPE / PA-MPJPE, object
+of a first-stage checkpoint (the shipped cpu_r18 for the ``cpu_r18`` scale, the earlier
+hfl_r18 for ``cpu``) with the first stage frozen (``trainable: refiner``), then the same
+held-out frames are scored with refinement off (the first stage alone) and on: hand MPJPE / PA-MPJPE, object
 ADD(-S)-0.1D, penetration depth and contact percentage, with ground-truth boxes. The
 ground-truth meshes' own penetration and contact are reported beside them, since the
 synthetic grasps are not perfectly penetration-free either. Latency: the refine graph
@@ -84,6 +84,7 @@ from benchmarks.experiment_runs import (
 )
 from hoi_perception.atomic import atomic_save_with, atomic_write_json
 from hoi_perception.config import ConfigError, load_config, read_yaml, resolve_config_path, to_dict
+from hoi_perception.engines.base import file_sha256
 from hoi_perception.models.dma.refiner import DMAConfig
 
 log = logging.getLogger("dma_refinement")
@@ -420,7 +421,7 @@ class Experiment:
             "trainable": self.config.trainable,
             "scale_config": to_dict(self.scale),
             "base_checkpoint": {"path": str(shown(base_path)), "model": base["model_config"].get("name"),
-                                "step": base.get("step")},
+                                "step": base.get("step"), "sha256": file_sha256(base_path)},
             "refined_model": {"model": refined["model_config"].get("name"), "refiner_steps": refined.get("step"),
                               "refiner_parameters": sum(t.numel() for k, t in refined["model"].items()
                                                         if k.startswith(REFINER_PREFIX) and t.is_floating_point())},
@@ -432,7 +433,7 @@ class Experiment:
             "steps": self.log.entries,
         }
         written = [layout.root / RESULTS_STEM] + ([] if self.publish is None else [self.publish])
-        write_report_files(written, results, lambda image: format_results(results, self.out))
+        write_report_files(written, results, lambda image: format_results(results, self.out, image), plot_results)
         log.info("wrote %s", ", ".join(f"{stem}.json and .md" for stem in written))
         self.log.this_run["report"] = "ran"
         return results
@@ -567,8 +568,36 @@ def _signed(value: Any) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-def format_results(results: dict[str, Any], out: Path) -> str:
-    """Markdown: the accuracy table, the differences, the latency table, settings and commands."""
+def plot_results(results: dict[str, Any]) -> Any:
+    """Figure of the table: each column's value with refinement off and on, side by side (one panel per
+    column, since their units differ), the ground-truth meshes' interaction numbers as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {row["name"]: row["metrics"] for row in results["rows"]}
+    truth = results["ground_truth_interaction"]
+    figure, axes = plt.subplots(1, len(COLUMNS), figsize=(2.1 * len(COLUMNS), 3.2))
+    for axis, (key, header) in zip(axes, COLUMNS):
+        values = [rows[row.name].get(key) for row in ROWS]
+        axis.bar([0, 1], [float("nan") if v is None else v for v in values], color=["tab:gray", "tab:blue"])
+        axis.set_xticks([0, 1], ["off", "on"])
+        axis.set_title(header, fontsize=9)
+        if truth.get(key) is not None:
+            axis.axhline(truth[key], color="tab:green", linestyle="--", linewidth=1, label="ground truth")
+            axis.legend(fontsize=7, loc="lower right")
+        axis.grid(axis="y", alpha=0.3)
+    sha = results["base_checkpoint"].get("sha256", "")[:12]
+    figure.suptitle(f"DMA refinement off / on, {results['scale']} scale, base {results['base_checkpoint']['model']} "
+                    f"(sha256 {sha})", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def format_results(results: dict[str, Any], out: Path, image: str | None = None) -> str:
+    """Markdown: the accuracy table (and ``image``, its plot, when given), the differences, the latency
+    table, settings and commands."""
     scale = results["scale"]
     lines = [f"# Dense Mutual Attention refinement ({scale} scale)", ""]
     if scale == "smoke":
@@ -576,7 +605,8 @@ def format_results(results: dict[str, Any], out: Path) -> str:
                   "connect; the numbers say nothing about the method.", ""]
     base, refined = results["base_checkpoint"], results["refined_model"]
     frozen = results["trainable"] == "refiner"
-    lines += [f"First stage: `{base['path']}` (model `{base['model']}`). Refiner: `{refined['model']}`, "
+    sha = f", sha256 `{base['sha256']}`" if base.get("sha256") else ""
+    lines += [f"First stage: `{base['path']}` (model `{base['model']}`{sha}). Refiner: `{refined['model']}`, "
               f"{refined['refiner_parameters']:,} parameters, trained {refined['refiner_steps']} steps "
               + ("with the first stage frozen" if frozen else "end to end (both stages)")
               + " on lab sequences of seed " + f"{results['seeds']['train']}. Test: held-out lab sequences (seed "
@@ -596,6 +626,8 @@ def format_results(results: dict[str, Any], out: Path) -> str:
         _number(truth.get(key)) for key in ("mean_penetration_depth_mm", "max_penetration_depth_mm", "contact_pct"))
         + f" | {truth.get('frames_evaluated', 0)} frames |")
     diff = results["differences"]
+    if image is not None:
+        lines += ["", f"![Refinement off and on]({image})"]
     lines += ["", "Refinement on minus off: " + ", ".join(f"{header} {_signed(diff.get(key))}"
                                                           for key, header in COLUMNS) + ".", "",
               "MPJPE / MPVPE: camera frame, the hand translation fitted from the predicted 2D joints, or from the "
@@ -668,7 +700,8 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     return experiment_parser(__doc__.split("\n\n")[0], "experiments/dma_refinement.yaml",
-                             "a scale of the config: smoke (seconds) or cpu (the real run)", STAGES)
+                             "a scale of the config: smoke (seconds), cpu (hfl_r18) or cpu_r18 (the shipped CPU model)",
+                             STAGES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

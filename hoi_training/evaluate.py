@@ -109,7 +109,7 @@ class EvaluationRunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     metrics: EvaluationConfig = field(default_factory=EvaluationConfig)
     # Vote selection and solver; null takes the runtime's (``estimator.pnp`` of config/perception.yaml,
-    # chosen on the validation split). Here PnP runs in crop pixels, the runtime in image pixels.
+    # chosen on the validation split).
     pnp: PnPConfig | None = None
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
     # How ``boxes: detected`` picks the hands and object: null takes the runtime's choice (the
@@ -303,9 +303,12 @@ class Evaluator:
             # In a mirrored crop an object with a mirror plane keeps its own control points (augment.mirror_sample).
             own_points = not mirrored or model.mirror_axis is not None
             control_points = model.control_points if own_points else model.control_points @ MIRROR_X
+            # Votes in (working) image pixels with the image's K, as the runtime solves them, so that
+            # the pixel thresholds of the runtime's PnP settings mean the same here.
             votes = votes_to_pixels(output.object.votes[i:i + 1].cpu().double().numpy(), crop.object_box[None])[0]
+            votes = np.moveaxis(frame.transform.crop_to_image(np.moveaxis(votes, 1, -1)), -1, 1)
             pnp = solve_control_point_pnp(votes, output.object.confidence[i].cpu().double().numpy(), control_points,
-                                          crop.K, self.pnp)
+                                          frame.working.K, self.pnp)
             if pnp.success:
                 rotation, position = pnp.rotation, pnp.translation
                 if mirrored and model.mirror_axis is not None:  # the pose of the mirrored model, X R X
