@@ -80,3 +80,15 @@ needs_mediapipe_models = pytest.mark.skipif(
     MEDIAPIPE_MODEL_DIR is None or not importlib.util.find_spec("ai_edge_litert"),
     reason="MediaPipe models not installed (pip install '.[mediapipe]' && hoi-perception install-mediapipe-models, "
            "or set HOI_MEDIAPIPE_DIR)")
+
+
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package), registered as ``name``."""
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

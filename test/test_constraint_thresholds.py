@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_benchmark  # test/ is on sys.path under pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("constraint_thresholds",
-                                                  ROOT / "benchmarks" / "constraint_thresholds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["constraint_thresholds"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-script = _load_script()
+script = load_benchmark("constraint_thresholds")
 
 
 def test_auc_orders_good_above_bad_and_counts_nan_as_worst():

@@ -5,16 +5,15 @@ from a released (fp16) base checkpoint."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import load_benchmark  # test/ is on sys.path under pytest
 
 from hoi_perception.config import ConfigError, load_config
 from hoi_training.pseudolabel.dataset import ablation_constraints, job_constraints, read_manifest, refilter
@@ -24,15 +23,7 @@ FRAMES_PER_SEQUENCE = 4
 WILD_SEQUENCES = 2
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("semi_supervised", ROOT / "benchmarks" / "semi_supervised.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["semi_supervised"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-experiment = _load_script()
+experiment = load_benchmark("semi_supervised")
 
 TINY_CONFIG = {
     "seeds": {"lab": 11, "wild": 22, "wild_test": 33, "training": 5},

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark  # test/ is on sys.path under pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("semi_supervised_seeds",
-                                                  ROOT / "benchmarks" / "semi_supervised_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["semi_supervised_seeds"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-seeds_script = _load_script()
+seeds_script = load_benchmark("semi_supervised_seeds")
 
 
 def _run(folder: Path, seed: int, values: dict[str, float], sha: str = "ab" * 32) -> Path:
