@@ -3,8 +3,8 @@
 A DMA refiner (``refine: dma``, :mod:`hoi_perception.models.refinement`) is trained on top
 of a first-stage checkpoint (the shipped cpu_r18 for the ``cpu_r18`` scale, the earlier
 hfl_r18 for ``cpu``) with the first stage frozen (``trainable: refiner``), then the same
-held-out frames are scored with refinement off (the first stage alone) and on: hand MPJPE / PA-MPJPE, object
-ADD(-S)-0.1D, penetration depth and contact percentage, with ground-truth boxes. The
+held-out frames are scored with refinement off (the first stage alone) and on: hand MPJPE /
+PA-MPJPE, object ADD(-S)-0.1D, penetration depth and contact percentage, with ground-truth boxes. The
 ground-truth meshes' own penetration and contact are reported beside them, since the
 synthetic grasps are not perfectly penetration-free either. Latency: the refine graph
 against the first stage's crop network, batch 1, PyTorch and ONNX Runtime interleaved
@@ -15,11 +15,11 @@ same command resumes an interrupted experiment::
 
     data       hoi-train synth: train (refiner training) and test (held-out) lab sequences
     base       hoi-train fit of the first stage, only for a scale without base_checkpoint (smoke)
-    refine     hoi-train fit of the hfl_r18_dma model from the base (init_checkpoint, trainable)
+    refine     hoi-train fit of the scale's DMA model from the base (init_checkpoint, trainable)
     evaluate   first_stage.pt (the refined model without its refiner) and hoi-train eval of
                both models on the test split; ground-truth interaction reference
     latency    ONNX export and timing of the crop networks and the refine graph
-    report     results.json and results.md (and --publish STEM.json/.md)
+    report     results.json, results.md and results.png (and --publish STEM.json/.md/.png)
 
 Output folder::
 
@@ -235,7 +235,7 @@ class Experiment:
         self.config = config
         self.scale_name = scale
         self.config_source = config_source
-        self.publish = publish  # the report is also written to publish.json / publish.md
+        self.publish = publish  # the report is also written to publish.json / .md / .png
         self.out = Path(out)
         self.layout = ExperimentLayout(self.out.resolve())
         self.settings = {"scale": scale, "seeds": to_dict(config.seeds), "trainable": config.trainable,
@@ -434,7 +434,7 @@ class Experiment:
         }
         written = [layout.root / RESULTS_STEM] + ([] if self.publish is None else [self.publish])
         write_report_files(written, results, lambda image: format_results(results, self.out, image), plot_results)
-        log.info("wrote %s", ", ".join(f"{stem}.json and .md" for stem in written))
+        log.info("wrote %s", ", ".join(f"{stem}.json, .md and .png" for stem in written))
         self.log.this_run["report"] = "ran"
         return results
 

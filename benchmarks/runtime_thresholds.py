@@ -52,7 +52,7 @@ from hoi_perception.models.detection_head import (  # noqa: E402
     select_detections,
 )
 from hoi_perception.models.object_head import box_units_to_points, votes_to_pixels  # noqa: E402
-from hoi_perception.objects.models import load_object_library  # noqa: E402
+from hoi_perception.objects.models import ObjectLibrary, load_object_library  # noqa: E402
 from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config  # noqa: E402
 from hoi_training.data.augment import AugmentConfig, evaluation_crop, mirror_sample  # noqa: E402
 from hoi_training.data.synthetic import SyntheticConfig, SyntheticDataset  # noqa: E402
@@ -92,7 +92,7 @@ class ObjectVotes:
     object_name: str
 
 
-def pnp_accuracy(frames: list[ObjectVotes], config: PnPConfig, library) -> float:
+def pnp_accuracy(frames: list[ObjectVotes], config: PnPConfig, library: ObjectLibrary) -> float:
     """ADD(-S)-0.1D of the poses PnP gives with ``config`` (a failed PnP is a miss)."""
     errors, diameters = [], []
     for f in frames:
@@ -108,7 +108,8 @@ def pnp_accuracy(frames: list[ObjectVotes], config: PnPConfig, library) -> float
     return pose_accuracy(np.array(errors), np.array(diameters))
 
 
-def best_pnp(frames: list[ObjectVotes], current: PnPConfig, library) -> tuple[PnPConfig, float, float]:
+def best_pnp(frames: list[ObjectVotes], current: PnPConfig, library: ObjectLibrary
+             ) -> tuple[PnPConfig, float, float]:
     """The grid's best PnP settings (ties: the configured ones), their accuracy and the configured ones'."""
     baseline = pnp_accuracy(frames, current, library)
     best, best_accuracy = current, baseline
