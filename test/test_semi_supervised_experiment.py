@@ -5,6 +5,7 @@ from a released (fp16) base checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -214,9 +215,13 @@ def test_bad_input_is_named(config_path, tmp_path, caplog):
 
 def test_shipped_config_defines_its_scales():
     config = experiment.load_experiment_config("experiments/semi_supervised.yaml")
-    assert list(config.scales) == ["smoke", "cpu", "cpu_r18", "full"]
+    assert list(config.scales) == ["smoke", "cpu", "cpu_r18", "cpu_r18_shipped", "full"]
     cpu_r18 = config.scales["cpu_r18"]
     assert cpu_r18.base_checkpoint == Path("hoi_training/checkpoints/cpu_r18_stage3.pt")  # the recorded base
+    # The same experiment from the model shipped now: only the base differs.
+    shipped = config.scales["cpu_r18_shipped"]
+    assert shipped.base_checkpoint == Path("hoi_perception/checkpoints/cpu_r18_synthetic.pt")
+    assert dataclasses.replace(shipped, base_checkpoint=cpu_r18.base_checkpoint) == cpu_r18
     assert cpu_r18.train_config == "train/cpu_r18_full.yaml" and cpu_r18.semihand_rows
     assert cpu_r18.supervised == cpu_r18.semi and cpu_r18.semi.max_steps == 90
     assert cpu_r18.pseudolabel_perception_overrides == []  # the runtime's own thresholds and side vote
