@@ -81,9 +81,8 @@ SWEEPS = (
 )
 
 
-def load_rows(pseudo: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+def load_rows(pseudo: Path, manifest: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every labelled row of a finished job (all shards concatenated) and each row's unit key."""
-    manifest = read_manifest(pseudo)
     parts: list[dict[str, np.ndarray]] = []
     units: list[str] = []
     for shard in (s for s in manifest["shards"] if s["status"] == "done"):
@@ -170,7 +169,8 @@ def whole_filter(pseudo: Path, config: ConstraintConfig, units: list[str], frame
 
 
 def run(pseudo: Path, data: Path, good_pa_mm: float, good_2d: float) -> dict[str, Any]:
-    rows, units = load_rows(pseudo)
+    manifest = read_manifest(pseudo)
+    rows, units = load_rows(pseudo, manifest)
     frame_ids = rows["frame_ids"]
     truth3d, truth2d = truth_for_rows(data, units, frame_ids)
     pred3d = rows["joints_3d"].astype(np.float64)
@@ -180,13 +180,13 @@ def run(pseudo: Path, data: Path, good_pa_mm: float, good_2d: float) -> dict[str
     error_2d = np.linalg.norm(rows["joints_2d"] - truth2d, axis=-1).mean(axis=1) / box_side
     good = (pa_mm <= good_pa_mm) & (error_2d <= good_2d)
 
-    job = job_constraints(read_manifest(pseudo))
+    job = job_constraints(manifest)
     sweeps = [sweep(rows, spec, good, pa_mm, float(getattr(job, spec.field))) for spec in SWEEPS]
     chosen = dataclasses.replace(job, **{s["field"]: s["chosen"]["threshold"] for s in sweeps})
     true_lengths = normalized_bone_lengths(truth3d).min(axis=-1)
     true_angles = finger_joint_angles(truth3d).reshape(len(truth3d), -1).max(axis=-1)
     return {
-        "pseudo": str(pseudo), "data": str(data), "checkpoint_sha256": read_manifest(pseudo).get("checkpoint_hash"),
+        "pseudo": str(pseudo), "data": str(data), "checkpoint_sha256": manifest.get("checkpoint_hash"),
         "rows": len(units), "good_definition": {"pa_mpjpe_mm": good_pa_mm, "joints_2d_box_sides": good_2d},
         "good": int(good.sum()),
         "quality": {"pa_mpjpe_mm_median": float(np.median(pa_mm)), "pa_mpjpe_mm_mean": float(pa_mm.mean()),
