@@ -15,8 +15,9 @@ graph definitions (``palm_detection_cpu``, ``palm_detection_detection_to_roi``,
    landmarks in metres (origin between the knuckles), rotated back to the image's axes;
 4. next frame's region from the landmarks (rotation wrist -> the knuckles' weighted mean,
    box of the palm and lower finger joints, shifted -0.1, squared, x2.0); the palm
-   detector only runs while fewer hands are tracked than ``num_hands``, and a tracked
-   region wins over a palm region overlapping it (IoU > 0.5).
+   detector only runs while fewer hands are tracked than ``num_hands`` (with a hand
+   tracked, every ``palm_interval`` frames), and a tracked region wins over a palm
+   region overlapping it (IoU > 0.5).
 
 Handedness: the landmark model was trained on mirrored (selfie) images. Its single score
 is the probability of MediaPipe's first label, "Left", *in the mirrored view*
@@ -81,6 +82,10 @@ class MediaPipeHandsConfig:
     nms_iou: float = 0.3
     # A tracked region replaces a palm region overlapping it more than this.
     track_iou: float = 0.5
+    # While some but fewer than num_hands hands are tracked, the palm detector looks for the
+    # others every this many frames (1: every frame, as MediaPipe's graph does); with no hand
+    # tracked it runs every frame. A hand entering beside a tracked one is found this much later.
+    palm_interval: int = 1
     # LiteRT CPU threads per model (0: LiteRT's default).
     threads: int = 2
 
@@ -93,6 +98,8 @@ class MediaPipeHandsConfig:
                 raise ConfigError(f"mediapipe.{name}: expected a value in [0, 1], got {value}")
         if self.threads < 0:
             raise ConfigError(f"mediapipe.threads: expected >= 0 (0 = LiteRT's default), got {self.threads}")
+        if self.palm_interval < 1:
+            raise ConfigError(f"mediapipe.palm_interval: expected >= 1 frame, got {self.palm_interval}")
 
 
 # ----------------------------------------------------------------------------- palm detector
@@ -339,10 +346,12 @@ class MediaPipeHands:
                              f"(hand_landmark_full.tflite), got {[s.shape for s in landmark_outputs]}")
         self._landmark_outputs = [s.name for s in landmark_outputs]
         self._tracked: list[RotatedRect] = []
+        self._frames_since_palms = 0
 
     def reset(self) -> None:
         """Forget the tracked regions (a new sequence, a camera jump)."""
         self._tracked = []
+        self._frames_since_palms = 0
 
     def detect_palms(self, rgb: np.ndarray) -> list[PalmDetection]:
         """Palms in an RGB uint8 image, best first, at most ``num_hands``."""
@@ -387,7 +396,10 @@ class MediaPipeHands:
         timings = FrontendTimings()
         regions = [(rect, False) for rect in self._tracked]
         palms: list[PalmDetection] = []
-        if len(self._tracked) < self.config.num_hands:
+        self._frames_since_palms += 1
+        if not self._tracked or (len(self._tracked) < self.config.num_hands
+                                 and self._frames_since_palms >= self.config.palm_interval):
+            self._frames_since_palms = 0
             start = time.perf_counter()
             palms = self.detect_palms(rgb)
             timings.palm_detection = time.perf_counter() - start

@@ -160,6 +160,8 @@ class RunSummary:
     frames: int = 0
     processed: int = 0
     skipped: int = 0
+    hand_frames: int = 0  # processed frames that published at least one hand
+    object_frames: int = 0  # processed frames that published an object pose
     mean_ms: float = 0.0
     video_path: Path | None = None
     bag_path: Path | None = None
@@ -222,6 +224,8 @@ def run_estimator(estimator: Any, frames: Iterator[tuple[float, np.ndarray]], K:
                     summary.skipped += 1
                     continue
                 summary.processed += 1
+                summary.hand_frames += bool(result.hands)
+                summary.object_frames += any(t.result.success for t in result.objects)
                 drawn = draw_frame(image, result, K, object_control_points(estimator))
                 stamp_ns = int(round(stamp * 1e9))
                 if bag_writer is not None:
@@ -297,7 +301,8 @@ def run_main(video: str | Path | None = None, camera: int | None = None, intrins
     finally:
         capture.release()
     print(f"{name}: {summary.frames} frames, {summary.processed} processed, {summary.skipped} skipped, "
-          f"{summary.mean_ms:.1f} ms per frame")
+          f"{summary.mean_ms:.1f} ms per frame; a hand published in {summary.hand_frames}, an object pose in "
+          f"{summary.object_frames}")
     for path in (summary.video_path, summary.bag_path):
         if path is not None:
             print(f"wrote {path}")
