@@ -1,4 +1,4 @@
-"""RoIAlign written with ``grid_sample`` so it exports to ONNX (GridSample, opset >= 16).
+"""RoIAlign written as two matrix products, so it exports to plain ONNX MatMuls.
 
 Semantics follow Mask R-CNN / torchvision ``roi_align``: each output bin averages
 ``sampling_ratio x sampling_ratio`` bilinear samples at regularly spaced points; a
@@ -7,13 +7,18 @@ the border reads the clamped border value; ``aligned=True`` shifts boxes by half
 pixel so that box corners sit on pixel corners. Only a fixed ``sampling_ratio`` is
 supported: torchvision's adaptive ratio (0) depends on box sizes, i.e. on data, and
 cannot be a static graph.
+
+Boxes are axis-aligned, so bilinear sampling separates into rows and columns: each bin's
+average over its samples is ``A_y @ F @ A_x^T`` per channel, with ``A_x`` (out_w, W)
+holding each bin's mean interpolation weight per feature column (and ``A_y`` per row).
+That is exact, and far cheaper than gathering every sample (ONNX Runtime's GridSample
+kernel was a fifth of the crop network's time).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 
 def _check_boxes(features: torch.Tensor, boxes: torch.Tensor) -> None:
@@ -64,26 +69,22 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int | tu
         roi_h = roi_h.clamp(min=1.0)
 
     # Sample positions along each axis: bin b, sample s -> (b + (s + 0.5) / ratio) * bin size.
-    steps_x = (torch.arange(out_w * sampling_ratio, dtype=features.dtype, device=features.device) + 0.5)
-    steps_y = (torch.arange(out_h * sampling_ratio, dtype=features.dtype, device=features.device) + 0.5)
-    xs = x0 + steps_x / (out_w * sampling_ratio) * roi_w  # (K, out_w * ratio)
-    ys = y0 + steps_y / (out_h * sampling_ratio) * roi_h  # (K, out_h * ratio)
+    x_weights = _bin_weights(x0, roi_w, out_w, sampling_ratio, width)  # (K, out_w, W)
+    y_weights = _bin_weights(y0, roi_h, out_h, sampling_ratio, height)  # (K, out_h, H)
+    return y_weights[:, None] @ features @ x_weights[:, None].transpose(-1, -2)
 
-    # Samples beyond one pixel outside the map are zero; the rest read clamped borders
-    # (padding_mode="border" clamps exactly like the reference implementation).
-    inside_x = ((xs >= -1.0) & (xs <= width)).to(features.dtype)
-    inside_y = ((ys >= -1.0) & (ys <= height)).to(features.dtype)
-    inside = inside_y[:, None, :, None] * inside_x[:, None, None, :]  # (K, 1, Hs, Ws)
 
-    # Pixel centre i sits at normalised coordinate (2i + 1) / size - 1 with align_corners=False.
-    grid_x = (2.0 * xs + 1.0) / width - 1.0
-    grid_y = (2.0 * ys + 1.0) / height - 1.0
-    num_rois = grid_x.shape[0]
-    grid = torch.stack((grid_x[:, None, :].expand(num_rois, out_h * sampling_ratio, out_w * sampling_ratio),
-                        grid_y[:, :, None].expand(num_rois, out_h * sampling_ratio, out_w * sampling_ratio)),
-                       dim=-1)
-    samples = functional.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return functional.avg_pool2d(samples * inside, kernel_size=sampling_ratio, stride=sampling_ratio)
+def _bin_weights(start: torch.Tensor, length: torch.Tensor, bins: int, ratio: int, size: int) -> torch.Tensor:
+    """(K, bins, size): each bin's mean bilinear weight on each feature row (or column) over its
+    ``ratio`` samples along one axis of boxes starting at ``start`` (K, 1) and ``length`` long."""
+    steps = torch.arange(bins * ratio, dtype=start.dtype, device=start.device) + 0.5
+    positions = start + steps / (bins * ratio) * length  # (K, bins * ratio)
+    # Samples beyond one pixel outside the map are zero; the rest read clamped borders.
+    inside = ((positions >= -1.0) & (positions <= size)).to(start.dtype)
+    clamped = positions.clamp(0.0, size - 1.0)
+    pixels = torch.arange(size, dtype=start.dtype, device=start.device)
+    weights = (1.0 - (clamped[..., None] - pixels).abs()).clamp(min=0.0) * inside[..., None]
+    return weights.reshape(weights.shape[0], bins, ratio, size).mean(2)
 
 
 class RoIAlign(nn.Module):
