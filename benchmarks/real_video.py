@@ -15,6 +15,10 @@ with tracking on, hands only, the shipped perception.yaml otherwise:
 * per-frame milliseconds of ``Estimator.process`` (wall clock, no drawing or writing),
   frames per second from their mean, and the median of each stage.
 
+Where ``hoi-perception convert-mediapipe-models`` has made ONNX copies of MediaPipe's models,
+the MediaPipe front-end also runs with them in ONNX Runtime (``mediapipe.engine:
+onnxruntime``), to choose the CPU runtime from a measurement.
+
 It also writes ``<out stem>.png``: four frames with the MediaPipe path's overlay.
 """
 
@@ -37,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hoi_perception.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from hoi_perception.frontends.mediapipe_models import ONNX_MANIFEST, resolve_model_dir  # noqa: E402
 from hoi_perception.geometry.camera import project  # noqa: E402
 from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config  # noqa: E402
 from hoi_perception.pipeline.estimator import Estimator  # noqa: E402
@@ -144,8 +149,14 @@ def main() -> None:
     mediapipe_config.mediapipe.threads = args.threads
     network_config = with_shipped_model(replace(shipped, object_name=None,
                                                 engine=replace(shipped.engine, threads=args.threads)))
+    front_ends = [("mediapipe", mediapipe_config)]
+    onnx_copies = resolve_model_dir(mediapipe_config.mediapipe.model_dir) / ONNX_MANIFEST
+    if onnx_copies.is_file():  # the same models converted to ONNX, in ONNX Runtime
+        onnx_config = replace(mediapipe_config, mediapipe=replace(mediapipe_config.mediapipe, engine="onnxruntime"))
+        front_ends.append(("mediapipe (onnxruntime)", onnx_config))
+    front_ends.append(("network", network_config))
     runs = {}
-    for name, config in (("mediapipe", mediapipe_config), ("network", network_config)):
+    for name, config in front_ends:
         estimator = Estimator(config)
         estimator.process(frames[0], K, -1.0)  # warm-up (first-call allocations), then a fresh track
         estimator = Estimator(config)
@@ -186,7 +197,10 @@ def main() -> None:
     lines += [
         "",
         f"MediaPipe front-end / network, time per frame measured in this run: {mp['mean_ms'] / net['mean_ms']:.2f}x "
-        f"({mp['fps']:.1f} vs {net['fps']:.1f} frames/s).",
+        f"({mp['fps']:.1f} vs {net['fps']:.1f} frames/s)."
+        + ("" if "mediapipe (onnxruntime)" not in summaries else
+           f" MediaPipe's models in ONNX Runtime / in LiteRT: "
+           f"{summaries['mediapipe (onnxruntime)']['mean_ms'] / mp['mean_ms']:.2f}x."),
         "",
         "Median milliseconds per stage:",
         "",

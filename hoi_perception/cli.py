@@ -112,6 +112,17 @@ def _cmd_install_mediapipe_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_mediapipe_models(args: argparse.Namespace) -> int:
+    """ONNX copies of MediaPipe Hands' models (for the onnxruntime/tensorrt engines), checked against LiteRT."""
+    from hoi_perception.frontends.mediapipe_models import ONNX_TOLERANCE, convert_models
+
+    folder, errors = convert_models(args.dir, args.converter_python)
+    for name, error in errors.items():
+        print(f"converted  {folder / name}: largest difference from LiteRT {error:.1e} of the output range "
+              f"(limit {ONNX_TOLERANCE:.0e})")
+    return 0
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """``--help`` shows every option's default unless its help already states one."""
 
@@ -218,6 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model folder (default: $HOI_MEDIAPIPE_DIR, else "
                              "$XDG_DATA_HOME/hoi_perception/mediapipe, i.e. ~/.local/share/hoi_perception/mediapipe)")
     models.set_defaults(func=_cmd_install_mediapipe_models)
+
+    convert = sub.add_parser("convert-mediapipe-models",
+                             help="ONNX copies of the installed MediaPipe models for mediapipe.engine onnxruntime / "
+                                  "tensorrt, converted by tf2onnx and kept only if they give LiteRT's outputs")
+    convert.add_argument("--converter-python", required=True,
+                         help="a Python interpreter with tf2onnx and tensorflow (e.g. a separate virtual "
+                              "environment's bin/python; neither is a dependency of this package)")
+    convert.add_argument("--dir", default=None, help="model folder (default: as install-mediapipe-models)")
+    convert.set_defaults(func=_cmd_convert_mediapipe_models)
     return parser
 
 

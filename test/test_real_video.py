@@ -93,3 +93,34 @@ def test_palm_detector_looks_for_a_second_hand_every_palm_interval_frames(interv
         assert len(result.hands) == 1  # one real hand in view throughout
     assert not tracked[0] and all(tracked[1:]) and ran[0]
     assert sum(ran[1:]) == len(range(interval, 40, interval))  # with the hand tracked: every interval-th frame
+
+
+HAS_ONNX_COPIES = MEDIAPIPE_MODEL_DIR is not None and (MEDIAPIPE_MODEL_DIR / "onnx_conversion.json").is_file()
+
+
+@needs_mediapipe_models
+@pytest.mark.skipif(not HAS_ONNX_COPIES, reason="no ONNX copies of the MediaPipe models (hoi-perception "
+                    "convert-mediapipe-models needs tf2onnx and tensorflow)")
+def test_onnx_copies_track_the_real_hand_as_litert_does():
+    from hoi_perception.frontends import mediapipe_models as mm
+    from hoi_perception.frontends.mediapipe_hands import MediaPipeHandsConfig, create_mediapipe_hands
+
+    for model in mm.PINNED_MODELS:
+        error = mm.conversion_error(mm.model_path(model, MEDIAPIPE_MODEL_DIR),
+                                    mm.onnx_model_path(model, MEDIAPIPE_MODEL_DIR))
+        assert error < mm.ONNX_TOLERANCE
+    frames, _ = real_video.read_video(VIDEO)
+    litert, onnx = (create_mediapipe_hands(MediaPipeHandsConfig(model_dir=MEDIAPIPE_MODEL_DIR, engine=engine))
+                    for engine in ("litert", "onnxruntime"))
+    palms_litert, palms_onnx = litert.detect_palms(frames[60]), onnx.detect_palms(frames[60])
+    assert len(palms_litert) == len(palms_onnx) == 1
+    np.testing.assert_allclose(palms_onnx[0].keypoints, palms_litert[0].keypoints, atol=0.05)
+    for rgb in frames[:60:3]:
+        regions = list(litert._tracked)  # the same crop for both runtimes
+        hands = litert.process(rgb).hands
+        assert len(hands) == 1
+        if regions:
+            again = onnx.landmarks_in(rgb, regions[0], from_palm=False)
+            np.testing.assert_allclose(again.image_landmarks, hands[0].image_landmarks, atol=0.05)
+            np.testing.assert_allclose(again.world_landmarks, hands[0].world_landmarks, atol=1e-4)
+            assert again.side == hands[0].side

@@ -86,7 +86,12 @@ class MediaPipeHandsConfig:
     # others every this many frames (1: every frame, as MediaPipe's graph does); with no hand
     # tracked it runs every frame. A hand entering beside a tracked one is found this much later.
     palm_interval: int = 1
-    # LiteRT CPU threads per model (0: LiteRT's default).
+    # Which runtime runs the two models. litert: the .tflite files (fastest on a CPU);
+    # onnxruntime / tensorrt: their ONNX copies (hoi-perception convert-mediapipe-models),
+    # tensorrt on an NVIDIA GPU.
+    engine: Literal["litert", "onnxruntime", "tensorrt"] = "litert"
+    device: str = "cpu"  # tensorrt (and onnxruntime with onnxruntime-gpu): cuda or cuda:N
+    # CPU threads per model (0: the runtime's default).
     threads: int = 2
 
     def validate(self) -> None:
@@ -98,6 +103,12 @@ class MediaPipeHandsConfig:
                 raise ConfigError(f"mediapipe.{name}: expected a value in [0, 1], got {value}")
         if self.threads < 0:
             raise ConfigError(f"mediapipe.threads: expected >= 0 (0 = LiteRT's default), got {self.threads}")
+        if self.engine == "tensorrt" and not self.device.startswith("cuda"):
+            raise ConfigError(f"mediapipe.engine tensorrt runs on an NVIDIA GPU: set mediapipe.device to cuda or "
+                              f"cuda:N, got {self.device!r}")
+        if self.engine == "litert" and self.device != "cpu":
+            raise ConfigError(f"mediapipe.engine litert runs on the CPU: mediapipe.device must be cpu, got "
+                              f"{self.device!r}")
         if self.palm_interval < 1:
             raise ConfigError(f"mediapipe.palm_interval: expected >= 1 frame, got {self.palm_interval}")
 
@@ -440,11 +451,27 @@ def _outputs_by_width(engine: InferenceEngine, widths: dict[int, str]) -> dict[s
 
 
 def create_mediapipe_hands(config: MediaPipeHandsConfig | None = None) -> MediaPipeHands:
-    """The front-end with both models in LiteRT, from the checked model folder."""
-    from hoi_perception.engines.litert_engine import LiteRTEngine
-    from hoi_perception.frontends.mediapipe_models import HAND_LANDMARKS, PALM_DETECTOR, model_path
+    """The front-end with both models in ``config.engine``, from the checked model folder."""
+    from hoi_perception.frontends.mediapipe_models import HAND_LANDMARKS, PALM_DETECTOR, PinnedModel
 
     config = config or MediaPipeHandsConfig()
     config.validate()
-    return MediaPipeHands(config, LiteRTEngine(model_path(PALM_DETECTOR, config.model_dir), config.threads),
-                          LiteRTEngine(model_path(HAND_LANDMARKS, config.model_dir), config.threads))
+
+    def engine(model: PinnedModel) -> InferenceEngine:
+        from hoi_perception.frontends.mediapipe_models import model_path, onnx_model_path
+
+        if config.engine == "litert":
+            from hoi_perception.engines.litert_engine import LiteRTEngine
+
+            return LiteRTEngine(model_path(model, config.model_dir), config.threads)
+        model_path(model, config.model_dir)  # the ONNX copy is checked against the pinned source file
+        onnx = onnx_model_path(model, config.model_dir)
+        if config.engine == "onnxruntime":
+            from hoi_perception.engines.onnx_engine import OnnxRuntimeEngine
+
+            return OnnxRuntimeEngine(onnx, config.device, config.threads)
+        from hoi_perception.engines.tensorrt_engine import TensorRTEngine
+
+        return TensorRTEngine(onnx, config.device, max_batch=1)
+
+    return MediaPipeHands(config, engine(PALM_DETECTOR), engine(HAND_LANDMARKS))

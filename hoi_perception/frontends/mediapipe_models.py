@@ -7,6 +7,11 @@ the two files out of it, checks their pinned sha256 and writes them atomically t
 folder. The runtime never downloads: it only finds and checks the files, and names the
 install command when they are missing or differ.
 
+``hoi-perception convert-mediapipe-models`` adds ONNX copies for the ``onnxruntime`` and
+``tensorrt`` engines (``estimator.mediapipe.engine``): tf2onnx, run in an interpreter that has
+it and TensorFlow, converts each file, and a copy is kept only if ONNX Runtime gives LiteRT's
+outputs on random images (recorded with both hashes in ``onnx_conversion.json``).
+
 Model folder, first that is set: the ``--dest``/config value, ``$HOI_MEDIAPIPE_DIR``, else
 ``$XDG_DATA_HOME/hoi_perception/mediapipe`` (``~/.local/share/hoi_perception/mediapipe``).
 """
@@ -153,3 +158,96 @@ def install_models(wheel: str | Path | None, dest: str | Path | None) -> tuple[P
         return folder, extract_models(wheel, folder)
     with tempfile.TemporaryDirectory(prefix="hoi_mediapipe_") as tmp:
         return folder, extract_models(download_wheel(Path(tmp)), folder)
+
+
+# ----------------------------------------------------------------------------- ONNX copies (for TensorRT)
+
+CONVERT_COMMAND = "hoi-perception convert-mediapipe-models"
+ONNX_MANIFEST = "onnx_conversion.json"
+# The converted graph must give LiteRT's outputs to this fraction of each output's largest value.
+ONNX_TOLERANCE = 1e-4
+VERIFY_INPUTS = 4
+
+
+def onnx_name(model: PinnedModel) -> str:
+    return model.name.removesuffix(".tflite") + ".onnx"
+
+
+def conversion_error(tflite: Path, onnx: Path, inputs: int = VERIFY_INPUTS, seed: int = 0) -> float:
+    """Largest difference between LiteRT on ``tflite`` and ONNX Runtime on ``onnx``, over ``inputs``
+    random images and every output, as a fraction of that output's largest LiteRT value."""
+    import numpy as np
+
+    from hoi_perception.engines.litert_engine import LiteRTEngine
+    from hoi_perception.engines.onnx_engine import OnnxRuntimeEngine
+
+    reference, candidate = LiteRTEngine(tflite), OnnxRuntimeEngine(onnx)
+    spec = reference.inputs[0]
+    if [(s.name, s.shape) for s in candidate.inputs] != [(spec.name, spec.shape)] or \
+            [s.name for s in candidate.outputs] != [s.name for s in reference.outputs]:
+        raise ValueError(f"'{onnx}': inputs {[(s.name, s.shape) for s in candidate.inputs]} and outputs "
+                         f"{[s.name for s in candidate.outputs]} are not those of '{tflite}' "
+                         f"({[(spec.name, spec.shape)]}, {[s.name for s in reference.outputs]})")
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for _ in range(inputs):
+        image = rng.random(spec.shape, dtype=np.float32)
+        expected, actual = reference.run({spec.name: image}), candidate.run({spec.name: image})
+        for name, value in expected.items():
+            scale = max(float(np.abs(value).max()), 1e-12)
+            worst = max(worst, float(np.abs(actual[name] - value).max()) / scale)
+    return worst
+
+
+def convert_models(model_dir: str | Path | None, converter_python: str) -> tuple[Path, dict[str, float]]:
+    """ONNX copies of both models beside them, converted by tf2onnx in ``converter_python`` (an
+    interpreter with ``tf2onnx`` and TensorFlow, e.g. a separate virtual environment) and kept
+    only if they give LiteRT's outputs (:data:`ONNX_TOLERANCE`); ONNX file name -> relative error."""
+    import json
+
+    folder = resolve_model_dir(model_dir)
+    errors: dict[str, float] = {}
+    converted: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="hoi_mediapipe_onnx_") as tmp:
+        for model in PINNED_MODELS:
+            source = model_path(model, model_dir)
+            target = Path(tmp) / onnx_name(model)
+            command = [converter_python, "-m", "tf2onnx.convert", "--tflite", str(source), "--output", str(target),
+                       "--opset", "17"]
+            completed = subprocess.run(command, capture_output=True, text=True)
+            if completed.returncode != 0 or not target.is_file():
+                tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
+                raise RuntimeError(f"tf2onnx could not convert '{source}' with {converter_python} (exit "
+                                   f"{completed.returncode}): " + " | ".join(tail) + "; --converter-python must "
+                                   "name a Python with tf2onnx and tensorflow installed")
+            name = onnx_name(model)
+            errors[name] = conversion_error(source, target)
+            if errors[name] > ONNX_TOLERANCE:
+                raise ValueError(f"the ONNX conversion of '{source}' differs from LiteRT by {errors[name]:.2e} of "
+                                 f"the output range (at most {ONNX_TOLERANCE:.0e}); nothing was written")
+            converted[name] = target.read_bytes()
+    manifest = {onnx_name(model): {"source_sha256": model.sha256,
+                                   "onnx_sha256": sha256_of(converted[onnx_name(model)]),
+                                   "relative_error": errors[onnx_name(model)]} for model in PINNED_MODELS}
+    for name, data in converted.items():
+        atomic_write_bytes(folder / name, data)
+    atomic_write_bytes(folder / ONNX_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return folder, errors
+
+
+def onnx_model_path(model: PinnedModel, model_dir: str | Path | None = None) -> Path:
+    """The checked ONNX copy of ``model`` (written by :func:`convert_models` from the pinned file)."""
+    import json
+
+    folder = resolve_model_dir(model_dir)
+    path = folder / onnx_name(model)
+    manifest_path = folder / ONNX_MANIFEST
+    if not path.is_file() or not manifest_path.is_file():
+        raise MediaPipeModelError(f"MediaPipe model '{path}' not found: the onnxruntime and tensorrt engines run "
+                                  f"ONNX copies of the .tflite files; make them once with `{CONVERT_COMMAND} "
+                                  "--converter-python PYTHON` (a Python with tf2onnx and tensorflow)")
+    entry = json.loads(manifest_path.read_text()).get(path.name, {})
+    if entry.get("source_sha256") != model.sha256 or entry.get("onnx_sha256") != sha256_of(path.read_bytes()):
+        raise MediaPipeModelError(f"MediaPipe model '{path}' is not the checked conversion of the pinned "
+                                  f"{model.name} recorded in {manifest_path}; rerun `{CONVERT_COMMAND}`")
+    return path
