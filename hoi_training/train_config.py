@@ -162,6 +162,11 @@ class TrainConfig:
     # State-dict prefixes of init_checkpoint left out: those modules keep their fresh
     # initialisation (e.g. [detection_head.] to retrain a head whose layout changed).
     init_exclude: list[str] = field(default_factory=list)
+    # For a model whose detector has its own trunk (detection_head.trunk: own), where that
+    # trunk starts. "checkpoint": as init_checkpoint has it (a copy of its crop backbone if
+    # it has none); "crop_backbone": a fresh copy of the crop backbone it starts from, for a
+    # detector stage after crop stages that left the trunk untouched.
+    detector_trunk_init: Literal["checkpoint", "crop_backbone"] = "checkpoint"
     # What the optimiser updates. "all": every weight (DMA trains its two stages end to end,
     # section 3). "refiner": a refine: dma model's refiner only; the first stage keeps the
     # weights of init_checkpoint and runs as at inference (BatchNorm on its running
@@ -171,8 +176,8 @@ class TrainConfig:
     # What a step computes and trains (the CPU recipe's stages, config/train/cpu_r18_*.yaml):
     # "full": every configured term; "heatmaps": the backbone and the hand heatmaps only (the
     # 2D terms; the other heads are not run, so a step costs a fraction of a full one);
-    # "detector": the detection head alone on full frames, on a frozen backbone (it runs as at
-    # inference), so the crop network stays exactly that of init_checkpoint.
+    # "detector": the detector alone (its head, and its own trunk if it has one) on full frames;
+    # the crop network runs as at inference and stays exactly that of init_checkpoint.
     stage: Literal["full", "heatmaps", "detector"] = "full"
     # Bookkeeping, in optimiser steps (0 disables the image grids).
     log_interval: int = 20
@@ -211,6 +216,11 @@ class TrainConfig:
             self._validate_refiner_only(model)
         if self.stage != "full":
             self._validate_stage(model)
+        if self.detector_trunk_init == "crop_backbone" and (model.detection_head.trunk != "own"
+                                                            or self.stage != "detector"):
+            raise ConfigError(f"detector_trunk_init: crop_backbone restarts the detector's own trunk in a "
+                              f"detector stage; this run has stage {self.stage} and detection_head.trunk "
+                              f"{model.detection_head.trunk}")
 
     def _validate_stage(self, model: ModelConfig) -> None:
         """The partial stages train plain first stages, supervised."""
@@ -221,8 +231,8 @@ class TrainConfig:
         if semihand.pseudo_labels.enabled or semihand.view_consistency.enabled or semihand.cross_modal.enabled:
             raise ConfigError(f"stage: {self.stage} is supervised; turn semihand off")
         if self.stage == "detector" and self.init_checkpoint is None:
-            raise ConfigError("stage: detector trains the detection head on a frozen backbone, so it must start "
-                              "from trained weights: set init_checkpoint")
+            raise ConfigError("stage: detector trains the detector beside a frozen crop network, so it must "
+                              "start from trained weights: set init_checkpoint")
         weights = self.loss.weights
         if self.stage == "detector" and weights.detection_heatmap <= 0:
             raise ConfigError("stage: detector needs loss.weights.detection_heatmap > 0")

@@ -77,6 +77,8 @@ from hoi_training.training.batches import (
 from hoi_training.training.distributed import DistributedContext, EpochSampler, all_finite, init_distributed
 from hoi_training.training.refinement import RefinementTraining, select_rows, training_object_library
 from hoi_training.training.state import (
+    DETECTION_HEAD_PREFIX,
+    DETECTOR_TRUNK_PREFIX,
     check_model_config,
     config_differences,
     freeze_first_stage,
@@ -101,7 +103,7 @@ CONFIG_FILE = "config.yaml"
 CODE_VERSION_FILE = "code_version.txt"
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 NON_FINITE_EXIT_CODE = 3
-DETECTION_HEAD_PREFIX = "detection_head."
+DETECTOR_PREFIXES = (DETECTION_HEAD_PREFIX, DETECTOR_TRUNK_PREFIX)  # what the "detector" stage trains
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,13 +140,16 @@ class Trainer:
             self.network.load_imagenet_weights(config.imagenet_weights)
         if config.init_checkpoint is not None:
             load_initial_weights(self.network, config.init_checkpoint, config_source, config.init_exclude)
+        if config.detector_trunk_init == "crop_backbone":
+            assert self.network.detector_trunk is not None  # TrainConfig.validate checks the model has one
+            self.network.detector_trunk.copy_from(self.network.backbone)
         self.frozen_first_stage = config.trainable == "refiner"
         self.stage = config.stage
         if self.frozen_first_stage:
             freeze_first_stage(self.network)
-        if self.stage == "detector":  # the detection head alone learns; the rest runs as at inference
+        if self.stage == "detector":  # the detector alone learns; the crop network runs as at inference
             for name, parameter in self.network.named_parameters():
-                parameter.requires_grad_(name.startswith(DETECTION_HEAD_PREFIX))
+                parameter.requires_grad_(name.startswith(DETECTOR_PREFIXES))
         self.network.to(device)
         self.module: nn.Module = TrainingModule(self.network, config.stage)
         self.refinement = (RefinementTraining(self.network, training_object_library(config))
@@ -390,9 +395,12 @@ class Trainer:
             terms = hand_2d_losses(output.heatmaps.float(), output.joints2d.float(), targets, self.config.loss)
             total = torch.stack(list(terms.values())).sum()
             return self._optimise(total, {k: v.detach() for k, v in terms.items()}, len(batch)), output
-        # The detector: the frozen backbone runs as at inference (BatchNorm on its running statistics).
+        # The detector: a frozen shared backbone runs as at inference (BatchNorm on its running
+        # statistics); the detector's own trunk trains with the head.
         self.network.eval()
         self.network.detection_head.train()
+        if self.network.detector_trunk is not None:
+            self.network.detector_trunk.train()
         _, detection, _ = self.module(None, None, None, batch.frame.to(device, non_blocking=True))
         return self._optimise(*sum_losses([self._detection_loss(batch, StepOutputs(detection=detection))], device),
                               len(batch)), None

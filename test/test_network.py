@@ -244,6 +244,44 @@ def test_detector_frame_size_is_its_own():
 
 
 @pytest.mark.parametrize("config", ["models/hfl_r18.yaml", "models/sho_r50.yaml"])
+def test_detector_own_trunk_starts_as_the_crop_backbone(config):
+    """detection_head.trunk: own - layer2-3 copied from the crop backbone (its hand stream for
+    HFL) on the backbone's own stem and layer1, a P2 FPN over C2-C4, a head as wide as one P2."""
+    from hoi_perception.models.backbones import shared_c2
+
+    torch.manual_seed(0)
+    net = HOINet(load_model_config(config, [*TINY, "detection_head.trunk=own"])).eval()
+    trunk = net.detector_trunk
+    assert trunk is not None and not hasattr(trunk, "layer4") and not hasattr(trunk, "layer1")
+    assert net.detection_head.heatmap[0].in_channels == net.config.backbone.fpn_channels
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        c2 = shared_c2(net.backbone, image)
+        torch.testing.assert_close(trunk.layer3(trunk.layer2(c2)), net.backbone.resnet.layer3(
+            net.backbone.resnet.layer2(c2)))
+        out = net.detect(image)
+    assert out.heatmap_logits.shape == (2, 3, 16, 16)
+    fpn = net.backbone.fpn if hasattr(net.backbone, "fpn") else net.backbone.hand_fpn
+    assert torch.equal(trunk.fpn.smooth.weight, fpn.smooth.weight)
+    assert [lat.in_channels for lat in trunk.fpn.lateral] == list(net.backbone.resnet.stage_channels[:3])
+    # The crop backbone's layers and the trunk's are separate weights: training one leaves the other.
+    assert trunk.layer2[0].conv1.weight.data_ptr() != net.backbone.resnet.layer2[0].conv1.weight.data_ptr()
+    resnet = net.backbone.resnet
+    assert count_parameters(trunk) == (count_parameters(resnet.layer2) + count_parameters(resnet.layer3)
+                                       + count_parameters(trunk.fpn))
+
+
+def test_cpu_r18_detector_has_its_own_trunk():
+    config = load_model_config("models/cpu_r18.yaml")
+    assert config.detection_head.trunk == "own"
+    net = HOINet(config)
+    # ResNet-18's layer2-3 (525,568 + 2,099,712) and a 64-channel C2-C4 FPN.
+    assert count_parameters(net.detector_trunk) == 2_625_280 + (64 + 128 + 256) * 64 + 3 * 64 + 64 * 64 * 9 + 64
+    with pytest.raises(ConfigError, match="trunk"):
+        load_model_config("models/cpu_r18.yaml", ["detection_head.trunk=both"])
+
+
+@pytest.mark.parametrize("config", ["models/hfl_r18.yaml", "models/sho_r50.yaml"])
 def test_every_trainable_parameter_gets_a_gradient(config):
     torch.manual_seed(0)
     net = HOINet(load_model_config(config, TINY)).train()

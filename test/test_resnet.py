@@ -114,8 +114,26 @@ def test_fpn_p2_shape_and_parameters():
     assert count_parameters(fpn) == (256 + 512 + 1024 + 2048) * 256 + 4 * 256 + 256 * 256 * 9 + 256
     c = [torch.rand(1, ch, 32 // s, 32 // s) for ch, s in zip((256, 512, 1024, 2048), (1, 2, 4, 8))]
     assert fpn(*c).shape == (1, 256, 32, 32)
-    with pytest.raises(ValueError, match="C2..C5"):
-        FPNP2((256, 512, 1024))
+    with pytest.raises(ValueError, match="at least 2 levels"):
+        FPNP2((256,))
+    with pytest.raises(ValueError, match="expected 4 feature maps"):
+        fpn(*c[:3])
+
+
+def test_fpn_p2_over_three_levels_adds_each_upsampled_level():
+    fpn = FPNP2((8, 16, 32), 4)
+    with torch.no_grad():
+        for lateral in fpn.lateral:
+            lateral.weight.zero_()
+            lateral.bias.zero_()
+        fpn.lateral[2].bias.fill_(1.0)  # only C4 contributes: a constant 1 carried up to P2
+        fpn.smooth.weight.zero_()
+        fpn.smooth.bias.zero_()
+        fpn.smooth.weight[:, :, 1, 1] = torch.eye(4)
+    c = [torch.rand(1, ch, 16 // s, 16 // s) for ch, s in zip((8, 16, 32), (1, 2, 4))]
+    out = fpn(*c)
+    assert out.shape == (1, 4, 16, 16)
+    torch.testing.assert_close(out, torch.ones(1, 4, 16, 16))
 
 
 def test_backbone_parameter_counts_match_hfl_paper():

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from hoi_perception.config import ConfigError, load_config
+from hoi_perception.config import ConfigError, load_config, resolve_config_path
 from hoi_perception.models.config import load_model_config
 from hoi_perception.models.detection_head import LEFT_HAND, OBJECT, RIGHT_HAND
 from hoi_perception.models.object_head import ObjectHead
@@ -116,3 +117,33 @@ def test_stages_train_what_they_say(tiny_set, tmp_path):
     assert moved(initial, states[0]["model"]) == {"backbone", "hand_decoder.heatmap_net"}
     assert states[0]["scheduler"]["last_epoch"] == 2  # the cosine schedule steps per optimiser step
     assert moved(states[1]["model"], states[2]["model"]) == {"detection_head"}
+
+
+def test_detector_stage_trains_its_own_trunk_from_the_crop_backbone(tiny_set, tmp_path):
+    """detection_head.trunk: own, started from a shared-trunk checkpoint: the trunk begins as
+    the crop backbone's copy and trains with the head; the crop network does not move."""
+    full = tmp_path / "full"
+    assert fit_main(TINY, overrides(tiny_set, "max_steps=1"), out_dir=full) == 0
+    config = yaml.safe_load(resolve_config_path(TINY).read_text())
+    config["model"] = str(resolve_config_path(config["model"]))
+    config["model_overrides"] = [*config["model_overrides"], "detection_head.trunk=own"]
+    own_yaml = tmp_path / "own.yaml"
+    own_yaml.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="detector_trunk_init: crop_backbone"):
+        load_config(TrainConfig, own_yaml, overrides(tiny_set, "detector_trunk_init=crop_backbone"))
+    own = tmp_path / "own"
+    assert fit_main(str(own_yaml), overrides(tiny_set, "stage=detector", "max_steps=2",
+                                             "detector_trunk_init=crop_backbone",
+                                             f"init_checkpoint={full}/checkpoints/last.pt"), out_dir=own) == 0
+    before = torch.load(full / "checkpoints" / "last.pt", weights_only=False)["model"]
+    after = torch.load(own / "checkpoints" / "last.pt", weights_only=False)["model"]
+    crop_network = [k for k in before if not k.startswith("detection_head.")]
+    assert all(torch.equal(before[k], after[k]) for k in crop_network)
+    trunk = {k.removeprefix("detector_trunk."): v for k, v in after.items()
+             if k.startswith(("detector_trunk.layer2.", "detector_trunk.layer3."))}
+    source = {k.removeprefix("backbone.resnet."): v for k, v in before.items() if k.startswith("backbone.resnet.")}
+    assert set(trunk) == {k for k in source if k.startswith(("layer2.", "layer3."))}
+    moved = [k for k in trunk if k.endswith("weight") and not torch.equal(trunk[k], source[k])]
+    assert len(moved) > 10  # it started as the copy and trained
+    # Two Adam steps at the warm-up's small learning rate keep it close to the copy.
+    assert max((trunk[k] - source[k]).abs().max().item() for k in moved) < 0.05

@@ -106,6 +106,44 @@ class HarmoniousBackbone(nn.Module):
 Backbone = SingleStreamBackbone | HarmoniousBackbone
 
 
+class DetectorTrunk(nn.Module):
+    """The detector's own features (``detection_head.trunk: own``): its own copies of the
+    ResNet's layer2 and layer3 on the crop backbone's stem and layer1 (generic edges and
+    textures, shared and frozen), and a P2 FPN over C2-C4, for whole letterboxed frames.
+
+    Left out: layer4 (the largest stage, whose context a frame of the crop's size does not
+    need beside layer3's). :meth:`copy_from` starts it as the crop backbone's (its hand
+    stream for HFL's), so training begins from the shared detector's features less C5's part.
+    """
+
+    def __init__(self, depth: int, fpn_channels: int, activation: Activation = "relu") -> None:
+        super().__init__()
+        resnet = ResNet(depth, activation)
+        self.layer2 = resnet.layer2
+        self.layer3 = resnet.layer3
+        self.fpn = FPNP2(resnet.stage_channels[:3], fpn_channels)
+        self.out_channels = fpn_channels
+
+    def forward(self, c2: torch.Tensor) -> torch.Tensor:
+        """C2 (the crop backbone's layer1 output on the frame) -> the detector's P2."""
+        c3 = self.layer2(c2)
+        return self.fpn(c2, c3, self.layer3(c3))
+
+    def copy_from(self, backbone: Backbone) -> None:
+        """Load the crop backbone's layer2-3 and C2-C4 FPN weights (hand stream for HFL)."""
+        fpn = backbone.fpn if isinstance(backbone, SingleStreamBackbone) else backbone.hand_fpn
+        self.layer2.load_state_dict(backbone.resnet.layer2.state_dict())
+        self.layer3.load_state_dict(backbone.resnet.layer3.state_dict())
+        for index, lateral in enumerate(self.fpn.lateral):
+            lateral.load_state_dict(fpn.lateral[index].state_dict())
+        self.fpn.smooth.load_state_dict(fpn.smooth.state_dict())
+
+
+def shared_c2(backbone: Backbone, image: torch.Tensor) -> torch.Tensor:
+    """The crop backbone's C2 (normalisation, stem, layer1) of ``image``: what the detector's own trunk reads."""
+    return backbone.resnet.layer1(backbone.resnet.stem(backbone.normalize(image)))
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameter values (shared modules counted once)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -132,6 +132,14 @@ class DetectionHeadConfig:
     # A frame letterboxed to a 128 px crop size shrinks a hand to a few P2 cells; the
     # detector runs once per tracking re-detection, so a larger frame costs little per frame.
     input_size: int | None = None
+    # Which features the head reads. shared: the crop backbone's P2, frozen while the head
+    # trains (the crop network stays exactly as trained). own: the detector's own copies of
+    # the ResNet's layer2-3 (on the crop backbone's stem and layer1) with a P2 FPN over
+    # C2-C4, started from the crop backbone's weights and trained on full frames (the crop
+    # backbone learnt mirrored hand crops at crop scale, which leave the head few cues for
+    # whole frames and hand sides); it adds layer2-3's weights (2.6 M for ResNet-18) and
+    # runs only when the detector does.
+    trunk: Literal["shared", "own"] = "shared"
 
     def validate(self) -> None:
         if self.head_channels < 1 or self.max_detections < 1:

@@ -28,7 +28,14 @@ import torch
 from torch import nn
 
 from hoi_perception.hand_model.mano import HandModel
-from hoi_perception.models.backbones import Backbone, BackboneFeatures, HarmoniousBackbone, SingleStreamBackbone
+from hoi_perception.models.backbones import (
+    Backbone,
+    BackboneFeatures,
+    DetectorTrunk,
+    HarmoniousBackbone,
+    SingleStreamBackbone,
+    shared_c2,
+)
 from hoi_perception.models.config import ModelConfig
 from hoi_perception.models.detection_head import DetectionHead, DetectionHeadOutput, Detections, decode_detections
 from hoi_perception.models.hand_head import HandDecoder, HandDecoderOutput
@@ -165,9 +172,13 @@ class HOINet(nn.Module):
         self.object_head = ObjectHead(channels, config.roi.output_size, config.object_head.num_blocks,
                                       config.object_head.offset_scale, config.object_head.coord_channels)
         # The detection head sees both streams' P2 side by side (hands from the hand stream,
-        # objects from the object stream); the single-stream backbone has one P2.
-        detection_channels = channels * (2 if config.backbone.streams == "harmonious" else 1)
+        # objects from the object stream); the single-stream backbone has one P2, and the
+        # detector's own trunk (detection_head.trunk: own) its own P2.
         dh = config.detection_head
+        self.detector_trunk = (DetectorTrunk(config.backbone.depth, channels, config.backbone.activation)
+                               if dh.trunk == "own" else None)
+        detection_channels = channels * (2 if config.backbone.streams == "harmonious" and dh.trunk == "shared"
+                                         else 1)
         self.detection_head = DetectionHead(detection_channels, dh.head_channels)
         # The refiner's output layers start at zero (an untrained refiner returns its input);
         # its other layers keep PyTorch's init, as in DMA.
@@ -182,13 +193,19 @@ class HOINet(nn.Module):
             for module in (*fpns, self.interaction, self.hand_decoder.heatmap_net, self.hand_decoder.encoder,
                            self.object_head.trunk, *([] if mask_decoder is None else [mask_decoder])):
                 init_new_layers(module)
+        if self.detector_trunk is not None:
+            self.detector_trunk.copy_from(self.backbone)
         self.register_state_dict_post_hook(_drop_hand_model_from_state_dict)
         self.register_load_state_dict_pre_hook(_skip_hand_model_on_load)
         self.register_load_state_dict_post_hook(_hand_model_is_not_missing)
 
     def load_imagenet_weights(self, path: str | Path) -> list[str]:
-        """Initialise the backbone's ResNet(s) from a torchvision ImageNet checkpoint file."""
-        return self.backbone.load_imagenet_weights(path)
+        """Initialise the backbone's ResNet(s) (and the detector's own trunk, as a copy) from a
+        torchvision ImageNet checkpoint file."""
+        skipped = self.backbone.load_imagenet_weights(path)
+        if self.detector_trunk is not None:
+            self.detector_trunk.copy_from(self.backbone)
+        return skipped
 
     def _check_inputs(self, crop: torch.Tensor, *boxes: tuple[str, torch.Tensor], size: int | None = None) -> None:
         """``size``: the expected image side (default: the crop's input_size)."""
@@ -246,6 +263,8 @@ class HOINet(nn.Module):
     def detect(self, frame: torch.Tensor) -> DetectionHeadOutput:
         """Letterboxed full frame (B, 3, S, S) in [0, 1] -> detection head outputs (boxes in its pixels)."""
         self._check_inputs(frame, size=self.config.detector_input_size)
+        if self.detector_trunk is not None:
+            return self.detection_head(self.detector_trunk(shared_c2(self.backbone, frame)))
         features = self.backbone(frame)
         p2 = features.hand if features.hand is features.object else torch.cat((features.hand, features.object), 1)
         return self.detection_head(p2)

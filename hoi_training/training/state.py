@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 REFINER_PREFIX = "refiner."  # state-dict prefix of HOINet's refinement stage
 MASK_HEAD_PREFIX = "hand_decoder.mask_decoder."  # state-dict prefix of the optional hand-mask head
+DETECTOR_TRUNK_PREFIX = "detector_trunk."  # the detector's own trunk (detection_head.trunk: own)
+DETECTION_HEAD_PREFIX = "detection_head."
 
 
 class CheckpointMismatchError(ValueError):
@@ -76,10 +78,12 @@ def load_initial_weights(network: HOINet, path: str | Path, source: str, exclude
 
     The checkpoint must have been made for the same model config, or for the same model
     without the optional parts this network adds: a refinement stage (the released
-    hfl_r18 for an hfl_r18_dma run) or a hand-mask head (SemiHand's cross-modal term on
-    a checkpoint trained without it). Every other weight is loaded; an added part keeps
+    hfl_r18 for an hfl_r18_dma run), a hand-mask head (SemiHand's cross-modal term on
+    a checkpoint trained without it) or the detector's own trunk (``detection_head.trunk:
+    own`` on a shared-trunk checkpoint). Every other weight is loaded; an added part keeps
     its initialisation (the refiner's zero output layers make the refined model start as
-    the first stage). Weights under an ``exclude`` prefix are not loaded either.
+    the first stage), except the detector's trunk, which starts as a copy of the loaded
+    crop backbone. Weights under an ``exclude`` prefix are not loaded either.
     """
     data = read_checkpoint(path)
     # The detector's frame size changes no weight: a run may start from one trained at another size.
@@ -106,19 +110,24 @@ def load_initial_weights(network: HOINet, path: str | Path, source: str, exclude
     added.update({f"'{prefix}' (init_exclude)": prefix for prefix in exclude})
     # Compare with the added parts' settings taken from this network: only they may differ.
     aligned = replace(saved, name=expected.name, refine=expected.refine, dma=expected.dma,
-                      hand_head=replace(saved.hand_head, mask_head=expected.hand_head.mask_head))
+                      hand_head=replace(saved.hand_head, mask_head=expected.hand_head.mask_head),
+                      detection_head=replace(saved.detection_head, trunk=expected.detection_head.trunk))
     differing = config_differences(to_dict(aligned), to_dict(expected))
     if differing:
         raise CheckpointMismatchError(
             f"checkpoint '{path}' (model '{saved.name}') cannot start '{expected.name}' ({source}) with only "
             f"{', '.join(added)} added: they also differ in {', '.join(sorted(differing)[:8])}")
-    result = network.load_state_dict(data["model"], strict=False)
+    kept = {k: v for k, v in data["model"].items() if not k.startswith(tuple(added.values()))}
+    result = network.load_state_dict(kept, strict=False)
     missing = [key for key in result.missing_keys if not key.startswith(tuple(added.values()))]
     if missing or result.unexpected_keys:
         raise CheckpointMismatchError(
             f"checkpoint '{path}': its weights do not fit '{expected.name}' ({source}): "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected "
             f"(e.g. {result.unexpected_keys[:3]})")
+    if DETECTOR_TRUNK_PREFIX in added.values():
+        assert network.detector_trunk is not None  # trunk "own" builds it
+        network.detector_trunk.copy_from(network.backbone)
     log.info("initialised %s from %s (model '%s'); untrained: %s", expected.name, path, saved.name,
              ", ".join(added))
 
@@ -130,6 +139,10 @@ def _added_parts(saved: ModelConfig, expected: ModelConfig) -> dict[str, str]:
         added["the refiner"] = REFINER_PREFIX
     if expected.hand_head.mask_head and not saved.hand_head.mask_head:
         added["the hand-mask head"] = MASK_HEAD_PREFIX
+    if expected.detection_head.trunk == "own" and saved.detection_head.trunk == "shared":
+        added["the detector's own trunk (a copy of the crop backbone)"] = DETECTOR_TRUNK_PREFIX
+        if saved.backbone.streams == "harmonious":  # the head read both streams' P2: its input width changes
+            added["the detection head"] = DETECTION_HEAD_PREFIX
     return added
 
 
