@@ -63,6 +63,7 @@ class ConfigResult:
     parameters_backbone: int
     parameters_interaction: int
     parameters_heads: int
+    parameters_detector_trunk: int
     crop: PathResult
     detect: PathResult
 
@@ -152,8 +153,9 @@ def benchmark_config(name: str, threads: int, warmup: int, runs: int, with_onnx:
                              threads, warmup, runs, with_onnx)
     heads = (count_parameters(network.hand_decoder) + count_parameters(network.object_head)
              + count_parameters(network.detection_head))
+    trunk = 0 if network.detector_trunk is None else count_parameters(network.detector_trunk)
     return ConfigResult(config, count_parameters(network), count_parameters(network.backbone),
-                        count_parameters(network.interaction), heads, crop_result, detect_result)
+                        count_parameters(network.interaction), heads, trunk, crop_result, detect_result)
 
 
 def _fmt_time(t: Timing | None) -> str:
@@ -209,11 +211,13 @@ def write_report(results: list[ConfigResult], path: Path, threads: int, warmup: 
                   "Per hand MediaPipe runs the landmark model (and the palm detector when it has no track); "
                   "ours runs the detector once per frame and the crop network per hand."]
     lines += ["", "## Parameters (trainable; the MANO layer is fixed and not counted)", "",
-              "| config | total | backbone (ResNet + FPN) | interaction | heads (hand, object, detection) |",
-              "| --- | --- | --- | --- | --- |"]
+              "| config | total | backbone (ResNet + FPN) | interaction | heads (hand, object, detection) "
+              "| detector's own trunk |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
         lines.append(f"| {r.config.name} | {r.parameters_total / 1e6:.2f} M | {r.parameters_backbone / 1e6:.2f} M | "
-                     f"{r.parameters_interaction / 1e6:.2f} M | {r.parameters_heads / 1e6:.2f} M |")
+                     f"{r.parameters_interaction / 1e6:.2f} M | {r.parameters_heads / 1e6:.2f} M | "
+                     f"{r.parameters_detector_trunk / 1e6:.2f} M |")
     lines += ["", "HFL-Net reports 34.97 M for its backbone and 25.08 M for the single-stream one (ResNet-50 + FPN, "
               "no classifier); the backbone column counts exactly that: the ResNet trunk(s) without `fc`, the "
               "1x1 laterals and one 3x3 smoothing conv per FPN (only P2 is computed).", ""]

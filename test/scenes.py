@@ -126,6 +126,7 @@ class IdealCropNetwork(InferenceEngine):
                                "object_confidence": (21, ROI_SIZE, ROI_SIZE)})
         self.scene = scene
         self.joint_confidence = 0.9
+        self.object_confidence: float | None = None  # None: 0.9, and 0.95 for mirrored crops
         self.produce_nan = False
         self.mirrored_calls: list[bool] = []
 
@@ -173,7 +174,8 @@ class IdealCropNetwork(InferenceEngine):
                 points_2d = points_2d[mirrored_crop_point_order(self.scene.control_points, self.scene.mirror_axis)]
             votes = crop_units(points_2d, inputs["object_box"][b])
             out["object_votes"][b] = votes[:, :, None, None]
-            out["object_confidence"][b] = 0.95 if mirrored else 0.9
+            out["object_confidence"][b] = (self.object_confidence if self.object_confidence is not None
+                                           else 0.95 if mirrored else 0.9)
         if self.produce_nan:
             out["hand_joints3d"][:] = np.nan
         return out

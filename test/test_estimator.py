@@ -134,6 +134,25 @@ def test_low_confidence_loses_the_track_and_the_next_frame_redetects(scene):
     check_scene(again, scene)
 
 
+def test_an_unsolved_object_pose_holds_its_detected_box(scene):
+    """PnP fails (here: more correspondences asked for than there are votes): nothing is published
+    for the object, but its detected box is held, so the detector does not run again before its time."""
+    from hoi_perception.geometry.pnp import PnPConfig
+
+    estimator, network, detector = make_estimator(scene, pnp=PnPConfig(min_correspondences=10_000),
+                                                  tracking=TrackingConfig(redetect_interval=0))
+    results = [estimator.process(coordinate_image(), K, 1.0 + frame / 30) for frame in range(4)]
+    assert [r.tracking_state for r in results] == ["detecting", "tracking", "tracking", "tracking"]
+    assert detector.calls == 1
+    assert all(not r.objects[0].result.success for r in results)
+    held = estimator.tracker.tracks["object"]
+    assert held.box_detected and held.frames_tracked == 4  # held after each of the 4 frames
+    np.testing.assert_allclose(held.box, scene.object_box, atol=0.5)  # the detection, unchanged
+    network.object_confidence = 0.1  # votes nobody trusts: the object's track ends
+    lost = estimator.process(coordinate_image(), K, 2.0)
+    assert lost.tracking_state == "lost" and "object" not in estimator.tracker.tracks
+
+
 def test_only_a_detected_box_places_a_hand_whose_joints_are_not_confident(scene):
     # Joint confidence below hand_translation.min_joint_confidence: the 2D-joint fit fails on every frame.
     estimator, network, detector = make_estimator(scene, tracking=TrackingConfig(min_hand_confidence=0.0))

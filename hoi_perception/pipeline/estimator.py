@@ -23,7 +23,8 @@ Per frame (:meth:`Estimator.process`):
    refined object pose;
 4c. **gates** - a hand or object pose whose projection contradicts its 2D box (centre,
    size, hence depth) or its 2D joints / control-point votes is refused with a reason
-   (:mod:`hoi_perception.pipeline.gates`): it is not filtered, published or followed;
+   (:mod:`hoi_perception.pipeline.gates`): it is not filtered, published or followed (the
+   object's box is then held as it was until the detector runs again);
 5. **filter** - per track the hand and object temporal filters, then the MANO layer
    re-poses the hand mesh from the filtered pose and shape, so mesh and joints agree.
 
@@ -737,7 +738,11 @@ class Estimator:
                 self._end_tracks([hand.track.track_id])
         if estimate is not None:
             if not estimate.pnp.success:
-                self._end_tracks([self.tracker.lose("object", f"PnP: {estimate.pnp.reason}")])
+                # No pose (PnP failed or a gate refused it): the box stays as it is, still the
+                # detected silhouette box the gates check the next poses against, until the
+                # detector runs again on schedule; only votes nobody trusts end the track.
+                if not self.tracker.hold("object", estimate.confidence):
+                    self._end_tracks([estimate.track.track_id])
                 return
             assert self.object_model is not None  # an object estimate needs the object model
             posed = self.object_model.control_points @ estimate.pnp.rotation.T + estimate.pnp.translation

@@ -195,6 +195,16 @@ class BoxTracker:
         track.frames_tracked += 1
         return True
 
+    def hold(self, key: str, confidence: float) -> bool:
+        """Keep track ``key``'s box (and whether it was detected) for the next frame, as when its
+        estimate gave nothing to follow; False (and the track lost) when the confidence is too low."""
+        minimum = self.config.min_object_confidence if key == "object" else self.config.min_hand_confidence
+        if not confidence >= minimum:
+            self.lose(key, f"confidence {confidence:.2f} < {minimum:.2f}")
+            return False
+        self.tracks[key].frames_tracked += 1
+        return True
+
     def lose(self, key: str, reason: str) -> int | None:
         """End track ``key`` (the detector runs on the next frame); returns its id."""
         track = self.tracks.pop(key, None)
