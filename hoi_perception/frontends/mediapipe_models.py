@@ -188,10 +188,13 @@ def conversion_error(tflite: Path, onnx: Path, inputs: int = VERIFY_INPUTS, seed
         raise ValueError(f"'{onnx}': inputs {[(s.name, s.shape) for s in candidate.inputs]} and outputs "
                          f"{[s.name for s in candidate.outputs]} are not those of '{tflite}' "
                          f"({[(spec.name, spec.shape)]}, {[s.name for s in reference.outputs]})")
+    if not all(isinstance(d, int) for d in spec.shape):
+        raise ValueError(f"'{tflite}': expected a fixed input shape, got {spec.shape}")
+    shape = tuple(int(d) for d in spec.shape)
     rng = np.random.default_rng(seed)
     worst = 0.0
     for _ in range(inputs):
-        image = rng.random(spec.shape, dtype=np.float32)
+        image = rng.random(shape, dtype=np.float32)
         expected, actual = reference.run({spec.name: image}), candidate.run({spec.name: image})
         for name, value in expected.items():
             scale = max(float(np.abs(value).max()), 1e-12)
