@@ -167,6 +167,11 @@ class TrainConfig:
     # it has none); "crop_backbone": a fresh copy of the crop backbone it starts from, for a
     # detector stage after crop stages that left the trunk untouched.
     detector_trunk_init: Literal["checkpoint", "crop_backbone"] = "checkpoint"
+    # Modules (dotted names in the network, e.g. backbone.resnet.layer1) kept exactly as
+    # init_checkpoint has them: no gradient, and BatchNorm on its running statistics. E.g.
+    # the crop backbone's stem and layer1, which the detector's own trunk reads, in a crop
+    # stage after the detector stage.
+    frozen_modules: list[str] = field(default_factory=list)
     # What the optimiser updates. "all": every weight (DMA trains its two stages end to end,
     # section 3). "refiner": a refine: dma model's refiner only; the first stage keeps the
     # weights of init_checkpoint and runs as at inference (BatchNorm on its running
@@ -201,6 +206,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1 step, got {getattr(self, name)}")
         if self.image_interval < 0:
             raise ConfigError(f"image_interval must be >= 0 (0 disables image grids), got {self.image_interval}")
+        if self.frozen_modules and self.init_checkpoint is None:
+            raise ConfigError(f"frozen_modules {self.frozen_modules} keep weights of init_checkpoint, but no "
+                              "init_checkpoint is set")
         if self.init_exclude and self.init_checkpoint is None:
             raise ConfigError(f"init_exclude {self.init_exclude} leaves parts of init_checkpoint out, but no "
                               "init_checkpoint is set")

@@ -140,6 +140,9 @@ class Trainer:
             self.network.load_imagenet_weights(config.imagenet_weights)
         if config.init_checkpoint is not None:
             load_initial_weights(self.network, config.init_checkpoint, config_source, config.init_exclude)
+        self.frozen_modules = [self._module_named(name) for name in config.frozen_modules]
+        for module in self.frozen_modules:
+            module.requires_grad_(False)
         if config.detector_trunk_init == "crop_backbone":
             assert self.network.detector_trunk is not None  # TrainConfig.validate checks the model has one
             self.network.detector_trunk.copy_from(self.network.backbone)
@@ -307,6 +310,13 @@ class Trainer:
         total, terms = sum_losses([part for part in parts if part is not None], self.context.device)
         return self._optimise(total, terms, len(batch)), outputs.network
 
+    def _module_named(self, name: str) -> nn.Module:
+        try:
+            return self.network.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"frozen_modules: model '{self.model_config.name}' has no module '{name}' (dotted "
+                              "names such as backbone.resnet.layer1)") from None
+
     def _step_inputs(self, batch: TrainingBatch) -> StepInputs:
         """The batch on the device with its targets, and what the optional objectives add to the forward:
         SemiHand's perturbed view (more rows) and the refinement closure."""
@@ -332,6 +342,8 @@ class Trainer:
             hand_in = torch.cat([inputs.hand_box, view.hand_box])
             object_in = torch.cat([inputs.object_box, view.object_box])
         self.module.train()
+        for module in self.frozen_modules:
+            module.eval()
         if self.frozen_first_stage:  # the first stage runs as at inference; only the refiner trains
             self.network.eval()
             self.network.refiner.train()
@@ -385,6 +397,8 @@ class Trainer:
         """A step of the "heatmaps" or "detector" stage (:attr:`TrainConfig.stage`)."""
         device = self.context.device
         self.module.train()
+        for module in self.frozen_modules:
+            module.eval()
         if self.stage == "heatmaps":
             crop = to_device(batch.crop, device)
             hand_box = safe_boxes(crop["hand_box"])

@@ -147,3 +147,24 @@ def test_detector_stage_trains_its_own_trunk_from_the_crop_backbone(tiny_set, tm
     assert len(moved) > 10  # it started as the copy and trained
     # Two Adam steps at the warm-up's small learning rate keep it close to the copy.
     assert max((trunk[k] - source[k]).abs().max().item() for k in moved) < 0.05
+
+
+def test_frozen_modules_keep_their_weights_and_running_statistics(tiny_set, tmp_path):
+    """frozen_modules: the named modules stay exactly as init_checkpoint has them (BatchNorm
+    statistics included) while the rest of the network trains."""
+    first = tmp_path / "first"
+    assert fit_main(TINY, overrides(tiny_set, "max_steps=1"), out_dir=first) == 0
+    frozen = ["backbone.resnet.bn1", "backbone.resnet.layer1"]
+    second = tmp_path / "second"
+    assert fit_main(TINY, overrides(tiny_set, "max_steps=2", f"init_checkpoint={first}/checkpoints/last.pt",
+                                    f"frozen_modules=[{', '.join(frozen)}]"), out_dir=second) == 0
+    before = torch.load(first / "checkpoints" / "last.pt", weights_only=False)["model"]
+    after = torch.load(second / "checkpoints" / "last.pt", weights_only=False)["model"]
+    kept = [k for k in before if k.startswith(tuple(f"{name}." for name in frozen))]
+    assert any(k.endswith("running_mean") for k in kept)
+    assert all(torch.equal(before[k], after[k]) for k in kept)
+    trained = "backbone.resnet.layer2.0.conv1.weight"
+    assert not torch.equal(before[trained], after[trained])
+    with pytest.raises(ConfigError, match="has no module 'backbone.resnet.layer9'"):
+        fit_main(TINY, overrides(tiny_set, "max_steps=1", f"init_checkpoint={first}/checkpoints/last.pt",
+                                 "frozen_modules=[backbone.resnet.layer9]"), out_dir=tmp_path / "bad")
