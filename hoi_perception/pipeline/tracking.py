@@ -172,9 +172,7 @@ class BoxTracker:
         enlarged by the margin. Returns False (and loses the track) when the confidence is too
         low or the box leaves the image."""
         track = self.tracks[key]
-        minimum = self.config.min_object_confidence if key == "object" else self.config.min_hand_confidence
-        if not confidence >= minimum:
-            self.lose(key, f"confidence {confidence:.2f} < {minimum:.2f}")
+        if not self._confident(key, confidence):
             return False
         points = np.asarray(points_2d, dtype=np.float64).reshape(-1, 2)
         points = points[np.all(np.isfinite(points), axis=1)]
@@ -198,11 +196,17 @@ class BoxTracker:
     def hold(self, key: str, confidence: float) -> bool:
         """Keep track ``key``'s box (and whether it was detected) for the next frame, as when its
         estimate gave nothing to follow; False (and the track lost) when the confidence is too low."""
+        if not self._confident(key, confidence):
+            return False
+        self.tracks[key].frames_tracked += 1
+        return True
+
+    def _confident(self, key: str, confidence: float) -> bool:
+        """Whether track ``key`` may go on at this confidence; loses it otherwise."""
         minimum = self.config.min_object_confidence if key == "object" else self.config.min_hand_confidence
         if not confidence >= minimum:
             self.lose(key, f"confidence {confidence:.2f} < {minimum:.2f}")
             return False
-        self.tracks[key].frames_tracked += 1
         return True
 
     def lose(self, key: str, reason: str) -> int | None:
