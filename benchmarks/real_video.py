@@ -25,7 +25,6 @@ It also writes ``<out stem>.png``: four frames with the MediaPipe path's overlay
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -40,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hoi_perception.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from hoi_perception.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
 from hoi_perception.frontends.mediapipe_models import ONNX_MANIFEST, resolve_model_dir  # noqa: E402
 from hoi_perception.geometry.camera import project  # noqa: E402
 from hoi_perception.pipeline.config import DEFAULT_PERCEPTION_CONFIG, load_estimator_config  # noqa: E402
@@ -158,8 +157,8 @@ def main() -> None:
     runs = {}
     for name, config in front_ends:
         estimator = Estimator(config)
-        estimator.process(frames[0], K, -1.0)  # warm-up (first-call allocations), then a fresh track
-        estimator = Estimator(config)
+        estimator.process(frames[0], K, -1.0)  # warm-up (first-call allocations), then a fresh stream
+        estimator.reset()
         runs[name] = run_front_end(estimator, frames, fps, K)
     summaries = {name: summarize(run["records"]) for name, run in runs.items()}
     mp, net = summaries["mediapipe"], summaries["network"]
@@ -219,7 +218,7 @@ def main() -> None:
     atomic_write_bytes(png, encoded.tobytes())
     lines += ["", f"Overlay of the MediaPipe path on {len(overlays)} frames: `{png.name}`.", ""]
     atomic_write_text(args.out, "\n".join(lines))
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(summaries, indent=2) + "\n")
+    atomic_write_json(args.out.with_suffix(".json"), summaries)
     print("\n".join(lines))
 
 

@@ -310,6 +310,12 @@ class Trainer:
         total, terms = sum_losses([part for part in parts if part is not None], self.context.device)
         return self._optimise(total, terms, len(batch)), outputs.network
 
+    def _train_mode(self) -> None:
+        """Training mode, except for ``frozen_modules`` (BatchNorm on their running statistics)."""
+        self.module.train()
+        for module in self.frozen_modules:
+            module.eval()
+
     def _module_named(self, name: str) -> nn.Module:
         try:
             return self.network.get_submodule(name)
@@ -341,9 +347,7 @@ class Trainer:
             image = torch.cat([crop["image"], view.image])
             hand_in = torch.cat([inputs.hand_box, view.hand_box])
             object_in = torch.cat([inputs.object_box, view.object_box])
-        self.module.train()
-        for module in self.frozen_modules:
-            module.eval()
+        self._train_mode()
         if self.frozen_first_stage:  # the first stage runs as at inference; only the refiner trains
             self.network.eval()
             self.network.refiner.train()
@@ -396,9 +400,7 @@ class Trainer:
     def _partial_step(self, batch: TrainingBatch) -> tuple[StepResult, HandHeatmaps | None]:
         """A step of the "heatmaps" or "detector" stage (:attr:`TrainConfig.stage`)."""
         device = self.context.device
-        self.module.train()
-        for module in self.frozen_modules:
-            module.eval()
+        self._train_mode()
         if self.stage == "heatmaps":
             crop = to_device(batch.crop, device)
             hand_box = safe_boxes(crop["hand_box"])

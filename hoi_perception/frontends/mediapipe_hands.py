@@ -102,7 +102,7 @@ class MediaPipeHandsConfig:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"mediapipe.{name}: expected a value in [0, 1], got {value}")
         if self.threads < 0:
-            raise ConfigError(f"mediapipe.threads: expected >= 0 (0 = LiteRT's default), got {self.threads}")
+            raise ConfigError(f"mediapipe.threads: expected >= 0 (0 = the runtime's default), got {self.threads}")
         if self.engine == "tensorrt" and not self.device.startswith("cuda"):
             raise ConfigError(f"mediapipe.engine tensorrt runs on an NVIDIA GPU: set mediapipe.device to cuda or "
                               f"cuda:N, got {self.device!r}")

@@ -19,6 +19,7 @@ Model folder, first that is set: the ``--dest``/config value, ``$HOI_MEDIAPIPE_D
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hoi_perception.atomic import atomic_write_bytes
+from hoi_perception.atomic import atomic_write_bytes, atomic_write_json
 
 MEDIAPIPE_VERSION = "0.10.21"
 MEDIAPIPE_DIR_ENV = "HOI_MEDIAPIPE_DIR"
@@ -206,15 +207,14 @@ def convert_models(model_dir: str | Path | None, converter_python: str) -> tuple
     """ONNX copies of both models beside them, converted by tf2onnx in ``converter_python`` (an
     interpreter with ``tf2onnx`` and TensorFlow, e.g. a separate virtual environment) and kept
     only if they give LiteRT's outputs (:data:`ONNX_TOLERANCE`); ONNX file name -> relative error."""
-    import json
-
     folder = resolve_model_dir(model_dir)
     errors: dict[str, float] = {}
     converted: dict[str, bytes] = {}
+    manifest: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="hoi_mediapipe_onnx_") as tmp:
         for model in PINNED_MODELS:
-            source = model_path(model, model_dir)
-            target = Path(tmp) / onnx_name(model)
+            source, name = model_path(model, model_dir), onnx_name(model)
+            target = Path(tmp) / name
             command = [converter_python, "-m", "tf2onnx.convert", "--tflite", str(source), "--output", str(target),
                        "--opset", "17"]
             completed = subprocess.run(command, capture_output=True, text=True)
@@ -223,25 +223,21 @@ def convert_models(model_dir: str | Path | None, converter_python: str) -> tuple
                 raise RuntimeError(f"tf2onnx could not convert '{source}' with {converter_python} (exit "
                                    f"{completed.returncode}): " + " | ".join(tail) + "; --converter-python must "
                                    "name a Python with tf2onnx and tensorflow installed")
-            name = onnx_name(model)
             errors[name] = conversion_error(source, target)
             if errors[name] > ONNX_TOLERANCE:
                 raise ValueError(f"the ONNX conversion of '{source}' differs from LiteRT by {errors[name]:.2e} of "
                                  f"the output range (at most {ONNX_TOLERANCE:.0e}); nothing was written")
             converted[name] = target.read_bytes()
-    manifest = {onnx_name(model): {"source_sha256": model.sha256,
-                                   "onnx_sha256": sha256_of(converted[onnx_name(model)]),
-                                   "relative_error": errors[onnx_name(model)]} for model in PINNED_MODELS}
+            manifest[name] = {"source_sha256": model.sha256, "onnx_sha256": sha256_of(converted[name]),
+                              "relative_error": errors[name]}
     for name, data in converted.items():
         atomic_write_bytes(folder / name, data)
-    atomic_write_bytes(folder / ONNX_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write_json(folder / ONNX_MANIFEST, manifest)
     return folder, errors
 
 
 def onnx_model_path(model: PinnedModel, model_dir: str | Path | None = None) -> Path:
     """The checked ONNX copy of ``model`` (written by :func:`convert_models` from the pinned file)."""
-    import json
-
     folder = resolve_model_dir(model_dir)
     path = folder / onnx_name(model)
     manifest_path = folder / ONNX_MANIFEST
