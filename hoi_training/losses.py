@@ -28,6 +28,8 @@ Term definitions (each then multiplied by its weight):
   grid. SemiHand's eq. 3 uses an L1 distance on the mask probability; cross-entropy on
   the logits keeps a full gradient on confidently wrong cells, where the L1 of a
   saturated sigmoid has almost none.
+* ``hand_side``: with the optional side head, binary cross-entropy of the side logit:
+  1 on the batch's crops, 0 on copies mirrored against their side (:func:`hand_side_loss`).
 * ``object_votes``: mean over control points and object cells of the L1 distance
   (|dx| + |dy|, object-box units) between each cell's vote and the true point; cells
   outside the object mask count as zero error (SHO's normalisation).
@@ -64,6 +66,7 @@ class LossWeights:
     mano_pose: float = 1.0
     mano_shape: float = 1.0
     hand_mask: float = 1.0
+    hand_side: float = 100.0
     object_votes: float = 500.0
     object_confidence: float = 100.0
     detection_heatmap: float = 1.0
@@ -277,6 +280,15 @@ def hand_mask_loss(logits: torch.Tensor, mask: torch.Tensor, flags: torch.Tensor
                          f"{tuple(mask.shape)}")
     per_cell = F.binary_cross_entropy_with_logits(logits[:, 0], mask.to(logits.dtype), reduction="none")
     return masked_mean(per_cell.mean((1, 2)), flags)
+
+
+def hand_side_loss(side_logit: torch.Tensor, is_right: torch.Tensor) -> torch.Tensor:
+    """Unweighted mean binary cross-entropy of (B,) side logits against (B,) 0/1 targets: 1 for a
+    crop as the network expects it (a right hand, or a left hand mirrored), 0 for one mirrored
+    against its side (``TrainConfig.side_negatives``)."""
+    if side_logit.shape != is_right.shape:
+        raise ValueError(f"side_logit: expected shape {tuple(is_right.shape)}, got {tuple(side_logit.shape)}")
+    return F.binary_cross_entropy_with_logits(side_logit, is_right.to(side_logit.dtype))
 
 
 def nearest_symmetric_points(obj: ObjectHeadOutput, candidates: torch.Tensor,

@@ -184,6 +184,10 @@ class TrainConfig:
     # "detector": the detector alone (its head, and its own trunk if it has one) on full frames;
     # the crop network runs as at inference and stays exactly that of init_checkpoint.
     stage: Literal["full", "heatmaps", "detector"] = "full"
+    # For a model with the side head (hand_head.side_head), this fraction of each batch's crops
+    # is also fed mirrored against its side, as the examples of a crop that is not a right hand
+    # (loss.weights.hand_side); only the side term sees those rows. 0: no side training.
+    side_negatives: float = 0.0
     # Bookkeeping, in optimiser steps (0 disables the image grids).
     log_interval: int = 20
     image_interval: int = 500
@@ -220,6 +224,11 @@ class TrainConfig:
             raise ConfigError(f"augmentation.output_size ({self.augmentation.output_size}) must equal the model's "
                               f"input_size ({model.input_size}, from {self.model})")
         self._validate_semihand()
+        if not 0.0 <= self.side_negatives <= 1.0:
+            raise ConfigError(f"side_negatives must be a fraction in [0, 1], got {self.side_negatives}")
+        if self.side_negatives > 0 and (not model.hand_head.side_head or self.stage != "full"):
+            raise ConfigError(f"side_negatives ({self.side_negatives}) trains the side head in a full stage; this "
+                              f"run has stage {self.stage} and hand_head.side_head {model.hand_head.side_head}")
         if self.trainable == "refiner":
             self._validate_refiner_only(model)
         if self.stage != "full":

@@ -54,6 +54,7 @@ from hoi_training.losses import (
     detection_loss,
     hand_2d_losses,
     hand_object_loss,
+    hand_side_loss,
 )
 from hoi_training.semihand.training import (
     DiversityAugmenter,
@@ -88,6 +89,7 @@ from hoi_training.training.state import (
     set_rng_state,
 )
 from hoi_training.training.step import (
+    SideNegatives,
     StepInputs,
     StepOutputs,
     StepResult,
@@ -306,7 +308,8 @@ class Trainer:
         outputs = self._forward(inputs)
         semihand = self._semihand_loss(inputs, outputs)
         parts = [self._supervised_loss(inputs, outputs, semihand), None if semihand is None else semihand.loss,
-                 self._refinement_loss(inputs, outputs), self._detection_loss(batch, outputs)]
+                 self._refinement_loss(inputs, outputs), self._detection_loss(batch, outputs),
+                 self._side_loss(outputs)]
         total, terms = sum_losses([part for part in parts if part is not None], self.context.device)
         return self._optimise(total, terms, len(batch)), outputs.network
 
@@ -334,19 +337,22 @@ class Trainer:
                                    if self.refinement is not None else (None, None))
         view = (self.semihand.perturbed_view(crop["image"], hand_box, object_box)
                 if self.semihand is not None and self.semihand.uses_perturbed_view else None)
+        negatives = max(1, round(self.config.side_negatives * len(batch))) if self.config.side_negatives > 0 else 0
+        side_negatives = (SideNegatives.mirror(crop["image"][:negatives], hand_box[:negatives],
+                                               object_box[:negatives]) if negatives else None)
         return StepInputs(crop=crop, targets=targets, hand_box=hand_box, object_box=object_box,
                           frame=batch.frame.to(device, non_blocking=True) if self.train_detection else None,
-                          view=view, refine=refine, refinement_loss=refinement_loss, rows=len(batch))
+                          view=view, refine=refine, refinement_loss=refinement_loss, rows=len(batch),
+                          side_negatives=side_negatives)
 
     def _forward(self, inputs: StepInputs) -> StepOutputs:
-        """One forward over the crops (and the perturbed view's, split off again) and the frames."""
-        crop, view = inputs.crop, inputs.view
-        if view is None:
-            image, hand_in, object_in = crop["image"], inputs.hand_box, inputs.object_box
-        else:
-            image = torch.cat([crop["image"], view.image])
-            hand_in = torch.cat([inputs.hand_box, view.hand_box])
-            object_in = torch.cat([inputs.object_box, view.object_box])
+        """One forward over the crops (and the perturbed view's and the side negatives', split off
+        again) and the frames."""
+        crop, view, negatives = inputs.crop, inputs.view, inputs.side_negatives
+        extra = [rows for rows in (view, negatives) if rows is not None]
+        image = torch.cat([crop["image"], *(rows.image for rows in extra)])
+        hand_in = torch.cat([inputs.hand_box, *(rows.hand_box for rows in extra)])
+        object_in = torch.cat([inputs.object_box, *(rows.object_box for rows in extra)])
         self._train_mode()
         if self.frozen_first_stage:  # the first stage runs as at inference; only the refiner trains
             self.network.eval()
@@ -355,14 +361,18 @@ class Trainer:
                     if self.autocast_dtype is not None else nullcontext())
         with autocast:
             output, detection, refined = self.module(image, hand_in, object_in, inputs.frame, inputs.refine)
-        perturbed = None
+        perturbed = negative_side_logit = None
         if view is not None:
-            first, rest = slice(0, inputs.rows), slice(inputs.rows, None)
-            perturbed = float32_outputs(select_rows(output.hand, rest))
+            perturbed = float32_outputs(select_rows(output.hand, slice(inputs.rows, inputs.rows + len(view.image))))
+        if negatives is not None:
+            assert output.hand.side_logit is not None  # TrainConfig: side_negatives needs the side head
+            negative_side_logit = output.hand.side_logit[-len(negatives.image):].float()
+        if extra:
+            first = slice(0, inputs.rows)
             output = replace(output, hand=select_rows(output.hand, first), object=select_rows(output.object, first))
         output32 = NetworkOutput(hand=float32_outputs(output.hand), object=float32_outputs(output.object))
         return StepOutputs(network=output, network32=output32, perturbed=perturbed, detection=detection,
-                           refined=refined)
+                           refined=refined, negative_side_logit=negative_side_logit)
 
     def _semihand_loss(self, inputs: StepInputs, outputs: StepOutputs) -> Any:
         """SemiHand's terms (:meth:`SemiHandTraining.step_losses`), or None without SemiHand."""
@@ -396,6 +406,19 @@ class Trainer:
             return None
         return detection_loss(float32_outputs(outputs.detection), to_device(batch.detection, self.context.device),
                               self.config.loss)
+
+    def _side_loss(self, outputs: StepOutputs) -> LossOutput | None:
+        """The side head on the batch's crops (target 1) and their mirrored copies (target 0)."""
+        if outputs.negative_side_logit is None:
+            return None
+        positive = outputs.network32.hand.side_logit
+        assert positive is not None  # the negatives' logits come from the same head
+        negative = outputs.negative_side_logit
+        logits = torch.cat([positive, negative])
+        targets = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)])
+        term = self.config.loss.weights.hand_side * hand_side_loss(logits, targets)
+        accuracy = ((logits > 0) == (targets > 0.5)).float().mean()
+        return LossOutput(total=term, terms={"hand_side": term.detach(), "side_accuracy": accuracy})
 
     def _partial_step(self, batch: TrainingBatch) -> tuple[StepResult, HandHeatmaps | None]:
         """A step of the "heatmaps" or "detector" stage (:attr:`TrainConfig.stage`)."""

@@ -298,3 +298,26 @@ def test_mask_loss_trains_the_head_on_a_synthetic_batch(tiny_set, tmp_path):
     # best constant prediction, so the head has learnt where the hand is, not just how much of it.
     assert losses[0] == pytest.approx(np.log(2.0), abs=0.05)
     assert losses[-1] < min(0.6 * losses[0], best_constant)
+
+
+def test_side_head_adds_one_logit_per_crop_and_only_its_own_weights(decoder):
+    from hoi_perception.models.network import MASK_OUTPUT_NAME, OUTPUT_NAMES, SIDE_OUTPUT_NAME, crop_output_names
+
+    torch.manual_seed(0)
+    sided = HandDecoder(LinearHand(), channels=CHANNELS, side_head=True).eval()
+    with torch.no_grad():
+        out = sided(torch.randn(3, CHANNELS, 32, 32))
+    assert out.side_logit.shape == (3,) and torch.isfinite(out.side_logit).all()
+    extra = set(sided.state_dict()) - set(decoder.state_dict())
+    assert extra and all(k.startswith("side_classifier.") for k in extra)
+    assert set(decoder.state_dict()) < set(sided.state_dict())
+    # Two bias-free 3x3 convs to 16 channels, two BatchNorms and a 16 -> 1 linear layer.
+    params = sum(p.numel() for p in sided.side_classifier.parameters())
+    assert params == CHANNELS * 16 * 9 + 16 * 16 * 9 + 2 * 2 * 16 + 17
+    network = tiny_network("hand_head.side_head=true", "hand_head.mask_head=true")
+    crop, boxes = torch.rand(2, 3, 32, 32), torch.tensor([[4.0, 4.0, 20.0, 28.0], [8.0, 2.0, 30.0, 24.0]])
+    with torch.no_grad():
+        names = tuple(network.eval()(crop, boxes, boxes).flat())
+    assert names == crop_output_names(network.config)
+    assert [n for n in names if n not in (MASK_OUTPUT_NAME, SIDE_OUTPUT_NAME)] == list(OUTPUT_NAMES)
+    assert names.index(SIDE_OUTPUT_NAME) == names.index(MASK_OUTPUT_NAME) + 1 == names.index("object_votes") - 1

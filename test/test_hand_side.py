@@ -92,3 +92,18 @@ def test_a_runner_with_the_wrong_row_count_is_an_error():
 
     with pytest.raises(ValueError, match="expected 2 rows"):
         vote_hand_sides(_image_with_hand(box, True), [box], None, run, SIZE, EXPANSION)
+
+
+def test_a_side_head_decides_over_the_joint_confidence():
+    """With the side head's logit among the outputs, the vote is its probability; the joint
+    confidence (here favouring the other side) is not asked."""
+    box = np.array([40.0, 30.0, 80.0, 90.0])
+
+    def run(inputs):
+        return {"hand_joint_confidence": np.array([[0.9] * 21, [0.1] * 21]),
+                "hand_side_logit": np.array([-2.0, 1.0])}  # as it is: not a right hand; mirrored: one
+
+    (vote,) = vote_hand_sides(_image_with_hand(box, True), [box], None, run, SIZE, EXPANSION)
+    assert vote.side == "left"
+    assert vote.right_confidence == pytest.approx(1 / (1 + np.exp(2.0)))
+    assert vote.left_confidence == pytest.approx(1 / (1 + np.exp(-1.0)))

@@ -47,3 +47,42 @@ def test_fingers_close_onto_the_surface_without_sinking_in(library, seed):
     # ... and at least three fingers touch the object (within 5 mm).
     touching = [dist[ids].min() < 0.005 for ids in geo.finger_vertices]
     assert sum(touching) >= 3, (name, touching)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_palm_and_nails_are_where_a_hand_has_them(side):
+    from hoi_perception.render.rasterizer import vertex_normals
+    from hoi_perception.synth.appearance import hand_surface_regions, hand_vertex_colors, skin_color
+    from hoi_perception.synth.grasp import FINGER_CHAINS
+
+    hand = HandModel(side)
+    geo = hand_geometry(hand, side, np.zeros(10))
+    regions = hand_surface_regions(geo.rest_vertices, hand.faces, geo.rest_joints, geo.palm_normal, FINGER_CHAINS)
+    facing = vertex_normals(geo.rest_vertices, hand.faces) @ geo.palm_normal
+    assert regions.palmar[facing > 0.6].min() == 1.0 and regions.palmar[facing < -0.3].max() == 0.0
+    assert 0.25 < regions.palmar.mean() < 0.6  # about half the surface: palm and finger pads
+    nails = regions.nail > 0.5
+    assert np.all(facing[nails] < -0.3)  # on the back of the fingers
+    # One nail per finger, each within a last finger segment (about 2.5 cm) of its fingertip.
+    tips = geo.rest_joints[[chain[-1] for chain in FINGER_CHAINS]]
+    nearest_tip = np.linalg.norm(geo.rest_vertices[nails][:, None] - tips[None], axis=2)
+    assert nearest_tip.min(1).max() < 0.025 and set(nearest_tip.argmin(1)) == set(range(5))
+    assert 10 < nails.sum() < 100
+    # A dark hand's palm is much lighter than its back; nails lighter still.
+    colors = hand_vertex_colors(skin_color(1.0), regions, 0.5, np.random.default_rng(0))
+    back, palm = colors[(facing < -0.6) & (regions.nail < 0.01)].mean(0), colors[facing > 0.6].mean(0)
+    assert palm.sum() > 2.0 * back.sum() and colors[nails].mean(0).sum() > palm.sum()
+
+
+def test_left_hands_have_the_right_hands_regions():
+    from hoi_perception.synth.appearance import hand_surface_regions
+    from hoi_perception.synth.grasp import FINGER_CHAINS
+
+    regions = {}
+    for side in ("right", "left"):
+        hand = HandModel(side)
+        geo = hand_geometry(hand, side, np.zeros(10))
+        regions[side] = hand_surface_regions(geo.rest_vertices, hand.faces, geo.rest_joints, geo.palm_normal,
+                                             FINGER_CHAINS)
+    np.testing.assert_allclose(regions["left"].palmar, regions["right"].palmar, atol=1e-6)
+    np.testing.assert_allclose(regions["left"].nail, regions["right"].nail, atol=1e-6)

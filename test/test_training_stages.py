@@ -85,6 +85,8 @@ def test_object_head_coordinate_channels_tell_cells_apart():
     ("stage=detector", "must start from trained weights"),
     ("optimizer.min_lr_ratio=2", "min_lr_ratio must be in [0, 1]"),
     ("detection_augmentation.scale_jitter=1.5", "scale_jitter must be in [0, 1)"),
+    ("side_negatives=0.5", "side_negatives (0.5) trains the side head in a full stage"),
+    ("side_negatives=1.5", "side_negatives must be a fraction in [0, 1]"),
 ])
 def test_stage_config_errors(tiny_set, override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
@@ -168,3 +170,39 @@ def test_frozen_modules_keep_their_weights_and_running_statistics(tiny_set, tmp_
     with pytest.raises(ConfigError, match="has no module 'backbone.resnet.layer9'"):
         fit_main(TINY, overrides(tiny_set, "max_steps=1", f"init_checkpoint={first}/checkpoints/last.pt",
                                  "frozen_modules=[backbone.resnet.layer9]"), out_dir=tmp_path / "bad")
+
+
+def test_side_negatives_are_the_crops_mirrored_with_their_boxes():
+    from hoi_training.training.step import SideNegatives
+
+    image = torch.zeros(1, 3, 8, 8)
+    image[0, :, 2:4, 1:3] = 1.0  # the "hand" pixels, columns 1-2
+    hand_box = torch.tensor([[1.0, 2.0, 2.0, 3.0]])
+    negatives = SideNegatives.mirror(image, hand_box, torch.tensor([[0.0, 0.0, 7.0, 5.0]]))
+    assert negatives.image[0, 0, 2:4, 5:7].min() == 1.0 and negatives.image[0, 0, :, :5].max() == 0.0
+    torch.testing.assert_close(negatives.hand_box, torch.tensor([[5.0, 2.0, 6.0, 3.0]]))  # u -> 7 - u
+    torch.testing.assert_close(negatives.object_box, torch.tensor([[0.0, 0.0, 7.0, 5.0]]))
+
+
+def test_side_negatives_train_the_side_head(tiny_set, tmp_path):
+    """A full stage with side_negatives logs the side term and moves the side head, which a run
+    without it leaves at its initialisation."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "side"
+    args = overrides(tiny_set, "max_steps=2", "model_overrides=[input_size=32, backbone.fpn_channels=16, "
+                     "roi.output_size=8, hand_head.hourglass_depth=2, hand_head.encoder_rounds=2, "
+                     "hand_head.regressor_hidden=32, object_head.num_blocks=1, detection_head.head_channels=8, "
+                     "hand_head.side_head=true]", "batch_size=4")
+    assert fit_main(TINY, [*args, "side_negatives=0.5"], out_dir=run) == 0
+    plain = tmp_path / "plain"
+    assert fit_main(TINY, args, out_dir=plain) == 0
+    trained = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
+    untouched = torch.load(plain / "checkpoints" / "last.pt", weights_only=False)["model"]
+    key = "hand_decoder.side_classifier.logit.weight"
+    assert not torch.equal(trained[key], untouched[key])
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    side_terms = [tag for tag in events.Tags()["scalars"] if "hand_side" in tag or "side_accuracy" in tag]
+    assert len(side_terms) == 2
+    losses = [e.value for e in events.Scalars(next(t for t in side_terms if "hand_side" in t))]
+    assert all(0.0 < value < 100.0 * 5 for value in losses)  # weight 100 x a binary cross-entropy

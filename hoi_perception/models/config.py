@@ -92,6 +92,9 @@ class HandHeadConfig:
     ``mask_head`` adds a hand-mask output on the hand-box grid (the RoI size), which
     SemiHand's mask consistency terms need; off (the default) the network, its state
     dict and its exported graphs are those of a model without the option.
+    ``side_head`` adds the ``side_logit`` output (``hand_head.SideClassifier``): whether a
+    crop shows a right hand, which the runtime asks of each new hand's crop as it is and
+    mirrored; off, as mask_head.
     """
 
     hourglass_depth: int = 4
@@ -100,6 +103,7 @@ class HandHeadConfig:
     regressor_hidden: int = 512
     confidence_radius: float = 2.0
     mask_head: bool = False
+    side_head: bool = False
 
     def validate(self) -> None:
         if min(self.hourglass_depth, self.encoder_rounds, self.encoder_blocks, self.regressor_hidden) < 1:

@@ -52,6 +52,8 @@ class HandDecoderOutput:
     vertices: (B, 778, 3) and joints3d: (B, 21, 3) root-relative (wrist at the origin), metres.
     mask_logits: (B, 1, H, W) hand-mask logits on the heatmap grid (the hand box), or None
         without a mask head (the output is then absent from flattened and exported outputs).
+    side_logit: (B,) logit that the crop shows a right hand as it is (a left hand's crop
+        mirrored, as the network expects), or None without a side head (absent as mask_logits).
     """
 
     heatmaps: torch.Tensor
@@ -63,6 +65,7 @@ class HandDecoderOutput:
     vertices: torch.Tensor
     joints3d: torch.Tensor
     mask_logits: torch.Tensor | None = None
+    side_logit: torch.Tensor | None = None
 
 
 class PreActBottleneck(nn.Module):
@@ -144,6 +147,29 @@ class MaskDecoder(nn.Module):
         return self.body(features)
 
 
+class SideClassifier(nn.Module):
+    """Hourglass features (B, C, R, R) -> (B,) logit that the crop shows a right hand: two
+    stride-2 3x3 convs to 16 channels (BN, LeakyReLU), a global mean and a linear layer.
+
+    The network models right hands, so which side a detected hand is comes down to whether
+    its crop as it is, or mirrored, is a right hand. The joint confidence says that only
+    weakly: a mirrored hand seen from the other side projects to nearly the same joints.
+    This head is trained on crops mirrored against their side (``side_negatives``) to
+    tell them apart by what the joints do not show: which side of the hand faces the camera.
+    """
+
+    def __init__(self, channels: int, width: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.LeakyReLU(0.01),
+                                  nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.LeakyReLU(0.01))
+        self.logit = nn.Linear(width, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logit(self.body(features).mean((2, 3)))[:, 0]
+
+
 class HandEncoder(nn.Module):
     """Heatmaps and features to ``channels`` by 1x1 convs, summed; then ``num_rounds`` x
     (``blocks_per_round`` residuals + 2x2 max-pool); flattened."""
@@ -201,11 +227,12 @@ class HandDecoder(nn.Module):
         confidence_radius: radius in heatmap cells for ``joint_confidence`` (2).
         mask_head: add :class:`MaskDecoder` and output ``mask_logits``; off, the decoder's
             parameters and outputs are exactly those of a decoder built before the option.
+        side_head: add :class:`SideClassifier` and output ``side_logit`` (off: as mask_head).
     """
 
     def __init__(self, hand_model: HandModel, channels: int = 256, roi_size: int = 32, hourglass_depth: int = 4,
                  encoder_rounds: int = 4, encoder_blocks: int = 2, regressor_hidden: int = 512,
-                 confidence_radius: float = 2.0, mask_head: bool = False) -> None:
+                 confidence_radius: float = 2.0, mask_head: bool = False, side_head: bool = False) -> None:
         super().__init__()
         if channels < 2 or channels % 2:
             raise ValueError(f"HandDecoder channels: expected an even number >= 2, got {channels}")
@@ -223,6 +250,7 @@ class HandDecoder(nn.Module):
         encoded = channels * (roi_size // 2 ** encoder_rounds) ** 2
         self.regressor = MANORegressor(encoded, regressor_hidden)
         self.mask_decoder = MaskDecoder(channels) if mask_head else None
+        self.side_classifier = SideClassifier(channels) if side_head else None
         self.hand_model = hand_model
         for p in self.hand_model.parameters():
             p.requires_grad_(False)
@@ -237,6 +265,7 @@ class HandDecoder(nn.Module):
         mano = self.hand_model(global_orient=pose[:, :3], hand_pose=pose[:, 3:], betas=betas)
         root = mano.joints[:, :1]
         mask_logits = None if self.mask_decoder is None else self.mask_decoder(features)
+        side_logit = None if self.side_classifier is None else self.side_classifier(features)
         return HandDecoderOutput(heatmaps=heatmaps, joints2d=joints2d, joint_confidence=confidence, pose=pose,
                                  rot6d=rot6d, betas=betas, vertices=mano.vertices - root,
-                                 joints3d=mano.joints - root, mask_logits=mask_logits)
+                                 joints3d=mano.joints - root, mask_logits=mask_logits, side_logit=side_logit)

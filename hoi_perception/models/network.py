@@ -58,9 +58,8 @@ class NetworkOutput:
     refinement: RefinementFeatures | None = None
 
     def flat(self) -> dict[str, torch.Tensor]:
-        """Named tensors as the exporter names them (``flatten_outputs``): :data:`OUTPUT_NAMES` with
-        :data:`MASK_OUTPUT_NAME` after the other hand outputs when the mask head is on, then
-        ``refinement_*`` if present."""
+        """Named tensors as the exporter names them (``flatten_outputs``): :func:`crop_output_names`
+        order, then ``refinement_*`` if present."""
         out = {f"hand_{f.name}": getattr(self.hand, f.name) for f in fields(self.hand)
                if getattr(self.hand, f.name) is not None}
         out.update({f"object_{f.name}": getattr(self.object, f.name) for f in fields(self.object)})
@@ -79,10 +78,12 @@ class HandHeatmaps:
     joints2d: torch.Tensor
 
 
-# The hand-mask logits exist only with ``hand_head.mask_head``; OUTPUT_NAMES are the outputs every model has.
+# The hand-mask logits exist only with ``hand_head.mask_head``, the side logit only with
+# ``hand_head.side_head``; OUTPUT_NAMES are the outputs every model has.
 MASK_OUTPUT_NAME = "hand_mask_logits"
+SIDE_OUTPUT_NAME = "hand_side_logit"
 OUTPUT_NAMES: tuple[str, ...] = (tuple(f"hand_{f.name}" for f in fields(HandDecoderOutput)
-                                       if f"hand_{f.name}" != MASK_OUTPUT_NAME)
+                                       if f"hand_{f.name}" not in (MASK_OUTPUT_NAME, SIDE_OUTPUT_NAME))
                                  + tuple(f"object_{f.name}" for f in fields(ObjectHeadOutput)))
 DETECTION_OUTPUT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Detections))
 
@@ -168,7 +169,7 @@ class HOINet(nn.Module):
         self.hand_decoder = HandDecoder(default_hand_model() if hand_model is None else hand_model, channels,
                                         config.roi.output_size, hh.hourglass_depth, hh.encoder_rounds,
                                         hh.encoder_blocks, hh.regressor_hidden, hh.confidence_radius,
-                                        hh.mask_head)
+                                        hh.mask_head, hh.side_head)
         self.object_head = ObjectHead(channels, config.roi.output_size, config.object_head.num_blocks,
                                       config.object_head.offset_scale, config.object_head.coord_channels)
         # The detection head sees both streams' P2 side by side (hands from the hand stream,
@@ -276,11 +277,11 @@ class HOINet(nn.Module):
 
 def crop_output_names(config: ModelConfig) -> tuple[str, ...]:
     """The crop network's output names in order: :data:`OUTPUT_NAMES`, with :data:`MASK_OUTPUT_NAME`
-    after the other hand outputs when the model has the mask head."""
-    if not config.hand_head.mask_head:
-        return OUTPUT_NAMES
+    and then :data:`SIDE_OUTPUT_NAME` after the other hand outputs when the model has those heads."""
     hand = [n for n in OUTPUT_NAMES if n.startswith("hand_")]
-    return (*hand, MASK_OUTPUT_NAME, *OUTPUT_NAMES[len(hand):])
+    optional = [name for name, present in ((MASK_OUTPUT_NAME, config.hand_head.mask_head),
+                                           (SIDE_OUTPUT_NAME, config.hand_head.side_head)) if present]
+    return (*hand, *optional, *OUTPUT_NAMES[len(hand):])
 
 
 class CropNetworkExport(nn.Module):

@@ -1,11 +1,13 @@
 """Which side a detected hand is, asked of the crop network instead of the detector.
 
 The crop network models right hands: a left hand's crop is mirrored before it, so every
-hand it was trained on looks like a right hand. Its own joint confidence therefore says
-which side a hand is: the crop of a right hand as it is, or of a left hand mirrored,
-looks like its training data, and the other way round does not. The detector decides the
-side from a few cells of a downscaled frame, and a detector whose backbone was trained
-on those mirrored crops has little to tell the sides apart with.
+hand it was trained on looks like a right hand. The crop of a right hand as it is, or of a
+left hand mirrored, looks like its training data, and the other way round does not. A
+network with the side head (``hand_head.side_head``) was trained to say exactly that
+(``hand_side_logit``); without it, its mean joint confidence says it more weakly, as a
+mirrored hand seen from the other side projects to nearly the same joints. The detector
+decides the side from a few cells of a downscaled frame, which show too little of the
+hand to tell.
 
 :func:`vote_hand_sides` runs both crops of every detected hand in one batch;
 :func:`with_voted_sides` puts the detections under the sides the network chose. It runs
@@ -21,9 +23,11 @@ import numpy as np
 import torch
 
 from hoi_perception.models.detection_head import Detection, FrameDetections
+from hoi_perception.models.network import SIDE_OUTPUT_NAME
 from hoi_perception.pipeline.crops import crop_geometry, extract_crop, network_images
 
-# Runs the crop network: {"crop", "hand_box", "object_box"} -> outputs with "hand_joint_confidence" (N, 21).
+# Runs the crop network: {"crop", "hand_box", "object_box"} -> outputs with "hand_joint_confidence" (N, 21),
+# and "hand_side_logit" (N,) when the network has the side head.
 CropRunner = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
@@ -35,15 +39,18 @@ def network_crop_runner(network: torch.nn.Module, device: torch.device | str = "
                    for name in ("crop", "hand_box", "object_box")]
         with torch.inference_mode():
             output = network(*tensors)
-        return {"hand_joint_confidence": output.hand.joint_confidence.float().cpu().numpy()}
+        outputs = {"hand_joint_confidence": output.hand.joint_confidence.float().cpu().numpy()}
+        if output.hand.side_logit is not None:
+            outputs[SIDE_OUTPUT_NAME] = output.hand.side_logit.float().cpu().numpy()
+        return outputs
 
     return run
 
 
 @dataclass(frozen=True)
 class SideVote:
-    """The crop network's mean joint confidence for one hand taken as a right hand (its crop as
-    it is) and as a left hand (mirrored)."""
+    """How much the crop network believes one hand is a right hand (its crop as it is) and a
+    left hand (mirrored), in [0, 1]: the side head's probability, else the mean joint confidence."""
 
     right_confidence: float
     left_confidence: float
@@ -68,11 +75,13 @@ def vote_hand_sides(image: np.ndarray, hand_boxes: Sequence[np.ndarray], object_
     outputs = run({"crop": network_images([extract_crop(image, g) for g in geometries]),
                    "hand_box": np.stack([g.hand_box for g in geometries]).astype(np.float32),
                    "object_box": np.stack([g.object_box for g in geometries]).astype(np.float32)})
-    confidence = np.asarray(outputs["hand_joint_confidence"], dtype=np.float64)
-    if confidence.shape[0] != len(geometries):
-        raise ValueError(f"hand_joint_confidence: expected {len(geometries)} rows (2 crops per hand), got "
-                         f"{confidence.shape}")
-    means = confidence.reshape(len(hand_boxes), 2, -1).mean(-1)
+    name = SIDE_OUTPUT_NAME if SIDE_OUTPUT_NAME in outputs else "hand_joint_confidence"
+    scores = np.asarray(outputs[name], dtype=np.float64)
+    if scores.shape[0] != len(geometries):
+        raise ValueError(f"{name}: expected {len(geometries)} rows (2 crops per hand), got {scores.shape}")
+    if name == SIDE_OUTPUT_NAME:
+        scores = 1.0 / (1.0 + np.exp(-scores.reshape(-1, 1)))
+    means = scores.reshape(len(hand_boxes), 2, -1).mean(-1)
     return [SideVote(float(right), float(left)) for right, left in means]
 
 

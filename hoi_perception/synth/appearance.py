@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+
+from hoi_perception.render.rasterizer import vertex_normals
 
 # Light to dark skin albedos (linear-ish RGB in [0, 1]), interpolated by a tone in [0, 1].
 _SKIN_PALETTE = np.array([
@@ -24,10 +29,63 @@ def skin_color(tone: float) -> np.ndarray:
     return (1 - w) * _SKIN_PALETTE[i] + w * _SKIN_PALETTE[i + 1]
 
 
-def skin_vertex_colors(base: np.ndarray, num_vertices: int, rng: np.random.Generator) -> np.ndarray:
-    """Per-vertex skin colours: the base albedo with smooth low-amplitude variation."""
+# The palm's and the nails' albedos, which a hand's back does not share: real palms carry
+# little melanin (light and reddish at every skin tone), nails are a pinkish white.
+PALM_COLOR = np.array([0.91, 0.70, 0.60])
+NAIL_COLOR = np.array([0.93, 0.80, 0.77])
+
+
+@dataclass(frozen=True)
+class HandSurfaceRegions:
+    """Per-vertex weights in [0, 1] of where a hand model's palm (``palmar``) and nails (``nail``) are.
+
+    They are what tells a hand's palm from its back in an image, and with it which side a
+    hand is: a uniformly coloured hand and its mirror image seen from the other side differ
+    only by subtle shading and occlusion.
+    """
+
+    palmar: np.ndarray  # (V,)
+    nail: np.ndarray  # (V,)
+
+
+def _smoothstep(low: float, high: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - low) / (high - low), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def hand_surface_regions(rest_vertices: np.ndarray, faces: np.ndarray, rest_joints: np.ndarray,
+                         palm_normal: np.ndarray, fingertip_chains: Sequence[Sequence[int]]) -> HandSurfaceRegions:
+    """Palm and nail weights from a hand's rest geometry (any MANO-format hand, either side).
+
+    Palmar: the rest-pose vertex normal facing along ``palm_normal``, blended over the
+    hand's sides. Nail: the back of each finger's last segment beyond its middle
+    (``fingertip_chains``: per finger the joint ids ending with its distal joint and tip).
+    """
+    normals = vertex_normals(rest_vertices, faces)
+    facing = normals @ np.asarray(palm_normal, dtype=np.float64)
+    palmar = _smoothstep(-0.25, 0.45, facing)
+    nail = np.zeros(len(rest_vertices))
+    for chain in fingertip_chains:
+        distal, tip = rest_joints[chain[-2]], rest_joints[chain[-1]]
+        length = float(np.linalg.norm(tip - distal))
+        along = (rest_vertices - distal) @ ((tip - distal) / length) / length
+        near_axis = np.linalg.norm(rest_vertices - (distal + (tip - distal) * np.clip(along, 0, 1)[:, None]), axis=1)
+        on_tip = _smoothstep(0.3, 0.5, along) * (near_axis < 1.5 * length)
+        nail = np.maximum(nail, on_tip * _smoothstep(-0.3, -0.6, facing))
+    return HandSurfaceRegions(palmar=palmar, nail=nail)
+
+
+def hand_vertex_colors(base: np.ndarray, regions: HandSurfaceRegions, palm_lightening: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Per-vertex hand albedo (V, 3) in [0, 1]: the skin's base colour on the back, moved
+    ``palm_lightening`` of the way to :data:`PALM_COLOR` on the palm, nails pinkish white,
+    with smooth low-amplitude variation."""
+    palm = base + palm_lightening * (PALM_COLOR - base)
+    colors = base[None, :] + regions.palmar[:, None] * (palm - base)[None, :]
+    colors = colors + 0.8 * regions.nail[:, None] * (NAIL_COLOR[None, :] - colors)
+    num_vertices = len(colors)
     variation = rng.normal(0.0, 0.025, size=(num_vertices, 1)) + rng.normal(0.0, 0.01, size=(num_vertices, 3))
-    return np.clip(base[None, :] * (1.0 + variation), 0.0, 1.0)
+    return np.clip(colors * (1.0 + variation), 0.0, 1.0)
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:

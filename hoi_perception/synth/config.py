@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from hoi_perception.config import ConfigError
 
 
-def _check_range(name: str, value: tuple[float, float], low: float | None = None) -> None:
+def _check_range(name: str, value: tuple[float, float], low: float | None = None, high: float | None = None) -> None:
     if value[0] > value[1]:
         raise ConfigError(f"{name}: range {list(value)} has min > max")
     if low is not None and value[0] < low:
         raise ConfigError(f"{name}: values must be >= {low}, got {list(value)}")
+    if high is not None and value[1] > high:
+        raise ConfigError(f"{name}: values must be <= {high}, got {list(value)}")
 
 
 @dataclass
@@ -76,12 +78,16 @@ class DomainConfig:
     motion_blur_px: tuple[float, float] = (0.0, 0.0)
     jpeg_quality: tuple[int, int] = (100, 100)  # 100 = no compression artefacts
     skin_tone: tuple[float, float] = (0.0, 1.0)  # range over the light-to-dark skin palette
+    # How far the palm's albedo moves from the back's toward a palm's light, reddish colour
+    # (0: one colour all round, 1: the palm colour itself), drawn per sequence.
+    palm_lightening: tuple[float, float] = (0.3, 0.7)
 
     def validate(self) -> None:
         if self.background not in ("lab", "clutter"):
             raise ConfigError(f"background must be 'lab' or 'clutter', got '{self.background}'")
         for name in ("ambient", "diffuse", "noise_std", "motion_blur_px", "skin_tone"):
             _check_range(name, getattr(self, name), 0.0)
+        _check_range("palm_lightening", self.palm_lightening, 0.0, 1.0)
         if not (1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100):
             raise ConfigError(f"jpeg_quality must satisfy 1 <= min <= max <= 100, got {list(self.jpeg_quality)}")
 

@@ -43,7 +43,7 @@ from hoi_perception.render.overlay import draw_hand_skeleton, draw_mesh, draw_ob
 from hoi_perception.render.rasterizer import Lighting, Mesh, render
 from hoi_perception.synth import appearance
 from hoi_perception.synth.config import DomainConfig, SynthConfig
-from hoi_perception.synth.grasp import Grasp, HandGeometry, hand_geometry, synthesize_grasp
+from hoi_perception.synth.grasp import FINGER_CHAINS, Grasp, HandGeometry, hand_geometry, synthesize_grasp
 from hoi_perception.synth.motion import smooth_rigid_motion, smooth_scalar
 from hoi_perception.synth.sequence_files import DatasetFormatError, read_rgb
 
@@ -78,6 +78,7 @@ class SequencePlan:
     lighting: Lighting
     light_tint: np.ndarray
     skin: np.ndarray
+    palm_lightening: float
     noise_std: float
     blur_px: float
     blur_angle: float
@@ -149,10 +150,15 @@ class SequenceRenderer:
         skin = appearance.skin_color(rng.uniform(*dom.skin_tone))
         plan = SequencePlan(index=index, seed=seed, side=side, object_name=object_name, K=K, rotations=rotations,
                             positions=positions, closure=closure, lighting=lighting, light_tint=tint, skin=skin,
+                            palm_lightening=self._palm_lightening(seed, index),
                             noise_std=rng.uniform(*dom.noise_std), blur_px=rng.uniform(*dom.motion_blur_px),
                             blur_angle=rng.uniform(0, 180),
                             jpeg_quality=int(rng.integers(dom.jpeg_quality[0], dom.jpeg_quality[1] + 1)))
         return plan, grasp, geometry
+
+    def _palm_lightening(self, seed: int, index: int) -> float:
+        # Its own stream: every other draw of a sequence stays what it was before palms had a colour.
+        return float(_sequence_rng(seed, index, self.domain_name + "/palm").uniform(*self.domain.palm_lightening))
 
     def render_sequence(self, plan: SequencePlan, grasp: Grasp, geometry: HandGeometry):
         """Yield (rgb, depth_mm, mask, labels) per frame, labels as a dict of arrays."""
@@ -162,7 +168,9 @@ class SequenceRenderer:
         rng = _sequence_rng(plan.seed, plan.index, self.domain_name + "/render")
         frames = len(plan.rotations)
         bg = appearance.background(self.domain.background, rng, cfg.camera.height, cfg.camera.width)
-        skin_colors = 255.0 * appearance.skin_vertex_colors(plan.skin, 778, rng)
+        regions = appearance.hand_surface_regions(geometry.rest_vertices, hand.faces, geometry.rest_joints,
+                                                  geometry.palm_normal, FINGER_CHAINS)
+        skin_colors = 255.0 * appearance.hand_vertex_colors(plan.skin, regions, plan.palm_lightening, rng)
 
         hand_pose = grasp.hand_pose(geometry, plan.closure)  # (F, 45)
         R = plan.rotations

@@ -45,6 +45,7 @@ class HandGeometry:
     side: str
     betas: np.ndarray  # (10,)
     rest_joints: np.ndarray  # (21, 3) at zero pose, no translation
+    rest_vertices: np.ndarray  # (778, 3) at zero pose, no translation
     palm_normal: np.ndarray  # unit vector out of the palm
     finger_direction: np.ndarray  # unit vector wrist -> middle knuckle
     finger_vertices: tuple[np.ndarray, ...]  # per finger (index, middle, pinky, ring, thumb): vertex ids it moves
@@ -93,7 +94,7 @@ def hand_geometry(hand_model, side: str, betas: np.ndarray) -> HandGeometry:
         for joint, child in zip(chain[:3], chain[1:]):
             bone = joints[child] - joints[joint]
             axes[joint - 1] = _unit(np.cross(bone, normal))  # rotating about it moves the child toward the palm
-    return HandGeometry(side, np.asarray(betas, dtype=np.float64), joints, normal, finger_direction,
+    return HandGeometry(side, np.asarray(betas, dtype=np.float64), joints, verts0, normal, finger_direction,
                         finger_vertices, axes)
 
 

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 REFINER_PREFIX = "refiner."  # state-dict prefix of HOINet's refinement stage
 MASK_HEAD_PREFIX = "hand_decoder.mask_decoder."  # state-dict prefix of the optional hand-mask head
+SIDE_HEAD_PREFIX = "hand_decoder.side_classifier."  # and of the optional side head
 DETECTOR_TRUNK_PREFIX = "detector_trunk."  # the detector's own trunk (detection_head.trunk: own)
 DETECTION_HEAD_PREFIX = "detection_head."
 
@@ -110,7 +111,8 @@ def load_initial_weights(network: HOINet, path: str | Path, source: str, exclude
     added.update({f"'{prefix}' (init_exclude)": prefix for prefix in exclude})
     # Compare with the added parts' settings taken from this network: only they may differ.
     aligned = replace(saved, name=expected.name, refine=expected.refine, dma=expected.dma,
-                      hand_head=replace(saved.hand_head, mask_head=expected.hand_head.mask_head),
+                      hand_head=replace(saved.hand_head, mask_head=expected.hand_head.mask_head,
+                                        side_head=expected.hand_head.side_head),
                       detection_head=replace(saved.detection_head, trunk=expected.detection_head.trunk))
     differing = config_differences(to_dict(aligned), to_dict(expected))
     if differing:
@@ -139,6 +141,8 @@ def _added_parts(saved: ModelConfig, expected: ModelConfig) -> dict[str, str]:
         added["the refiner"] = REFINER_PREFIX
     if expected.hand_head.mask_head and not saved.hand_head.mask_head:
         added["the hand-mask head"] = MASK_HEAD_PREFIX
+    if expected.hand_head.side_head and not saved.hand_head.side_head:
+        added["the side head"] = SIDE_HEAD_PREFIX
     if expected.detection_head.trunk == "own" and saved.detection_head.trunk == "shared":
         added["the detector's own trunk (a copy of the crop backbone)"] = DETECTOR_TRUNK_PREFIX
         if saved.backbone.streams == "harmonious":  # the head read both streams' P2: its input width changes

@@ -44,6 +44,26 @@ class TrainingModule(nn.Module):
 
 
 @dataclass
+class SideNegatives:
+    """Crops of the batch mirrored against their side (``TrainConfig.side_negatives``): the crop
+    images (N, 3, S, S) and their hand and object boxes (N, 4), crop pixels."""
+
+    image: torch.Tensor
+    hand_box: torch.Tensor
+    object_box: torch.Tensor
+
+    @classmethod
+    def mirror(cls, image: torch.Tensor, hand_box: torch.Tensor, object_box: torch.Tensor) -> SideNegatives:
+        """The crops flipped left-right, boxes x -> S - 1 - x as ``geometry.mirror.mirror_boxes``."""
+        last = image.shape[-1] - 1
+
+        def flipped(box: torch.Tensor) -> torch.Tensor:
+            return torch.stack([last - box[:, 2], box[:, 1], last - box[:, 0], box[:, 3]], dim=1)
+
+        return cls(image.flip(-1), flipped(hand_box), flipped(object_box))
+
+
+@dataclass
 class StepInputs:
     """One batch on the device: crops, targets and boxes, the frames (when detection trains), SemiHand's
     perturbed view and the refinement closure and loss (when those objectives are on)."""
@@ -57,6 +77,7 @@ class StepInputs:
     refine: Callable[[NetworkOutput], DMAOutput | None] | None
     refinement_loss: Callable[[DMAOutput], LossOutput] | None
     rows: int
+    side_negatives: SideNegatives | None = None
 
 
 @dataclass
@@ -69,6 +90,7 @@ class StepOutputs:
     perturbed: Any = None
     detection: DetectionHeadOutput | None = None
     refined: DMAOutput | None = None
+    negative_side_logit: torch.Tensor | None = None  # the side negatives' rows (float32)
 
 
 def sum_losses(parts: Sequence[LossOutput], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
