@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
-from hoi_perception.config import load_config
+from hoi_perception.config import ConfigError, load_config
 from hoi_perception.geometry.camera import project
 from hoi_perception.synth.config import SynthConfig
 from hoi_perception.synth.generator import generate_dataset
@@ -101,6 +101,8 @@ def test_refuses_to_overwrite_and_bad_settings(tmp_path, small_config, dataset):
     other = load_config(SynthConfig, "synth.yaml", SMALL + ["objects=[teapot]"])
     with pytest.raises(ValueError, match="unknown object"):
         generate_dataset(other, tmp_path / "y", sequences=1, frames=1, seed=0)
+    with pytest.raises(ConfigError, match=r"palm_lightening: values must be <= 1.0, got \[0.5, 1.5\]"):
+        load_config(SynthConfig, "synth.yaml", SMALL + ["domains.lab.palm_lightening=[0.5, 1.5]"])
 
 
 def test_cli_reports_errors_cleanly(tmp_path, dataset, caplog):
