@@ -69,7 +69,7 @@ def test_palm_and_nails_are_where_a_hand_has_them(side):
     assert nearest_tip.min(1).max() < 0.025 and set(nearest_tip.argmin(1)) == set(range(5))
     assert 10 < nails.sum() < 100
     # A dark hand's palm is much lighter than its back; nails lighter still.
-    colors = hand_vertex_colors(skin_color(1.0), regions, 0.5, np.random.default_rng(0))
+    colors = hand_vertex_colors(skin_color(1.0), regions, 0.5, 0.8, np.random.default_rng(0))
     back, palm = colors[(facing < -0.6) & (regions.nail < 0.01)].mean(0), colors[facing > 0.6].mean(0)
     assert palm.sum() > 2.0 * back.sum() and colors[nails].mean(0).sum() > palm.sum()
 

@@ -76,13 +76,14 @@ def hand_surface_regions(rest_vertices: np.ndarray, faces: np.ndarray, rest_join
 
 
 def hand_vertex_colors(base: np.ndarray, regions: HandSurfaceRegions, palm_lightening: float,
-                       rng: np.random.Generator) -> np.ndarray:
+                       nail_whitening: float, rng: np.random.Generator) -> np.ndarray:
     """Per-vertex hand albedo (V, 3) in [0, 1]: the skin's base colour on the back, moved
-    ``palm_lightening`` of the way to :data:`PALM_COLOR` on the palm, nails pinkish white,
-    with smooth low-amplitude variation."""
+    ``palm_lightening`` of the way to :data:`PALM_COLOR` on the palm and ``nail_whitening``
+    of the way to :data:`NAIL_COLOR` on the nails, with smooth low-amplitude variation (both
+    0: one colour all round)."""
     palm = base + palm_lightening * (PALM_COLOR - base)
     colors = base[None, :] + regions.palmar[:, None] * (palm - base)[None, :]
-    colors = colors + 0.8 * regions.nail[:, None] * (NAIL_COLOR[None, :] - colors)
+    colors = colors + nail_whitening * regions.nail[:, None] * (NAIL_COLOR[None, :] - colors)
     num_vertices = len(colors)
     variation = rng.normal(0.0, 0.025, size=(num_vertices, 1)) + rng.normal(0.0, 0.01, size=(num_vertices, 3))
     return np.clip(colors * (1.0 + variation), 0.0, 1.0)

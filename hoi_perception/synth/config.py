@@ -79,8 +79,12 @@ class DomainConfig:
     jpeg_quality: tuple[int, int] = (100, 100)  # 100 = no compression artefacts
     skin_tone: tuple[float, float] = (0.0, 1.0)  # range over the light-to-dark skin palette
     # How far the palm's albedo moves from the back's toward a palm's light, reddish colour
-    # (0: one colour all round, 1: the palm colour itself), drawn per sequence.
-    palm_lightening: tuple[float, float] = (0.3, 0.7)
+    # (0: one colour all round, 1: the palm colour itself), drawn per sequence, and how far
+    # the nails move toward a nail's pinkish white. Both 0 (the default) render the hand in one
+    # skin colour, byte-identical to data rendered before the option; the side head's data
+    # (config/train/cpu_r18_side.yaml) sets them.
+    palm_lightening: tuple[float, float] = (0.0, 0.0)
+    nail_whitening: float = 0.0
 
     def validate(self) -> None:
         if self.background not in ("lab", "clutter"):
@@ -88,6 +92,8 @@ class DomainConfig:
         for name in ("ambient", "diffuse", "noise_std", "motion_blur_px", "skin_tone"):
             _check_range(name, getattr(self, name), 0.0)
         _check_range("palm_lightening", self.palm_lightening, 0.0, 1.0)
+        if not 0.0 <= self.nail_whitening <= 1.0:
+            raise ConfigError(f"nail_whitening must be in [0, 1], got {self.nail_whitening}")
         if not (1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100):
             raise ConfigError(f"jpeg_quality must satisfy 1 <= min <= max <= 100, got {list(self.jpeg_quality)}")
 

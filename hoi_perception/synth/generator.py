@@ -170,7 +170,8 @@ class SequenceRenderer:
         bg = appearance.background(self.domain.background, rng, cfg.camera.height, cfg.camera.width)
         regions = appearance.hand_surface_regions(geometry.rest_vertices, hand.faces, geometry.rest_joints,
                                                   geometry.palm_normal, FINGER_CHAINS)
-        skin_colors = 255.0 * appearance.hand_vertex_colors(plan.skin, regions, plan.palm_lightening, rng)
+        skin_colors = 255.0 * appearance.hand_vertex_colors(plan.skin, regions, plan.palm_lightening,
+                                                            self.domain.nail_whitening, rng)
 
         hand_pose = grasp.hand_pose(geometry, plan.closure)  # (F, 45)
         R = plan.rotations
