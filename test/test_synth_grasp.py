@@ -72,6 +72,11 @@ def test_palm_and_nails_are_where_a_hand_has_them(side):
     colors = hand_vertex_colors(skin_color(1.0), regions, 0.5, 0.8, np.random.default_rng(0))
     back, palm = colors[(facing < -0.6) & (regions.nail < 0.01)].mean(0), colors[facing > 0.6].mean(0)
     assert palm.sum() > 2.0 * back.sum() and colors[nails].mean(0).sum() > palm.sum()
+    # Both at 0 (the default domains): one colour all round, the draws of renders from before the option.
+    plain = hand_vertex_colors(skin_color(1.0), regions, 0.0, 0.0, np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    variation = rng.normal(0.0, 0.025, size=(len(plain), 1)) + rng.normal(0.0, 0.01, size=(len(plain), 3))
+    np.testing.assert_array_equal(plain, np.clip(skin_color(1.0)[None] * (1.0 + variation), 0.0, 1.0))
 
 
 def test_left_hands_have_the_right_hands_regions():
