@@ -109,7 +109,7 @@ def run_split(data: Path, checkpoint: Path, overrides: list[str], gates: dict | 
                 if gates is None:  # every object the estimator saw: its evidence against the true pose
                     detected = result.tracking_state == "detecting"
                     measures = result.gate_measures.get("object", GateMeasures(np.inf, np.inf, np.inf, detected))
-                    truth = object_measures(model.points, model.control_points, truth_R, truth_t, obj.box,
+                    truth = object_measures(model.vertices, model.control_points, truth_R, truth_t, obj.box,
                                             obj.control_points_2d, K, box_detected=measures.box_detected,
                                             image_size=(image.shape[1], image.shape[0]))
                     samples.append(Sample("object", measures, error, truth))

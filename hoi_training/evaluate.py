@@ -10,7 +10,9 @@ that fit fails and ``hand_translation.box_fallback`` is on, from the hand box th
 was cut around (:func:`hoi_perception.geometry.hand_translation.locate_hand`; the run
 summary counts each method), the object pose from the votes by
 RANSAC EPnP (:mod:`hoi_perception.geometry.pnp`) with the object's control points from
-the object library. Left hands are mirrored into right hands before the network and
+the object library, its depth then taken from the object's box as the runtime takes it
+from its detected box (:mod:`hoi_perception.geometry.object_depth`; ``object_depth``).
+Left hands are mirrored into right hands before the network and
 the outputs mirrored back. A frame without a hand or object box has no prediction,
 and one where PnP fails no object pose: the report counts them as missing
 predictions. Where the hand translation fit fails the hand is kept root-relative, so
@@ -50,6 +52,7 @@ from hoi_perception.config import ConfigError, load_config, to_dict
 from hoi_perception.geometry.camera import box_iou
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, locate_hand
 from hoi_perception.geometry.mirror import MIRROR_X, reflection
+from hoi_perception.geometry.object_depth import ObjectDepthConfig, box_depth_scale
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.checkpoint import load_network_checkpoint
 from hoi_perception.models.detection_head import DetectionSelectionConfig, letterbox_image, select_detections
@@ -111,6 +114,9 @@ class EvaluationRunConfig:
     # Vote selection and solver; null takes the runtime's (``estimator.pnp`` of config/perception.yaml,
     # chosen on the validation split).
     pnp: PnPConfig | None = None
+    # The object's depth from its box (the labelled or detected one); null takes the runtime's
+    # (``estimator.object_depth``).
+    object_depth: ObjectDepthConfig | None = None
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
     # How ``boxes: detected`` picks the hands and object: null takes the runtime's choice (the
     # ``estimator.detection`` section of config/perception.yaml, thresholds chosen on the
@@ -184,6 +190,7 @@ class Evaluator:
         self.detection = config.detection or runtime.detection
         self.hand_side_from = config.hand_side_from or runtime.hand_side_from
         self.pnp = config.pnp or runtime.pnp
+        self.object_depth = config.object_depth or runtime.object_depth
         self.crop_runner = network_crop_runner(self.network, device)
         self.crop_config = AugmentConfig(output_size=self.size)
         self.accumulator = EvaluationAccumulator(config.metrics)
@@ -309,6 +316,14 @@ class Evaluator:
             votes = np.moveaxis(frame.transform.crop_to_image(np.moveaxis(votes, 1, -1)), -1, 1)
             pnp = solve_control_point_pnp(votes, output.object.confidence[i].cpu().double().numpy(), control_points,
                                           frame.working.K, self.pnp)
+            if pnp.success and self.object_depth.from_box:
+                vertices = model.vertices if own_points else model.vertices @ MIRROR_X
+                found = box_depth_scale(vertices, pnp.rotation, pnp.translation, frame.working.object_box,
+                                        frame.working.K, (width, height), self.object_depth)
+                if found.success:
+                    pnp = replace(pnp, translation=pnp.translation * found.scale)
+                else:
+                    notes.append(f"object depth from its box: {found.reason}")
             if pnp.success:
                 rotation, position = pnp.rotation, pnp.translation
                 if mirrored and model.mirror_axis is not None:  # the pose of the mirrored model, X R X

@@ -128,6 +128,9 @@ class IdealCropNetwork(InferenceEngine):
         self.joint_confidence = 0.9
         self.object_confidence: float | None = None  # None: 0.9, and 0.95 for mirrored crops
         self.produce_nan = False
+        # Votes drawn towards the control points' centroid by this factor, as a trained object
+        # head's are (geometry/object_depth.py); 1 votes exactly.
+        self.vote_spread = 1.0
         self.mirrored_calls: list[bool] = []
 
     @staticmethod
@@ -170,6 +173,7 @@ class IdealCropNetwork(InferenceEngine):
             # In a mirrored crop vote j lies on the model point across the object's mirror plane
             # (augment.mirror_sample); that crop is also the more confident, so PnP takes it.
             points_2d = self.scene.control_points_2d
+            points_2d = points_2d.mean(0) + self.vote_spread * (points_2d - points_2d.mean(0))
             if mirrored:
                 points_2d = points_2d[mirrored_crop_point_order(self.scene.control_points, self.scene.mirror_axis)]
             votes = crop_units(points_2d, inputs["object_box"][b])

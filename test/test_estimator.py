@@ -153,6 +153,29 @@ def test_an_unsolved_object_pose_holds_its_detected_box(scene):
     assert lost.tracking_state == "lost" and "object" not in estimator.tracker.tracks
 
 
+def test_the_object_depth_comes_from_its_detected_box_and_stays_with_its_track(scene):
+    """Votes drawn to 60 % of their spread put PnP's object 1/0.6 as far as it is, which the box-size
+    gate refuses; the detected box brings it back, and the tracked frames after (whose boxes come
+    from the pose, not the image) keep the factor the box gave."""
+    from hoi_perception.geometry.object_depth import ObjectDepthConfig
+
+    pnp_only, network, _ = make_estimator(scene)  # the default: PnP's depth
+    network.vote_spread = 0.6
+    refused = pnp_only.process(coordinate_image(), K, 1.0).objects[0].result
+    assert not refused.success and "depth contradicts the box" in refused.failure_reason
+    estimator, network, detector = make_estimator(scene, tracking=TrackingConfig(redetect_interval=0),
+                                                  object_depth=ObjectDepthConfig(from_box=True))
+    network.vote_spread = 0.6
+    results = [estimator.process(coordinate_image(), K, 1.0 + frame / 30) for frame in range(3)]
+    assert [r.tracking_state for r in results] == ["detecting", "tracking", "tracking"] and detector.calls == 1
+    for result in results:
+        found = result.objects[0].result
+        assert found.success, found.failure_reason
+        np.testing.assert_allclose(found.translation, scene.object_translation, atol=0.01)
+        assert found.translation[2] == pytest.approx(scene.object_translation[2], abs=0.005)
+    assert estimator._object_depth_scales == {results[0].objects[0].track_id: pytest.approx(0.6, abs=0.02)}
+
+
 def test_only_a_detected_box_places_a_hand_whose_joints_are_not_confident(scene):
     # Joint confidence below hand_translation.min_joint_confidence: the 2D-joint fit fails on every frame.
     estimator, network, detector = make_estimator(scene, tracking=TrackingConfig(min_hand_confidence=0.0))

@@ -7,7 +7,7 @@ import pytest
 from scenes import OBJECT_NAME, K, SceneDetector, build_scene, coordinate_image, make_estimator
 
 from hoi_perception.config import ConfigError
-from hoi_perception.geometry.camera import project
+from hoi_perception.geometry.camera import box_from_points, project
 from hoi_perception.pipeline.config import load_estimator_config
 from hoi_perception.pipeline.estimator import load_object_model
 from hoi_perception.pipeline.gates import (
@@ -31,7 +31,7 @@ def model():
 
 
 def _silhouette_box(model, rotation, translation):
-    uv = project(model.points @ rotation.T + translation, K)
+    uv = project(model.vertices @ rotation.T + translation, K)
     return np.concatenate([uv.min(0), uv.max(0)])
 
 
@@ -40,20 +40,20 @@ def test_the_true_pose_passes_and_wrong_depth_shift_or_votes_fail(scene, model):
     box = _silhouette_box(model, R, t)
     votes = project(model.control_points @ R.T + t, K)
     limits = GateLimits()
-    true = object_measures(model.points, model.control_points, R, t, box, votes, K)
+    true = object_measures(model.vertices, model.control_points, R, t, box, votes, K)
     assert true.centre_offset < 1e-9 and true.size_ratio == pytest.approx(1.0) and true.reprojection < 1e-9
     assert gate_problem(true, limits) is None
     # The issue's case: the same box and direction, but 5x farther (PnP on degenerate votes).
-    far = object_measures(model.points, model.control_points, R, t * 5, box, votes, K)
+    far = object_measures(model.vertices, model.control_points, R, t * 5, box, votes, K)
     assert far.size_ratio == pytest.approx(0.2, abs=0.03)
     assert "depth contradicts the box" in gate_problem(far, limits)
-    shifted = object_measures(model.points, model.control_points, R, t + [0.08, 0, 0], box, votes, K)
+    shifted = object_measures(model.vertices, model.control_points, R, t + [0.08, 0, 0], box, votes, K)
     assert shifted.size_ratio == pytest.approx(1.0, abs=0.1) and shifted.centre_offset > 0.5
     assert "projected centre" in gate_problem(shifted, limits)
     size = np.sqrt(np.prod(box[2:] - box[:2]))
-    noisy = object_measures(model.points, model.control_points, R, t, box, votes + [0.4 * size, 0], K)
+    noisy = object_measures(model.vertices, model.control_points, R, t, box, votes + [0.4 * size, 0], K)
     assert noisy.reprojection == pytest.approx(0.4) and "reprojection error 0.40" in gate_problem(noisy, limits)
-    behind = object_measures(model.points, model.control_points, R, -t, box, votes, K)
+    behind = object_measures(model.vertices, model.control_points, R, -t, box, votes, K)
     assert gate_problem(behind, limits) is not None
 
 
@@ -132,22 +132,36 @@ def test_gate_settings_are_validated():
 
 
 def test_a_tracked_box_is_compared_as_tracking_made_it(scene, model):
-    """A tracked box is the previous pose's control points' box plus the margin: the same pose fits it
+    """A tracked box is the previous pose's silhouette box plus the margin: the same pose fits it
     exactly, a pose that jumped away does not."""
     from hoi_perception.pipeline.tracking import enlarge_box
 
     R, t = scene.object_rotation, scene.object_translation
     votes = project(model.control_points @ R.T + t, K)
-    tracked = enlarge_box(np.concatenate([votes.min(0), votes.max(0)]), 0.15)
-    same = object_measures(model.points, model.control_points, R, t, tracked, votes, K, box_detected=False,
+    silhouette = project(model.vertices @ R.T + t, K)
+    tracked = enlarge_box(np.concatenate([silhouette.min(0), silhouette.max(0)]), 0.15)
+    same = object_measures(model.vertices, model.control_points, R, t, tracked, votes, K, box_detected=False,
                            margin=0.15)
     assert same.size_ratio == pytest.approx(1.0) and same.centre_offset < 1e-9 and gate_problem(same, GateLimits()) \
         is None
     far_votes = project(model.control_points @ R.T + t * 3, K)  # votes that agree with a pose 3x farther
-    far = object_measures(model.points, model.control_points, R, t * 3, tracked, far_votes, K, box_detected=False,
+    far = object_measures(model.vertices, model.control_points, R, t * 3, tracked, far_votes, K, box_detected=False,
                           margin=0.15)
     assert far.size_ratio == pytest.approx(1 / 3, abs=0.03)
     assert "the tracked box size" in gate_problem(far, GateLimits())
+
+
+def test_votes_are_compared_with_the_pose_pnp_fitted_before_the_box_moved_it(scene, model):
+    """Votes drawn to 60 % of their spread agree with the pose 1/0.6 as far; the box brought the pose to
+    the true depth (depth_scale 0.6). The box gates see the moved pose, the reprojection gate the fitted one."""
+    R, t = scene.object_rotation, scene.object_translation
+    truth = project(model.control_points @ R.T + t, K)
+    drawn_in = truth.mean(0) + 0.6 * (truth - truth.mean(0))
+    box = box_from_points(project(model.vertices @ R.T + t, K))
+    as_fitted = object_measures(model.vertices, model.control_points, R, t, box, drawn_in, K, depth_scale=0.6)
+    assert as_fitted.size_ratio == pytest.approx(1.0) and gate_problem(as_fitted, GateLimits()) is None
+    against_the_moved_pose = object_measures(model.vertices, model.control_points, R, t, box, drawn_in, K)
+    assert against_the_moved_pose.reprojection > as_fitted.reprojection + 0.05
 
 
 def test_each_refusal_names_its_gate():

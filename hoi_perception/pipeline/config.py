@@ -25,6 +25,7 @@ from hoi_perception.engines.base import EngineConfig
 from hoi_perception.frontends.mano_fit import ManoFitConfig
 from hoi_perception.frontends.mediapipe_hands import MediaPipeHandsConfig
 from hoi_perception.geometry.hand_translation import HandTranslationConfig
+from hoi_perception.geometry.object_depth import ObjectDepthConfig
 from hoi_perception.geometry.pnp import PnPConfig
 from hoi_perception.models.detection_head import DetectionSelectionConfig
 from hoi_perception.pipeline.gates import GateConfig
@@ -79,6 +80,9 @@ class EstimatorConfig:
     hand_side_from: HandSideSource = "crop_network"
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
+    # The object's depth from its detected box instead of from its votes' spread
+    # (geometry/object_depth.py).
+    object_depth: ObjectDepthConfig = field(default_factory=ObjectDepthConfig)
     hand_translation: HandTranslationConfig = field(default_factory=HandTranslationConfig)
     gates: GateConfig = field(default_factory=GateConfig)
     # Where the hands come from: the network, or MediaPipe Hands' models with a MANO fit.

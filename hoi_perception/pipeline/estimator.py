@@ -14,7 +14,10 @@ Per frame (:meth:`Estimator.process`):
 4. **geometry** - 2D joints and control-point votes mapped from crop units back to
    full-image pixels (which also un-mirrors them), 3D outputs un-mirrored; the hand's
    camera-frame translation from its 2D joints, root-relative joints and K (refined by
-   depth when given); the object pose by PnP on the votes with the full K;
+   depth when given); the object pose by PnP on the votes with the full K, its depth then
+   taken from the object's detected box (:mod:`hoi_perception.geometry.object_depth`: the
+   votes are drawn towards the object's centre, so PnP alone puts it too far); between
+   detections the track keeps the factor its last detected box gave;
 4b. **refine** - with a ``refine: dma`` model and an object, each hand crop's coarse hand
    mesh and the object pose go through the refine graph (``refine`` or, for mirrored
    crops, ``refine_mirrored``; :mod:`hoi_perception.models.refinement`): the refined
@@ -74,6 +77,7 @@ from hoi_perception.geometry.mirror import (
     mirror_points_3d,
     mirrored_crop_point_order,
 )
+from hoi_perception.geometry.object_depth import box_depth_scale
 from hoi_perception.geometry.pnp import PnPResult, select_votes, solve_pnp
 from hoi_perception.hand_model.mano import HandModel, HandModelConfig, NumpyHandPoser
 from hoi_perception.models.detection_head import FrameDetections, letterbox_image, select_detections
@@ -292,6 +296,8 @@ class _ObjectEstimate:
     confidence: float
     crop_index: int = -1
     rejection: str = ""  # why a plausibility gate refused the pose (pnp is then a failure)
+    # The factor the object's box applied to PnP's translation (pnp holds the product).
+    depth_scale: float = 1.0
 
 
 def _ms(start: float) -> float:
@@ -354,6 +360,7 @@ class Estimator:
                                                  config.hand_translation, self.tracker.new_track_id)
         self._hand_filters: dict[int, HandTrackFilter] = {}
         self._object_filters: dict[int, ObjectTrackFilter] = {}
+        self._object_depth_scales: dict[int, float] = {}  # per object track, from its last detected box
         self._last_stamp: float | None = None
         self.frames_processed = 0
         self.skipped: Counter[str] = Counter()
@@ -475,6 +482,8 @@ class Estimator:
         if jobs:
             start = time.perf_counter()
             object_estimate = self._object_estimate(jobs, outputs, K)
+            if object_estimate is not None and object_estimate.pnp.success and self.config.object_depth.from_box:
+                object_estimate = self._object_depth(object_estimate, K, (width, height))
             timings["pnp"] = _ms(start)
 
         if self.refine_engines is not None and object_estimate is not None and object_estimate.pnp.success \
@@ -609,6 +618,27 @@ class Estimator:
         return _ObjectEstimate(jobs[i].object, pnp, voted,  # type: ignore[arg-type]
                                inlier_points, float(scores[i]), crop_index=i)
 
+    def _object_depth(self, estimate: _ObjectEstimate, K: np.ndarray,  # noqa: N803
+                      image_size: tuple[int, int]) -> _ObjectEstimate:
+        """Step 4: the object's depth from its box when the detector gave the box (the factor is kept
+        for the track), else the factor the track's last detected box gave (none yet: PnP's depth).
+        A tracked box was made from the previous pose, so it measures nothing new."""
+        track = estimate.track
+        if track.box_detected:
+            assert self.object_model is not None  # an object estimate needs the object model
+            found = box_depth_scale(self.object_model.vertices, estimate.pnp.rotation, estimate.pnp.translation,
+                                    track.box, K, image_size, self.config.object_depth)
+            if not found.success:
+                log.debug("object depth from its box: %s; PnP's depth kept", found.reason)
+                self._object_depth_scales.pop(track.track_id, None)
+                return estimate
+            self._object_depth_scales[track.track_id] = found.scale
+        scale = self._object_depth_scales.get(track.track_id)
+        if scale is None:
+            return estimate
+        return replace(estimate, pnp=replace(estimate.pnp, translation=estimate.pnp.translation * scale),
+                       depth_scale=scale)
+
     def _refine(self, jobs: list[_CropJob], inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
                 hands: list[HandEstimate], estimate: _ObjectEstimate, K: np.ndarray) -> _ObjectEstimate:  # noqa: N803
         """Refine every solved hand with the object (module docstring, step 4b); updates ``hands`` in place
@@ -680,10 +710,11 @@ class Estimator:
                      measures: dict[str, GateMeasures]) -> _ObjectEstimate:
         """Step 4c: an object pose that contradicts its box or its votes becomes a reported failure."""
         model = self.object_model
-        measures["object"] = object_measures(model.points, model.control_points, estimate.pnp.rotation,  # type: ignore[union-attr]
+        measures["object"] = object_measures(model.vertices, model.control_points, estimate.pnp.rotation,  # type: ignore[union-attr]
                                              estimate.pnp.translation, estimate.track.box,
                                              estimate.control_points_2d, K, box_detected=estimate.track.box_detected,
-                                             margin=self.config.tracking.box_margin, image_size=image_size)
+                                             margin=self.config.tracking.box_margin, image_size=image_size,
+                                             depth_scale=estimate.depth_scale)
         problem = gate_problem(measures["object"], self.config.gates.object) if self.config.gates.enabled else None
         if problem is None:
             return estimate
@@ -745,7 +776,8 @@ class Estimator:
                     self._end_tracks([estimate.track.track_id])
                 return
             assert self.object_model is not None  # an object estimate needs the object model
-            posed = self.object_model.control_points @ estimate.pnp.rotation.T + estimate.pnp.translation
+            # The silhouette's box, as the detector boxes an object (and the crop network was trained).
+            posed = self.object_model.vertices @ estimate.pnp.rotation.T + estimate.pnp.translation
             if not self.tracker.follow("object", project(posed, K), estimate.confidence, width, height):
                 self._end_tracks([estimate.track.track_id])
 
@@ -784,6 +816,7 @@ class Estimator:
                 continue
             self._hand_filters.pop(track_id, None)
             self._object_filters.pop(track_id, None)
+            self._object_depth_scales.pop(track_id, None)
 
 
 def _voted_points(votes: np.ndarray, confidence: np.ndarray, top: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ what the frame shows (``config/perception.yaml``, ``estimator.gates``):
   within a factor of the 2D box's; an object 3 m away projects to a tenth of the size
   of one at 0.3 m, so a wrong depth fails here;
 * **reprojection**: the voted control points (object) or the 2D joints (hand) lie
-  near where the posed model puts them.
+  near where the posed model puts them (for the object, the pose PnP fitted to its votes,
+  before its box corrected the depth).
 
 Offsets are fractions of the 2D box's size, so one threshold fits near and far
 objects. A box detected this frame is independent evidence; between detections the
@@ -66,8 +67,7 @@ class GateMeasures:
     """What the gates compare, for one pose (also recorded by the threshold benchmark).
 
     ``box_detected``: the box is this frame's detection (else the box tracking carried over
-    from the previous frame's estimate, compared with what it was made from; see
-    :func:`tracked_box_points`).
+    from the previous frame's estimate, compared with what it was made from).
     """
 
     centre_offset: float
@@ -139,22 +139,26 @@ def gate_of(reason: str) -> str:
     return "other"
 
 
-def object_measures(model_points: np.ndarray, control_points: np.ndarray, rotation: np.ndarray,
+def object_measures(silhouette_points: np.ndarray, control_points: np.ndarray, rotation: np.ndarray,
                     translation: np.ndarray, box: np.ndarray, voted_2d: np.ndarray,
                     K: np.ndarray, box_detected: bool = True, margin: float = 0.0,  # noqa: N803
-                    image_size: tuple[int, int] | None = None) -> GateMeasures:
+                    image_size: tuple[int, int] | None = None, depth_scale: float = 1.0) -> GateMeasures:
     """The object pose ``x_cam = R x + t`` against its 2D box and its voted control points (21, 2).
 
-    A detected box is the object's silhouette box, cut to the image (``image_size``, width and
-    height): the posed model points' box, cut the same way, is compared with it.
-    A tracked box is the previous pose's control points' box grown by the tracking ``margin``:
-    the posed control points are compared with it, the margin taken off."""
-    controls = control_points @ np.asarray(rotation).T + translation
-    predicted = project(controls, K) if np.all(controls[:, 2] > 1e-6) else np.full((len(controls), 2), np.inf)
+    ``silhouette_points`` (N, 3, model frame; the mesh's vertices) give the box the pose projects
+    to. A detected box is the object's silhouette box, cut to the image (``image_size``, width
+    and height): the projected box, cut the same way, is compared with it. A tracked box is the
+    previous pose's projected box grown by the tracking ``margin``: the margin is taken off.
+    ``depth_scale``: the factor the object's box applied to PnP's translation
+    (:mod:`hoi_perception.geometry.object_depth`); the votes, drawn towards the object's
+    centre, are compared with the pose PnP fitted to them, ``t / depth_scale``."""
+    rotation = np.asarray(rotation, dtype=np.float64)
+    fitted = control_points @ rotation.T + np.asarray(translation, dtype=np.float64) / depth_scale
+    predicted = project(fitted, K) if np.all(fitted[:, 2] > 1e-6) else np.full((len(fitted), 2), np.inf)
+    posed = silhouette_points @ rotation.T + translation
     if box_detected:
-        return measure(model_points @ np.asarray(rotation).T + translation, box, K, predicted, voted_2d,
-                       image_size=image_size)
-    return measure(controls, without_margin(box, margin), K, predicted, voted_2d, box_detected=False)
+        return measure(posed, box, K, predicted, voted_2d, image_size=image_size)
+    return measure(posed, without_margin(box, margin), K, predicted, voted_2d, box_detected=False)
 
 
 def hand_measures(vertices_cam: np.ndarray, joints_cam: np.ndarray, box: np.ndarray, joints_2d: np.ndarray,

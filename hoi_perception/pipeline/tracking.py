@@ -3,8 +3,8 @@
 Running the detector on every frame costs a full backbone pass on the whole image, so
 after a detection the regions *follow the estimates*: the next frame's hand box is the
 box around this frame's hand (2D joints and projected mesh), the object box the box
-around its posed control points, each enlarged by a margin for the motion between
-frames. The detector runs again
+around its posed mesh (its silhouette, as the detector boxes it), each enlarged by a margin
+for the motion between frames. The detector runs again
 
 * when there is nothing to track (start, or nothing was found),
 * on the frame after a track was lost: its confidence dropped below the threshold, its
