@@ -13,8 +13,9 @@ published and how much of it is right.
    error (object: translation; hand: wrist);
 2. **choose**: when the model solved at least ``--min-correct`` poses within
    ``--tolerance-m``, the grid point (size ratio, centre offset, reprojection) that
-   keeps the most poses while at least ``--precision`` of the kept ones are right
-   (ties: the loosest). A model with fewer right poses (the weak shipped one) gives
+   keeps the most poses while at least ``--precision`` of the kept ones are right and it
+   keeps at least ``--min-recall`` of the right ones (a gate that refuses most right poses
+   publishes next to nothing; ties: the loosest). A model with fewer right poses (the weak shipped one) gives
    nothing to choose from: the configured limits are kept and only checked. Also
    reported: how many *true* poses, measured against this model's boxes and votes,
    pass the chosen gates (low when the evidence itself is poor);
@@ -134,7 +135,7 @@ def run_split(data: Path, checkpoint: Path, overrides: list[str], gates: dict | 
 
 
 def choose(samples: list[Sample], precision: float, tolerance: float, min_correct: int,
-           configured: GateLimits) -> tuple[GateLimits, dict]:
+           configured: GateLimits, min_recall: float) -> tuple[GateLimits, dict]:
     """Step 2 (module docstring)."""
     solved = [s for s in samples if np.isfinite(s.error_m)]
     correct = sum(s.error_m <= tolerance for s in solved)
@@ -145,7 +146,8 @@ def choose(samples: list[Sample], precision: float, tolerance: float, min_correc
             kept = [s for s in solved if gate_problem(s.measures, limits) is None]
             within = sum(s.error_m <= tolerance for s in kept)
             key = (len(kept), size + centre + reproj)
-            if kept and within / len(kept) >= precision and (best is None or key > best[0]):
+            if kept and within / len(kept) >= precision and within >= min_recall * correct \
+                    and (best is None or key > best[0]):
                 best = (key, limits)
     limits = best[1] if best is not None else configured
     kept = [s for s in solved if gate_problem(s.measures, limits) is None]
@@ -169,6 +171,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the shipped one)")
     parser.add_argument("--precision", type=float, default=0.9, help="wanted fraction of kept poses within tolerance")
     parser.add_argument("--tolerance-m", type=float, default=0.05, help="a pose within this of the truth is right")
+    parser.add_argument("--min-recall", type=float, default=0.5,
+                        help="fraction of the right poses a choice must keep")
     parser.add_argument("--min-correct", type=int, default=20,
                         help="solved poses within tolerance needed to choose by precision")
     parser.add_argument("--max-frames", type=int, default=None, help="frames per sequence (default: all)")
@@ -198,7 +202,7 @@ def main() -> None:
             stats[kind] = {"objects_seen": 0, "note": "none detected; configured limits kept"}
             continue
         chosen[kind], stats[kind] = choose(kind_samples, ARGS.precision, ARGS.tolerance_m, ARGS.min_correct,
-                                           getattr(configured, kind))
+                                           getattr(configured, kind), ARGS.min_recall)
     _, gated = run_split(ARGS.data, checkpoint, ARGS.set, chosen, ARGS.max_frames)
     report = {
         "data": str(ARGS.data), "checkpoint": str(checkpoint), "tolerance_m": ARGS.tolerance_m,

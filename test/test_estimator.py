@@ -159,12 +159,11 @@ def test_the_object_depth_comes_from_its_detected_box_and_stays_with_its_track(s
     from the pose, not the image) keep the factor the box gave."""
     from hoi_perception.geometry.object_depth import ObjectDepthConfig
 
-    pnp_only, network, _ = make_estimator(scene)  # the default: PnP's depth
+    pnp_only, network, _ = make_estimator(scene, object_depth=ObjectDepthConfig(from_box=False))
     network.vote_spread = 0.6
     refused = pnp_only.process(coordinate_image(), K, 1.0).objects[0].result
     assert not refused.success and "depth contradicts the box" in refused.failure_reason
-    estimator, network, detector = make_estimator(scene, tracking=TrackingConfig(redetect_interval=0),
-                                                  object_depth=ObjectDepthConfig(from_box=True))
+    estimator, network, detector = make_estimator(scene, tracking=TrackingConfig(redetect_interval=0))
     network.vote_spread = 0.6
     results = [estimator.process(coordinate_image(), K, 1.0 + frame / 30) for frame in range(3)]
     assert [r.tracking_state for r in results] == ["detecting", "tracking", "tracking"] and detector.calls == 1

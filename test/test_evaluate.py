@@ -87,6 +87,30 @@ def test_oracle_outputs_give_exact_camera_frame_hand_and_object(tiny_set, tiny_n
     assert joints2d["pck_2px_crop_pct"] == 100.0 and "detector" not in summary
 
 
+class DrawnInOracleEvaluator(OracleEvaluator):
+    """The oracle's votes drawn to 60 % of their spread about their centroid, as a trained object
+    head's are (geometry/object_depth.py): PnP then puts the object 1/0.6 as far."""
+
+    def run_network(self, frames: list[PreparedFrame]) -> NetworkOutput:
+        output = super().run_network(frames)
+        votes = output.object.votes
+        centre = votes.mean(dim=1, keepdim=True)
+        drawn_in = centre + 0.6 * (votes - centre)
+        return dataclasses.replace(output, object=dataclasses.replace(output.object, votes=drawn_in))
+
+
+def test_the_object_depth_from_its_box_undoes_votes_drawn_to_the_centre(tiny_set, tiny_network):
+    dataset = SyntheticDataset(SyntheticConfig(tiny_set))
+    scores = {}
+    for from_box in ("true", "false"):
+        evaluator = DrawnInOracleEvaluator(tiny_network, _run_config(tiny_set, f"object_depth.from_box={from_box}"),
+                                           load_object_library(None), torch.device("cpu"))
+        evaluator.evaluate_batch([dataset[i] for i in range(len(dataset))])
+        scores[from_box] = evaluator.summary()["object"]
+    assert scores["false"]["translation_error_mm"] > 100 and scores["false"]["add_adds_0.1d_pct"] == 0.0
+    assert scores["true"]["translation_error_mm"] < 10 and scores["true"]["add_adds_0.1d_pct"] == 100.0
+
+
 def test_2d_joint_errors_and_pck_in_pixels(tiny_set, tiny_network):
     """Joints shifted by 3 crop pixels: 3 px in the crop, 3 x (image / crop scale) px in the image."""
 

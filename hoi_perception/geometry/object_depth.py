@@ -31,11 +31,9 @@ from hoi_perception.config import ConfigError
 class ObjectDepthConfig:
     """``estimator.object_depth``: whether the object's depth comes from its box, and how far it may move.
 
-    Off by default: per frame the box's depth is far better than PnP's, but the plausibility
-    gates' limits were chosen without it, and on the demo it published one mug pose 10 cm
-    off (README, "Shipped model"). ``hoi-train eval`` follows the runtime's setting."""
+    ``hoi-train eval`` follows the runtime's setting."""
 
-    from_box: bool = False
+    from_box: bool = True
     # The range of factors a box may apply, beyond which box and votes contradict each other
     # (PnP's depth then stays, and the gates judge the pose against the box). The votes'
     # pull towards the centre puts PnP too far: on the validation split (seed 200) the boxes
