@@ -15,8 +15,9 @@ hand or on the test split flatter the model; this script sets them on a labelled
   that best separates well and badly estimated hands (Youden's J = TPR - FPR);
 * object PnP (``pnp.confidence_threshold``, ``votes_per_point``, ``ransac_reprojection_px``):
   on the same ground-truth crops, the object head's votes mapped to full-image pixels as
-  the runtime maps them, solved for every grid point; chosen: the best ADD(-S)-0.1D (ADD-S
-  for symmetric objects), ties kept at the configured values.
+  the runtime maps them, solved for every grid point (the depth then from the labelled box
+  when the runtime takes it from the box, ``estimator.object_depth``); chosen: the best
+  ADD(-S)-0.1D (ADD-S for symmetric objects), ties kept at the configured values.
 
     python benchmarks/runtime_thresholds.py --checkpoint CKPT --data data/synthetic/cpu_val \
         [--frames 600] [--out benchmarks/results/runtime_thresholds_<model>.md]
@@ -42,6 +43,8 @@ from hoi_perception.atomic import atomic_write_text  # noqa: E402
 from hoi_perception.engines.base import file_sha256  # noqa: E402
 from hoi_perception.geometry.camera import box_iou  # noqa: E402
 from hoi_perception.geometry.metrics import add_errors, adds_errors, pose_accuracy  # noqa: E402
+from hoi_perception.geometry.mirror import MIRROR_X  # noqa: E402
+from hoi_perception.geometry.object_depth import ObjectDepthConfig, box_depth_scale  # noqa: E402
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp  # noqa: E402
 from hoi_perception.models.checkpoint import load_network_checkpoint  # noqa: E402
 from hoi_perception.models.detection_head import (  # noqa: E402
@@ -90,10 +93,15 @@ class ObjectVotes:
     rotation: np.ndarray
     translation: np.ndarray
     object_name: str
+    box: np.ndarray  # the object's labelled box, for its depth (estimator.object_depth)
+    vertices: np.ndarray  # the object's mesh as the control points have it (mirrored with them)
+    image_size: tuple[int, int]
 
 
-def pnp_accuracy(frames: list[ObjectVotes], config: PnPConfig, library: ObjectLibrary) -> float:
-    """ADD(-S)-0.1D of the poses PnP gives with ``config`` (a failed PnP is a miss)."""
+def pnp_accuracy(frames: list[ObjectVotes], config: PnPConfig, library: ObjectLibrary,
+                 depth: ObjectDepthConfig) -> float:
+    """ADD(-S)-0.1D of the poses PnP gives with ``config``, the depth from the box as ``depth`` says
+    (a failed PnP is a miss)."""
     errors, diameters = [], []
     for f in frames:
         model = library.get(f.object_name)
@@ -102,23 +110,27 @@ def pnp_accuracy(frames: list[ObjectVotes], config: PnPConfig, library: ObjectLi
         if not pnp.success:
             errors.append(np.inf)
             continue
+        translation = pnp.translation
+        if depth.from_box:
+            translation = translation * box_depth_scale(f.vertices, pnp.rotation, translation, f.box, f.K,
+                                                        f.image_size, depth).scale
         metric = adds_errors if model.is_symmetric else add_errors
-        errors.append(float(metric(model.points, pnp.rotation[None], pnp.translation[None], f.rotation[None],
+        errors.append(float(metric(model.points, pnp.rotation[None], translation[None], f.rotation[None],
                                    f.translation[None])[0]))
     return pose_accuracy(np.array(errors), np.array(diameters))
 
 
-def best_pnp(frames: list[ObjectVotes], current: PnPConfig, library: ObjectLibrary
+def best_pnp(frames: list[ObjectVotes], current: PnPConfig, library: ObjectLibrary, depth: ObjectDepthConfig
              ) -> tuple[PnPConfig, float, float]:
     """The grid's best PnP settings (ties: the configured ones), their accuracy and the configured ones'."""
-    baseline = pnp_accuracy(frames, current, library)
+    baseline = pnp_accuracy(frames, current, library, depth)
     best, best_accuracy = current, baseline
     for confidence in PNP_CONFIDENCES:
         for votes in PNP_VOTES:
             for ransac in PNP_RANSAC_PX:
                 config = replace(current, confidence_threshold=confidence, votes_per_point=votes,
                                  ransac_reprojection_px=ransac)
-                accuracy = pnp_accuracy(frames, config, library)
+                accuracy = pnp_accuracy(frames, config, library, depth)
                 if accuracy > best_accuracy:
                     best, best_accuracy = config, accuracy
     return best, best_accuracy, baseline
@@ -172,7 +184,8 @@ def main() -> int:
     object_votes: list[ObjectVotes] = []
     library = load_object_library()
     library_names = set(library.names)
-    configured_pnp = load_estimator_config(DEFAULT_PERCEPTION_CONFIG).pnp
+    runtime = load_estimator_config(DEFAULT_PERCEPTION_CONFIG)
+    configured_pnp = runtime.pnp
     crop_config = AugmentConfig(output_size=size)
     for index in indices:
         sample = dataset[int(index)]
@@ -199,10 +212,14 @@ def main() -> int:
         if crop.has_object_pose and crop.object_name in library_names:
             votes_crop = votes_to_pixels(output.object.votes[:1].double().numpy(), crop.object_box[None])[0]
             votes_image = transform.crop_to_image(np.moveaxis(votes_crop, 1, -1))  # the runtime's frame
+            model = library.get(working.object_name)
+            mirrored_mesh = sample.hand_side == "left" and model.mirror_axis is None  # as augment.mirror_sample
             object_votes.append(ObjectVotes(np.moveaxis(votes_image, -1, 1),
                                             output.object.confidence[0].double().numpy(),
                                             working.object_control_points, working.K, working.object_rotation,
-                                            working.object_translation, working.object_name))
+                                            working.object_translation, working.object_name, working.object_box,
+                                            model.vertices @ MIRROR_X if mirrored_mesh else model.vertices,
+                                            (working.image.shape[1], working.image.shape[0])))
         joints = box_units_to_points(output.hand.joints2d[:1].double().numpy(), crop.hand_box[None])[0]
         diagonal = float(np.hypot(*(crop.hand_box[2:] - crop.hand_box[:2])))
         confidences.append(float(output.hand.joint_confidence[0].mean()))
@@ -215,11 +232,13 @@ def main() -> int:
     found = (hand_scores >= hand_threshold) & (hand_ious >= RECALL_IOU)
     side_pct = 100.0 * np.mean([f.hand_side_right for f, hit in zip(frames, found) if hit]) if found.any() else 0.0
     gate, gate_rates = youden_threshold(np.array(confidences), np.array(good))
-    pnp, pnp_accuracy_chosen, pnp_accuracy_configured = best_pnp(object_votes, configured_pnp, library)
+    pnp, pnp_accuracy_chosen, pnp_accuracy_configured = best_pnp(object_votes, configured_pnp, library,
+                                                                 runtime.object_depth)
     yaml = (f"estimator:\n  detection:\n    hand_score_threshold: {hand_threshold:.2f}\n"
             f"    object_score_threshold: {object_threshold:.2f}\n  tracking:\n    min_hand_confidence: {gate:.2f}\n"
             f"  pnp:\n    confidence_threshold: {pnp.confidence_threshold:g}\n"
             f"    votes_per_point: {pnp.votes_per_point}\n    ransac_reprojection_px: {pnp.ransac_reprojection_px:g}\n")
+    depth_note = ", depth from the labelled box" if runtime.object_depth.from_box else ""
     lines = [
         f"# Runtime thresholds of `{args.checkpoint.name}` on a validation split", "",
         f"Command: `python benchmarks/runtime_thresholds.py --checkpoint {args.checkpoint} --data {args.data} "
@@ -240,7 +259,7 @@ def main() -> int:
         f"| pnp.confidence_threshold, votes_per_point, ransac_reprojection_px | {pnp.confidence_threshold:g}, "
         f"{pnp.votes_per_point}, {pnp.ransac_reprojection_px:g} | best ADD(-S)-0.1D over a "
         f"{len(PNP_CONFIDENCES)}x{len(PNP_VOTES)}x{len(PNP_RANSAC_PX)} grid, ground-truth crops, votes in "
-        f"full-image pixels | {100 * pnp_accuracy_chosen:.1f} % of {len(object_votes)} objects (configured "
+        f"full-image pixels{depth_note} | {100 * pnp_accuracy_chosen:.1f} % of {len(object_votes)} objects (configured "
         f"{configured_pnp.confidence_threshold:g}, {configured_pnp.votes_per_point}, "
         f"{configured_pnp.ransac_reprojection_px:g}: {100 * pnp_accuracy_configured:.1f} %) |",
         "", "```yaml", yaml.rstrip(), "```", ""]
