@@ -5,7 +5,7 @@ right to a few pixels) but reads its depth from how far apart the votes lie. The
 head's votes for far-apart control points are pulled towards the object's centre, most
 for small objects whose turn the image barely shows (a mug's votes spread half as wide as
 the truth, a soup can's two thirds, on the validation split), and PnP then puts the object
-too far away, by 0.2-0.5 m.
+too far away (by a median of 5 cm for the boxes to 44 cm for the mug there).
 
 A box around the object's silhouette (the detector's, or a label's) measures its projected
 size directly. :func:`box_depth_scale` finds the factor ``s`` for the translation, which
