@@ -43,7 +43,7 @@ from hoi_perception.atomic import atomic_write_text  # noqa: E402
 from hoi_perception.engines.base import file_sha256  # noqa: E402
 from hoi_perception.geometry.camera import box_iou  # noqa: E402
 from hoi_perception.geometry.metrics import add_errors, adds_errors, pose_accuracy  # noqa: E402
-from hoi_perception.geometry.mirror import MIRROR_X  # noqa: E402
+from hoi_perception.geometry.mirror import model_points_in_crop  # noqa: E402
 from hoi_perception.geometry.object_depth import ObjectDepthConfig, box_depth_scale  # noqa: E402
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp  # noqa: E402
 from hoi_perception.models.checkpoint import load_network_checkpoint  # noqa: E402
@@ -213,12 +213,12 @@ def main() -> int:
             votes_crop = votes_to_pixels(output.object.votes[:1].double().numpy(), crop.object_box[None])[0]
             votes_image = transform.crop_to_image(np.moveaxis(votes_crop, 1, -1))  # the runtime's frame
             model = library.get(working.object_name)
-            mirrored_mesh = sample.hand_side == "left" and model.mirror_axis is None  # as augment.mirror_sample
+            vertices = model_points_in_crop(model.vertices, model.mirror_axis, sample.hand_side == "left")
             object_votes.append(ObjectVotes(np.moveaxis(votes_image, -1, 1),
                                             output.object.confidence[0].double().numpy(),
                                             working.object_control_points, working.K, working.object_rotation,
                                             working.object_translation, working.object_name, working.object_box,
-                                            model.vertices @ MIRROR_X if mirrored_mesh else model.vertices,
+                                            vertices,
                                             (working.image.shape[1], working.image.shape[0])))
         joints = box_units_to_points(output.hand.joints2d[:1].double().numpy(), crop.hand_box[None])[0]
         diagonal = float(np.hypot(*(crop.hand_box[2:] - crop.hand_box[:2])))

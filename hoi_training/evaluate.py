@@ -51,7 +51,7 @@ from tqdm import tqdm
 from hoi_perception.config import ConfigError, load_config, to_dict
 from hoi_perception.geometry.camera import box_iou
 from hoi_perception.geometry.hand_translation import HandTranslationConfig, locate_hand
-from hoi_perception.geometry.mirror import MIRROR_X, reflection
+from hoi_perception.geometry.mirror import MIRROR_X, model_points_in_crop, reflection
 from hoi_perception.geometry.object_depth import ObjectDepthConfig, box_depth_scale
 from hoi_perception.geometry.pnp import PnPConfig, solve_control_point_pnp
 from hoi_perception.models.checkpoint import load_network_checkpoint
@@ -307,9 +307,7 @@ class Evaluator:
         object_pred = None
         model = self.library.get(frame.sample.object_name) if frame.sample.object_name in self.library else None
         if model is not None:
-            # In a mirrored crop an object with a mirror plane keeps its own control points (augment.mirror_sample).
-            own_points = not mirrored or model.mirror_axis is not None
-            control_points = model.control_points if own_points else model.control_points @ MIRROR_X
+            control_points = model_points_in_crop(model.control_points, model.mirror_axis, mirrored)
             # Votes in (working) image pixels with the image's K, as the runtime solves them, so that
             # the pixel thresholds of the runtime's PnP settings mean the same here.
             votes = votes_to_pixels(output.object.votes[i:i + 1].cpu().double().numpy(), crop.object_box[None])[0]
@@ -317,7 +315,7 @@ class Evaluator:
             pnp = solve_control_point_pnp(votes, output.object.confidence[i].cpu().double().numpy(), control_points,
                                           frame.working.K, self.pnp)
             if pnp.success and self.object_depth.from_box:
-                vertices = model.vertices if own_points else model.vertices @ MIRROR_X
+                vertices = model_points_in_crop(model.vertices, model.mirror_axis, mirrored)
                 found = box_depth_scale(vertices, pnp.rotation, pnp.translation, frame.working.object_box,
                                         frame.working.K, (width, height), self.object_depth)
                 if found.success:

@@ -13,6 +13,7 @@ from hoi_perception.geometry.mirror import (
     mirror_points_3d,
     mirror_rotation_matrix,
     mirrored_crop_point_order,
+    model_points_in_crop,
     reflection,
 )
 from hoi_perception.geometry.rotations import axis_angle_to_matrix_np
@@ -119,3 +120,9 @@ def test_mirrored_crop_point_order_swaps_points_across_the_mirror_plane():
     np.testing.assert_array_equal(mirrored_crop_point_order(points, None), np.arange(21))
     with pytest.raises(ValueError, match="mirror plane"):
         mirrored_crop_point_order(points + [0.01, 0, 0], 0)
+
+
+def test_model_points_in_a_mirrored_crop_are_mirrored_unless_the_object_has_a_mirror_plane():
+    points = np.array([[0.01, 0.02, 0.03], [-0.04, 0.05, 0.06]])
+    np.testing.assert_array_equal(model_points_in_crop(points, None, True), points * [-1.0, 1.0, 1.0])
+    assert model_points_in_crop(points, 0, True) is points and model_points_in_crop(points, None, False) is points

@@ -38,6 +38,13 @@ def reflection(axis: int) -> np.ndarray:
     return matrix
 
 
+def model_points_in_crop(points: np.ndarray, mirror_axis: int | None, mirrored: bool) -> np.ndarray:
+    """Model-frame ``points`` (N, 3) of the object a crop shows: in a mirrored crop an object with a
+    mirror plane is its own mirror image and keeps them, any other is the mirrored model
+    (augment.mirror_sample)."""
+    return points @ MIRROR_X if mirrored and mirror_axis is None else points
+
+
 def mirrored_crop_point_order(control_points: np.ndarray, mirror_axis: int | None) -> np.ndarray:
     """Indices that put a mirrored crop's control-point outputs (votes, confidences) back in the
     model's order once they are mapped into the camera image: there, output j lies on the model
