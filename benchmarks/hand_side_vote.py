@@ -59,6 +59,7 @@ class Frame:
 
 
 def frames_of(data: Path, indices: list[int], max_sequences: int | None) -> list[Frame]:
+    """The hands of frames ``indices`` of the first ``max_sequences`` sequences of a labelled split."""
     sequences = sorted(p.parent for p in data.glob("seq_*/meta.json"))[:max_sequences]
     if not sequences:
         raise SystemExit(f"--data {data}: no seq_*/meta.json; render a split with `hoi-train synth`")
@@ -101,10 +102,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, action="append", required=True,
                         help="checkpoint to score (repeatable; the first is the reference)")
     parser.add_argument("--frames", type=int, nargs="+", default=[0, 4], help="frame indices per sequence")
-    parser.add_argument("--max-sequences", type=int, default=None)
+    parser.add_argument("--max-sequences", type=int, default=None, help="first sequences only (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="markdown results file (default: print only)")
     args = parser.parse_args()
+    if args.out is not None and any(args.out.resolve() == c.resolve() for c in args.checkpoint):
+        parser.error(f"--out {args.out} is one of the checkpoints; choose a results file")
     torch.set_num_threads(args.threads)
     frames = frames_of(args.data, args.frames, args.max_sequences)
     started = time.time()
