@@ -32,7 +32,7 @@ import torch
 from hoi_perception.atomic import atomic_write_text
 from hoi_perception.geometry.crop import checkpoint_box_expansion, resolve_box_expansion
 from hoi_perception.models.checkpoint import load_network_checkpoint, read_training_checkpoint
-from hoi_perception.pipeline.hand_side import network_crop_runner, vote_hand_sides
+from hoi_perception.pipeline.hand_side import CropRunner, network_crop_runner, vote_hand_sides
 from hoi_perception.synth.sequence_files import read_rgb, read_sequence_labels
 
 WRIST, INDEX_MCP, PINKY_MCP = 0, 1, 7  # the project's joint order (hand_model/joint_orders.py)
@@ -75,20 +75,25 @@ def frames_of(data: Path, indices: list[int], max_sequences: int | None) -> list
     return frames
 
 
-def score(checkpoint: Path, frames: list[Frame]) -> dict[str, list[bool]]:
-    """Right (True) or wrong per frame, under "all", "palm" and "back"; crops as the model was trained."""
+def crop_runner(checkpoint: Path) -> tuple[CropRunner, int, float]:
+    """The checkpoint's crop network as a runner, with the crop size and box expansion it was trained with."""
     network = load_network_checkpoint(checkpoint).eval()
-    run = network_crop_runner(network)
-    crop_size = network.config.input_size
     box_expansion = resolve_box_expansion(None, checkpoint_box_expansion(read_training_checkpoint(checkpoint)),
                                           str(checkpoint))
-    right: dict[str, list[bool]] = {"all": [], "palm": [], "back": []}
+    return network_crop_runner(network), network.config.input_size, box_expansion
+
+
+def score(checkpoints: list[Path], frames: list[Frame]) -> dict[str, dict[str, list[bool]]]:
+    """Per checkpoint, right (True) or wrong per frame under "all", "palm" and "back"; each image read once."""
+    runners = {str(c): crop_runner(c) for c in checkpoints}
+    right: dict[str, dict[str, list[bool]]] = {name: {"all": [], "palm": [], "back": []} for name in runners}
     for frame in frames:
-        vote = vote_hand_sides(read_rgb(frame.image), [frame.hand_box], frame.object_box, run, crop_size,
-                               box_expansion)[0]
-        ok = vote.side == frame.side
-        right["all"].append(ok)
-        right["palm" if frame.palm_towards_camera else "back"].append(ok)
+        image = read_rgb(frame.image)
+        for name, (run, crop_size, box_expansion) in runners.items():
+            ok = vote_hand_sides(image, [frame.hand_box], frame.object_box, run, crop_size,
+                                 box_expansion)[0].side == frame.side
+            right[name]["all"].append(ok)
+            right[name]["palm" if frame.palm_towards_camera else "back"].append(ok)
     return right
 
 
@@ -111,7 +116,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     frames = frames_of(args.data, args.frames, args.max_sequences)
     started = time.time()
-    results = {str(c): score(c, frames) for c in args.checkpoint}
+    results = score(args.checkpoint, frames)
     reference = np.mean(results[str(args.checkpoint[0])]["all"])
     palms = sum(f.palm_towards_camera for f in frames)
     lines = ["# Hand side vote (crop network, ground-truth boxes)", "",
