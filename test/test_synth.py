@@ -8,7 +8,7 @@ from rosbags.highlevel import AnyReader
 from hoi_perception.config import ConfigError, load_config
 from hoi_perception.geometry.camera import project
 from hoi_perception.synth.config import SynthConfig
-from hoi_perception.synth.generator import generate_dataset
+from hoi_perception.synth.generator import _viewpoint, generate_dataset
 from hoi_training.cli import main as train_main
 
 SMALL = ["camera.width=96", "camera.height=96"]
@@ -103,6 +103,21 @@ def test_refuses_to_overwrite_and_bad_settings(tmp_path, small_config, dataset):
         generate_dataset(other, tmp_path / "y", sequences=1, frames=1, seed=0)
     with pytest.raises(ConfigError, match=r"palm_lightening: values must be <= 1.0, got \[0.5, 1.5\]"):
         load_config(SynthConfig, "synth.yaml", SMALL + ["domains.lab.palm_lightening=[0.5, 1.5]"])
+    with pytest.raises(ConfigError, match=r"max_palm_view_cosine must be in \(-1, 1\], got 1.5"):
+        load_config(SynthConfig, "synth.yaml", SMALL + ["camera.max_palm_view_cosine=1.5"])
+
+
+@pytest.mark.parametrize("limit", [0.35, 0.75])
+def test_viewpoints_looking_into_the_palm_are_limited(limit):
+    rng = np.random.default_rng(0)
+    palm_normal = np.array([0.0, 0.6, 0.8])
+    cosines = np.array([_viewpoint(rng, palm_normal, limit).inv().apply([0.0, 0.0, -1.0]) @ palm_normal
+                        for _ in range(400)])
+    assert cosines.max() < limit
+    # Below the limit the draw is uniform: the share of views between 0 and 0.35 stays that of the sphere.
+    kept = (1 + limit) / 2
+    assert abs(np.mean((cosines > 0) & (cosines < 0.35)) - 0.175 / kept) < 0.05
+    assert np.mean(cosines > 0.35) == pytest.approx((limit - 0.35) / 2 / kept, abs=0.05)
 
 
 def test_cli_reports_errors_cleanly(tmp_path, dataset, caplog):

@@ -27,8 +27,15 @@ class CameraConfig:
     principal_jitter: float = 0.03
     # Distance of the hand-object centre from the camera, metres.
     distance: tuple[float, float] = (0.28, 0.45)
+    # Views looking into the palm are redrawn when the cosine between the direction to the
+    # camera and the palm normal exceeds this (0.35: within ~70 degrees), because the held
+    # object would hide the hand; larger values keep more palm-towards-camera views, which a
+    # hand-side classifier needs to see (1.0 keeps every view).
+    max_palm_view_cosine: float = 0.35
 
     def validate(self) -> None:
+        if not -1.0 < self.max_palm_view_cosine <= 1.0:
+            raise ConfigError(f"camera.max_palm_view_cosine must be in (-1, 1], got {self.max_palm_view_cosine}")
         if self.width < 32 or self.height < 32:
             raise ConfigError(f"camera image size must be at least 32x32, got {self.width}x{self.height}")
         if self.fps <= 0:

@@ -132,7 +132,7 @@ class SequenceRenderer:
         K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
 
         times = np.arange(frames) / cam.fps
-        base = _viewpoint(rng, geometry.palm_normal)
+        base = _viewpoint(rng, geometry.palm_normal, cam.max_palm_view_cosine)
         wobble, drift = smooth_rigid_motion(rng, times, np.deg2rad(cfg.motion.rotation_amplitude_deg),
                                             cfg.motion.translation_amplitude, cfg.motion.period)
         rotations = (base * Rotation.from_matrix(wobble)).as_matrix()
@@ -215,16 +215,18 @@ class SequenceRenderer:
             yield rgb, depth_mm, mask, labels
 
 
-def _viewpoint(rng: np.random.Generator, palm_normal: np.ndarray, max_tries: int = 50) -> Rotation:
+def _viewpoint(rng: np.random.Generator, palm_normal: np.ndarray, max_palm_cosine: float,
+               max_tries: int = 50) -> Rotation:
     """A random hand-to-camera rotation from which the object does not hide the hand.
 
     The object sits on the palm side, so views looking into the palm through the object
-    (camera direction within ~70 degrees of the palm normal) are redrawn.
+    (cosine between the camera direction and the palm normal above ``max_palm_cosine``;
+    0.35 is within ~70 degrees) are redrawn.
     """
     rotation = Rotation.random(random_state=rng)
     for _ in range(max_tries):
         towards_camera = rotation.inv().apply([0.0, 0.0, -1.0])
-        if np.dot(towards_camera, palm_normal) < 0.35:
+        if np.dot(towards_camera, palm_normal) < max_palm_cosine:
             break
         rotation = Rotation.random(random_state=rng)
     return rotation
