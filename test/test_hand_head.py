@@ -311,9 +311,9 @@ def test_side_head_adds_one_logit_per_crop_and_only_its_own_weights(decoder):
     extra = set(sided.state_dict()) - set(decoder.state_dict())
     assert extra and all(k.startswith("side_classifier.") for k in extra)
     assert set(decoder.state_dict()) < set(sided.state_dict())
-    # Two bias-free 3x3 convs to 16 channels, two BatchNorms and a 16 -> 1 linear layer.
+    # A BatchNorm over the 21 x C per-joint features, a 21 C -> 64 layer and a 64 -> 1 layer.
     params = sum(p.numel() for p in sided.side_classifier.parameters())
-    assert params == CHANNELS * 16 * 9 + 16 * 16 * 9 + 2 * 2 * 16 + 17
+    assert params == 2 * 21 * CHANNELS + (21 * CHANNELS + 1) * 64 + 65
     network = tiny_network("hand_head.side_head=true", "hand_head.mask_head=true")
     crop, boxes = torch.rand(2, 3, 32, 32), torch.tensor([[4.0, 4.0, 20.0, 28.0], [8.0, 2.0, 30.0, 24.0]])
     with torch.no_grad():
@@ -321,3 +321,22 @@ def test_side_head_adds_one_logit_per_crop_and_only_its_own_weights(decoder):
     assert names == crop_output_names(network.config)
     assert [n for n in names if n not in (MASK_OUTPUT_NAME, SIDE_OUTPUT_NAME)] == list(OUTPUT_NAMES)
     assert names.index(SIDE_OUTPUT_NAME) == names.index(MASK_OUTPUT_NAME) + 1 == names.index("object_votes") - 1
+
+
+def test_side_head_reads_the_features_under_each_joint():
+    from hoi_perception.models.hand_head import SideClassifier
+
+    torch.manual_seed(0)
+    head = SideClassifier(CHANNELS).eval()
+    features = torch.randn(1, CHANNELS, 8, 8)
+    cells = torch.randperm(64)[:21]
+    heatmaps = torch.zeros(1, 21, 64)
+    heatmaps[0, torch.arange(21), cells] = 1.0
+    swapped = heatmaps.clone()
+    swapped[0, [0, 4]] = heatmaps[0, [4, 0]]  # the wrist where the thumb tip was, and back
+    with torch.no_grad():
+        logit = head(features, heatmaps.view(1, 21, 8, 8))
+        moved = head(features, swapped.view(1, 21, 8, 8))
+        same = head(features, heatmaps.view(1, 21, 8, 8))
+    # Pooled per joint, the same cells under other joints are another hand (a global mean is not).
+    assert torch.equal(logit, same) and abs(float(logit - moved)) > 1e-3

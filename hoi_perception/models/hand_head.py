@@ -148,26 +148,29 @@ class MaskDecoder(nn.Module):
 
 
 class SideClassifier(nn.Module):
-    """Hourglass features (B, C, R, R) -> (B,) logit that the crop shows a right hand: two
-    stride-2 3x3 convs to 16 channels (BN, LeakyReLU), a global mean and a linear layer.
+    """Hourglass features (B, C, R, R) and joint heatmaps (B, 21, R, R) -> (B,) logit that the
+    crop shows a right hand: the features pooled under each joint's heatmap (B, 21 x C),
+    batch-normalised, then a hidden layer (LeakyReLU) and a linear output.
 
     The network models right hands, so which side a detected hand is comes down to whether
     its crop as it is, or mirrored, is a right hand. The joint confidence says that only
     weakly: a mirrored hand seen from the other side projects to nearly the same joints.
-    This head is trained on crops mirrored against their side (``side_negatives``) to
-    tell them apart by what the joints do not show: which side of the hand faces the camera.
+    This head is trained on crops mirrored against their side (``side_negatives``) to tell
+    them apart by what the joints do not show: which side of the hand faces the camera, i.e.
+    whether a fingertip shows its nail or its pad and the palm its own colour. Pooling per
+    joint keeps where each appearance is; a global mean over the features loses it (a probe
+    on frozen features: the model card's "What is next").
     """
 
-    def __init__(self, channels: int, width: int = 16) -> None:
+    def __init__(self, channels: int, hidden: int = 64) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(width), nn.LeakyReLU(0.01),
-                                  nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(width), nn.LeakyReLU(0.01))
-        self.logit = nn.Linear(width, 1)
+        self.norm = nn.BatchNorm1d(NUM_JOINTS * channels)
+        self.body = nn.Sequential(nn.Linear(NUM_JOINTS * channels, hidden), nn.LeakyReLU(0.01))
+        self.logit = nn.Linear(hidden, 1)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.logit(self.body(features).mean((2, 3)))[:, 0]
+    def forward(self, features: torch.Tensor, heatmaps: torch.Tensor) -> torch.Tensor:
+        pooled = torch.matmul(heatmaps.flatten(2), features.flatten(2).transpose(1, 2))  # (B, 21, C)
+        return self.logit(self.body(self.norm(pooled.flatten(1))))[:, 0]
 
 
 class HandEncoder(nn.Module):
@@ -265,7 +268,7 @@ class HandDecoder(nn.Module):
         mano = self.hand_model(global_orient=pose[:, :3], hand_pose=pose[:, 3:], betas=betas)
         root = mano.joints[:, :1]
         mask_logits = None if self.mask_decoder is None else self.mask_decoder(features)
-        side_logit = None if self.side_classifier is None else self.side_classifier(features)
+        side_logit = None if self.side_classifier is None else self.side_classifier(features, heatmaps)
         return HandDecoderOutput(heatmaps=heatmaps, joints2d=joints2d, joint_confidence=confidence, pose=pose,
                                  rot6d=rot6d, betas=betas, vertices=mano.vertices - root,
                                  joints3d=mano.joints - root, mask_logits=mask_logits, side_logit=side_logit)
