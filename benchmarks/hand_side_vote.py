@@ -31,11 +31,12 @@ import torch
 
 from hoi_perception.atomic import atomic_write_text
 from hoi_perception.geometry.crop import checkpoint_box_expansion, resolve_box_expansion
+from hoi_perception.hand_model.joint_orders import HO3D_JOINT_NAMES
 from hoi_perception.models.checkpoint import load_network_checkpoint, read_training_checkpoint
 from hoi_perception.pipeline.hand_side import CropRunner, network_crop_runner, vote_hand_sides
 from hoi_perception.synth.sequence_files import read_rgb, read_sequence_labels
 
-WRIST, INDEX_MCP, PINKY_MCP = 0, 1, 7  # the project's joint order (hand_model/joint_orders.py)
+WRIST, INDEX_MCP, PINKY_MCP = (HO3D_JOINT_NAMES.index(name) for name in ("wrist", "index1", "pinky1"))
 
 
 def palm_faces_camera(joints_cam: np.ndarray, side: str) -> bool:

@@ -132,6 +132,14 @@ def test_reruns_reuse_sequence_and_export_run_torch_and_refuse_conflicting_setti
     torch_run = run_demo(out, checkpoint, overrides=[*ACCEPT_ALL, "engine.kind=torch"], sequence=SEQUENCE)
     assert torch_run.engine == "torch (cpu)" and torch_run.latency.frames == 5
     assert onnx.stat().st_mtime_ns == stamps[0]
+    # A folder rendered before a setting existed (its default renders the same) is reused too.
+    manifest_path = out / "sequence" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["config"]["camera"]["max_palm_view_cosine"]
+    manifest_path.write_text(json.dumps(manifest))
+    rerun = run_demo(out, checkpoint, overrides=[*ACCEPT_ALL, "engine.kind=torch"], sequence=SEQUENCE)
+    assert rerun.latency.frames == 5
+    assert labels.stat().st_mtime_ns == stamps[1]
     with pytest.raises(FileExistsError, match="rendered with other settings"):
         run_demo(out, checkpoint, sequence=DemoSequence(frames=4, width=128, height=96))
     with pytest.raises(ValueError, match="demo sequence shows"):

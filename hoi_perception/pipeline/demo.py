@@ -403,7 +403,7 @@ def report_dict(report: DemoReport) -> dict[str, Any]:
 def prepare_sequence(out_dir: Path, sequence: DemoSequence, mano_dir: Path | None,
                      objects: Path | None) -> Path:
     """Render the demo sequence into ``out_dir/sequence`` (a finished one with the same settings is reused)."""
-    from hoi_perception.config import load_config, to_dict
+    from hoi_perception.config import ConfigError, from_dict, load_config, to_dict
     from hoi_perception.synth.config import SynthConfig
     from hoi_perception.synth.generator import generate_dataset
 
@@ -414,7 +414,11 @@ def prepare_sequence(out_dir: Path, sequence: DemoSequence, mano_dir: Path | Non
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         wanted = {"seed": sequence.seed, "domain": sequence.domain, "frames_per_sequence": sequence.frames,
-                  "config": json.loads(json.dumps(to_dict(config)))}
+                  "config": to_dict(config)}
+        try:  # with today's defaults filled in: a setting added since, at its default, renders the same
+            manifest["config"] = to_dict(from_dict(SynthConfig, manifest.get("config"), str(manifest_path)))
+        except ConfigError:
+            manifest["config"] = None
         if all(manifest.get(k) == v for k, v in wanted.items()) and len(manifest.get("sequences", [])) == 1:
             log.info("reusing the demo sequence in %s", root)
             return root / manifest["sequences"][0]["name"]
